@@ -1,0 +1,301 @@
+"""The latency lookup table (LUT): the contract between `profiler/` (writes) and `search/` (reads).
+
+A LUT is one JSON file (schema `fbnet-lut/1`, see README "LUT format"):
+
+    {"schema": "fbnet-lut/1",
+     "device": {...}, "runtime": {...}, "measurement": {...}, "provenance": {...},
+     "space": {...}, "summation": {...}, "created": "...", "tool": {...},
+     "entries": {"<block key>": {"latency_ms": 0.41, "mean_ms": ..., "ops": [...]}, ...}}
+
+`latency_ms` is the value a LUT prices a block by (the median for measured LUTs). A network's
+latency is the sum of its parts' entries, corrected by `summation` (costs a block pays when
+measured alone that vanish inside a network, see `Summation`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+from fbnet import __version__
+from fbnet.errors import UserError
+from fbnet.io import atomic_write_json
+from fbnet.space import CANDIDATE_NAMES, SpaceConfig
+from fbnet.workloads import candidate_workload, fixed_parts, parse_key
+
+LUT_SCHEMA = "fbnet-lut/1"
+PROVENANCE_KINDS = ("measured", "imported", "estimated")
+
+
+@dataclass
+class OpLatency:
+    """One operator inside a block, from a per-operator profile (ETDump, autograd profiler)."""
+
+    name: str  # e.g. "Convolution (NHWC, F32) IGEMM #1"
+    op_type: str  # normalized class, e.g. "conv_1x1", "dwconv", "transpose", "add"
+    latency_ms: float
+
+
+@dataclass
+class LutEntry:
+    latency_ms: float
+    mean_ms: float | None = None
+    std_ms: float | None = None
+    p10_ms: float | None = None
+    p90_ms: float | None = None
+    min_ms: float | None = None
+    max_ms: float | None = None
+    n: int | None = None
+    ops: list[OpLatency] = field(default_factory=list)
+    extra: dict[str, float] = field(default_factory=dict)  # other metrics, e.g. energy_mj
+
+    def to_dict(self) -> dict:
+        data = {k: v for k, v in asdict(self).items() if v not in (None, [], {})}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str) -> "LutEntry":
+        if not isinstance(data, dict) or "latency_ms" not in data:
+            raise UserError(f"{where}: each entry needs a 'latency_ms' number")
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for k, v in values.items():
+            if k in ("ops", "extra"):
+                continue
+            if v is not None and not _is_valid_number(v):
+                raise UserError(f"{where}: {k} = {v!r} is not a non-negative number; "
+                                "re-measure or fix the file")
+        ops = []
+        for op in values.pop("ops", []) or []:
+            try:
+                ops.append(OpLatency(str(op["name"]), str(op.get("op_type", "other")),
+                                     float(op["latency_ms"])))
+            except (KeyError, TypeError, ValueError):
+                raise UserError(f"{where}: malformed per-op record {op!r}") from None
+        return cls(ops=ops, **values)
+
+
+def _is_valid_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
+@dataclass
+class DeviceInfo:
+    name: str  # profile name: host, s8, iphone_x, pixel3, android:<serial>, ...
+    model: str | None = None  # e.g. SM-G950U, iPhone10,3
+    soc: str | None = None
+    cpu: str | None = None
+    os: str | None = None
+    extra: dict = field(default_factory=dict)  # governor, frequencies, temperatures, ...
+
+
+@dataclass
+class RuntimeInfo:
+    name: str  # executorch, torchscript-lite, caffe2, tensorrt, ...
+    version: str | None = None
+    backend: str | None = None  # xnnpack, portable, ...
+    dtype: str | None = None  # fp32, int8
+    threads: int | None = None
+
+
+@dataclass
+class Provenance:
+    kind: str  # measured | imported | estimated
+    details: dict = field(default_factory=dict)  # source/license, model/fit error, settings...
+
+
+@dataclass
+class Summation:
+    """How block latencies add up to a network latency.
+
+    A block measured alone pays costs that vanish inside a network (delegate call, NCHW<->NHWC
+    transposes at the delegate boundary, input/output copies). The profiler measures them and
+    records them here: network = sum(max(entry - per_entry_offset_ms, 0)) + network_offset_ms.
+    Imported and estimated LUTs use zeros: a plain sum.
+    """
+
+    per_entry_offset_ms: float = 0.0
+    network_offset_ms: float = 0.0
+    method: str = "plain sum of entries"
+
+
+@dataclass
+class Lut:
+    device: DeviceInfo
+    runtime: RuntimeInfo
+    provenance: Provenance
+    entries: dict[str, LutEntry] = field(default_factory=dict)
+    space: dict | None = None  # SpaceConfig.to_dict() of the space the LUT was built for
+    measurement: dict = field(default_factory=dict)  # warmup, iters, rounds, drift, ...
+    summation: Summation = field(default_factory=Summation)
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(
+        timespec="seconds"))
+    tool: dict = field(default_factory=lambda: {"name": "fbnet-hw", "version": __version__})
+    schema: str = LUT_SCHEMA
+    path: Path | None = field(default=None, compare=False)
+
+    # --- describing ---------------------------------------------------------------------------
+    @property
+    def title(self) -> str:
+        """A short label for plots and tables: device and runtime."""
+        rt = self.runtime
+        bits = [rt.name, rt.backend, rt.dtype, f"{rt.threads}T" if rt.threads else None]
+        label = " ".join(b for b in bits if b)
+        res = f" @{self.space['resolution']}" if self.space else ""
+        return f"{self.device.name} ({label}, {self.provenance.kind}){res}"
+
+    # --- lookups ------------------------------------------------------------------------------
+    def latency_ms(self, key: str) -> float:
+        """The latency a network pays for this block (summation offset applied)."""
+        try:
+            raw = self.entries[key].latency_ms
+        except KeyError:
+            raise UserError(f"{self._name()} has no entry for {key}; profile it "
+                            "(python -m profiler.run) or use a LUT that covers this space") from None
+        return max(raw - self.summation.per_entry_offset_ms, 0.0)
+
+    def missing_keys(self, keys: Iterable[str]) -> list[str]:
+        return [k for k in dict.fromkeys(keys) if k not in self.entries]
+
+    def require(self, keys: Iterable[str], what: str = "this space") -> None:
+        missing = self.missing_keys(keys)
+        if missing:
+            shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
+            res = f" (the LUT was built at resolution {self.space['resolution']})" if self.space else ""
+            raise UserError(
+                f"{self._name()} does not cover {what}: missing {shown}{res}; build a LUT for it "
+                "with python -m profiler.run or profiler.estimate"
+            )
+
+    def network_latency_ms(self, keys: Iterable[str]) -> float:
+        keys = list(keys)
+        self.require(keys, "this network")
+        return sum(self.latency_ms(k) for k in keys) + self.summation.network_offset_ms
+
+    def price(self, arch) -> "NetworkPrice":
+        """Per-layer and total latency of an `Architecture`."""
+        layers = arch.layers()
+        self.require([layer.key for layer in layers], f"architecture {arch.name}")
+        per_layer = [(layer.label, layer.key, self.latency_ms(layer.key)) for layer in layers]
+        total = sum(ms for _, _, ms in per_layer) + self.summation.network_offset_ms
+        return NetworkPrice(arch.name, per_layer, self.summation.network_offset_ms, total)
+
+    def layer_table(self, space: SpaceConfig) -> "LayerTable":
+        """Latency of every candidate at every searchable layer, plus the fixed parts' total.
+
+        This is what the DNAS loss prices a relaxed architecture with.
+        """
+        parts = fixed_parts(space)
+        fixed_keys = [parts.stem.key, parts.head.key, parts.pool.key, parts.classifier.key]
+        layer_keys = [[candidate_workload(shape, c).key for c in CANDIDATE_NAMES]
+                      for shape in space.layers()]
+        self.require(fixed_keys + [k for row in layer_keys for k in row], "the search space")
+        fixed = sum(self.latency_ms(k) for k in fixed_keys) + self.summation.network_offset_ms
+        return LayerTable(fixed, [[self.latency_ms(k) for k in row] for row in layer_keys])
+
+    def _name(self) -> str:
+        return f"LUT {self.path}" if self.path else f"LUT for {self.device.name}"
+
+    # --- (de)serialization --------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "schema": self.schema,
+            "device": asdict(self.device),
+            "runtime": asdict(self.runtime),
+            "measurement": self.measurement,
+            "provenance": asdict(self.provenance),
+            "space": self.space,
+            "summation": asdict(self.summation),
+            "created": self.created,
+            "tool": self.tool,
+            "unit": "ms",
+            "entries": {k: e.to_dict() for k, e in self.entries.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "LUT") -> "Lut":
+        if not isinstance(data, dict) or "entries" not in data:
+            raise UserError(f"{source} is not a LUT (no 'entries'); expected a {LUT_SCHEMA} JSON file")
+        schema = data.get("schema")
+        if schema != LUT_SCHEMA:
+            raise UserError(f"{source} has schema {schema!r}, this tool reads {LUT_SCHEMA!r}; "
+                            "re-create it with this version of the profiler")
+        for part in ("device", "runtime", "provenance"):
+            if not isinstance(data.get(part), dict):
+                raise UserError(f"{source} lacks the '{part}' metadata object; every LUT must say "
+                                "where its numbers came from")
+        try:
+            device = DeviceInfo(**data["device"])
+            runtime = RuntimeInfo(**data["runtime"])
+            provenance = Provenance(**data["provenance"])
+            summation = Summation(**data.get("summation") or {})
+        except TypeError as err:
+            raise UserError(f"{source} has malformed metadata: {err}") from None
+        if provenance.kind not in PROVENANCE_KINDS:
+            raise UserError(f"{source}: provenance kind {provenance.kind!r} is not one of "
+                            f"{', '.join(PROVENANCE_KINDS)}")
+        if not isinstance(data["entries"], dict):
+            raise UserError(f"{source}: 'entries' must map block keys to entries")
+        entries = {}
+        for key, raw in data["entries"].items():
+            parse_key(key)  # rejects keys that are not canonical block keys
+            entries[key] = LutEntry.from_dict(raw, f"{source} entry {key}")
+        kwargs = {k: data[k] for k in ("created", "tool") if k in data}
+        return cls(device=device, runtime=runtime, provenance=provenance, entries=entries,
+                   space=data.get("space"), measurement=data.get("measurement") or {},
+                   summation=summation, **kwargs)
+
+    def save(self, path: Path | str) -> None:
+        atomic_write_json(Path(path), self.to_dict())
+        self.path = Path(path)
+
+    # --- tables -------------------------------------------------------------------------------
+    def to_dataframe(self):
+        """One row per entry: key, kind, shape fields, latency statistics."""
+        import pandas as pd
+
+        rows = []
+        for key, entry in self.entries.items():
+            workload = parse_key(key)
+            row = {"key": key, "kind": type(workload).__name__}
+            row.update(asdict(workload))
+            row.update({k: v for k, v in entry.to_dict().items() if k not in ("ops", "extra")})
+            row.update(entry.extra)
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def to_csv(self, path: Path | str) -> None:
+        self.to_dataframe().to_csv(path, index=False)
+
+
+@dataclass
+class NetworkPrice:
+    arch_name: str
+    per_layer: list[tuple[str, str, float]]  # (label, key, latency_ms)
+    network_offset_ms: float
+    total_ms: float
+
+
+@dataclass
+class LayerTable:
+    fixed_ms: float  # stem + head + pool + classifier (+ network offset)
+    per_layer_ms: list[list[float]]  # [layer][candidate index], candidate order = CANDIDATE_NAMES
+
+
+def load_lut(path: Path | str) -> Lut:
+    """Read and validate a LUT file; any problem is a one-line UserError."""
+    path = Path(path)
+    if not path.is_file():
+        hint = " (LUTs shipped with the project are in luts/)" if not path.exists() else ""
+        raise UserError(f"LUT file {path} does not exist{hint}; check the path")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not valid JSON ({err}); is it a LUT file?") from None
+    lut = Lut.from_dict(data, source=str(path))
+    lut.path = path
+    return lut
