@@ -18,6 +18,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     except OSError as err:
         raise UserError(f"cannot write {path}: {err.strerror}; choose a writable location") from None
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; results are meant to be shared and read
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
