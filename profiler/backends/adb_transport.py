@@ -1,0 +1,158 @@
+"""Reaching Android phones through the adb server (adbutils): find them, move files, run commands.
+
+The adb server is the `adb` binary of Android platform-tools (Debian package `adb`; the adbutils
+wheel bundles one too). adbutils talks to it on ANDROID_ADB_SERVER_HOST:ANDROID_ADB_SERVER_PORT
+(default 127.0.0.1:5037) and starts it when it is not running.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import adbutils
+from adbutils.errors import AdbError, AdbTimeout
+
+from profiler.backends.base import Transport, TransportError
+
+# What a user has to do when no phone shows up; printed in every "no device" error.
+HOW_TO_CONNECT = (
+    "connect the phone by USB, enable USB debugging (Settings > About phone > tap Build number "
+    "7 times, then Settings > Developer options > USB debugging), accept the 'Allow USB "
+    "debugging?' prompt on the phone, and check that `adb devices` lists it as 'device'"
+)
+
+
+def find_adb_binary() -> str | None:
+    """The adb executable adbutils would start: $ADBUTILS_ADB_PATH, `adb` on PATH, or the one
+    bundled in the adbutils wheel."""
+    env = os.environ.get("ADBUTILS_ADB_PATH")
+    if env and os.access(env, os.X_OK):
+        return env
+    on_path = shutil.which("adb")
+    if on_path:
+        return on_path
+    bundled = Path(adbutils.__file__).parent / "binaries" / "adb"
+    return str(bundled) if bundled.is_file() and os.access(bundled, os.X_OK) else None
+
+
+@dataclass
+class AttachedDevice:
+    """One line of `adb devices`, plus the model for phones that are ready."""
+
+    serial: str
+    state: str  # device | unauthorized | offline | ...
+    model: str | None = None
+
+    def label(self) -> str:
+        return f"{self.serial} ({self.model or self.state})"
+
+
+def adb_client() -> adbutils.AdbClient:
+    """A client of a running adb server (started if needed); a UserError when there is none."""
+    client = adbutils.AdbClient()  # host/port from ANDROID_ADB_SERVER_HOST/PORT
+    where = f"{client.host}:{client.port}"
+    try:
+        client.server_version()
+    except (AdbError, OSError) as err:
+        hint = ("install Android platform-tools (e.g. `apt-get install adb`) and run "
+                "`adb start-server`") if find_adb_binary() is None else "run `adb start-server`"
+        raise TransportError(f"cannot reach the adb server at {where} ({err}); {hint}, then "
+                             f"{HOW_TO_CONNECT}") from None
+    return client
+
+
+def list_attached(client: adbutils.AdbClient) -> list[AttachedDevice]:
+    """Every device the adb server sees, with ro.product.model read from the ready ones."""
+    found = []
+    try:
+        for info in client.list():
+            model = None
+            if info.state == "device":
+                model = client.device(info.serial).getprop("ro.product.model") or None
+            found.append(AttachedDevice(info.serial, info.state, model))
+    except (AdbError, OSError) as err:
+        raise TransportError(f"the adb server failed to list devices ({err}); "
+                             "restart it with `adb kill-server && adb start-server`") from None
+    return found
+
+
+def select_serials(attached: list[AttachedDevice], wanted: tuple[str, ...], profile_name: str,
+                   matches_model) -> list[str]:
+    """Which phones to use: the `wanted` serials if given, else the one device whose model the
+    profile matches. Every way this can fail is a one-line UserError that says what to do."""
+    ready = [d for d in attached if d.state == "device"]
+    if not attached:
+        raise TransportError(f"no Android device is connected (for --device {profile_name}): "
+                             f"{HOW_TO_CONNECT}")
+    if wanted:
+        by_serial = {d.serial: d for d in attached}
+        for serial in wanted:
+            dev = by_serial.get(serial)
+            if dev is None:
+                raise TransportError(
+                    f"no Android device with serial {serial} is connected (adb sees: "
+                    f"{', '.join(d.label() for d in attached)}); check `adb devices`")
+            _require_ready(dev)
+        return list(wanted)
+    if not ready:
+        _require_ready(attached[0])
+    matching = [d for d in ready if matches_model(d.model)]
+    if not matching:
+        raise TransportError(
+            f"no connected Android device matches --device {profile_name} (adb sees: "
+            f"{', '.join(d.label() for d in attached)}); pass --serial SERIAL or "
+            "--device android:SERIAL to measure one of them")
+    if len(matching) > 1:
+        serials = ",".join(d.serial for d in matching)
+        raise TransportError(
+            f"{len(matching)} devices match --device {profile_name} "
+            f"({', '.join(d.label() for d in matching)}); pick one with --serial SERIAL, or use "
+            f"them all with --device android:{serials}")
+    return [matching[0].serial]
+
+
+def _require_ready(dev: AttachedDevice) -> None:
+    if dev.state == "unauthorized":
+        raise TransportError(f"device {dev.serial} has not authorized this computer: unlock it, "
+                             "accept the 'Allow USB debugging?' prompt, and try again")
+    if dev.state != "device":
+        raise TransportError(f"device {dev.serial} is {dev.state}: reconnect the USB cable "
+                             "(or `adb reconnect`) until `adb devices` lists it as 'device'")
+
+
+class AdbTransport(Transport):
+    """A phone reached through the adb server: push/pull with the sync protocol, shell commands
+    with their exit status."""
+
+    def __init__(self, client: adbutils.AdbClient, serial: str):
+        self.serial = serial
+        self.device = client.device(serial)
+
+    def push(self, local: Path, remote: str) -> None:
+        mode = 0o755 if os.access(local, os.X_OK) else 0o644
+        try:
+            self.device.sync.push(str(local), remote, mode=mode, check=True)
+        except (AdbError, OSError) as err:
+            raise TransportError(f"cannot push {local} to {self.serial}:{remote} ({err}); "
+                                 "check the USB connection and free space on the phone") from None
+
+    def pull(self, remote: str, local: Path) -> None:
+        Path(local).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.device.sync.pull(remote, str(local))
+        except (AdbError, OSError) as err:
+            raise TransportError(f"cannot pull {self.serial}:{remote} ({err})") from None
+
+    def shell(self, cmd: str, timeout_s: float = 600.0) -> tuple[int, str]:
+        try:
+            ret = self.device.shell2(cmd, timeout=timeout_s)
+        except AdbTimeout:
+            raise TransportError(f"{self.serial}: command timed out after {timeout_s:.0f} s: "
+                                 f"{cmd}") from None
+        except (AdbError, OSError) as err:
+            raise TransportError(f"{self.serial}: adb shell failed ({err}); is the phone still "
+                                 "connected? (`adb devices`)") from None
+        return ret.returncode, ret.output
