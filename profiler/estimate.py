@@ -1,0 +1,270 @@
+"""Estimate a LUT for a device out of reach from the per-operator latency model.
+
+The model (profiler/latency_model.py) prices every operator of a block as
+max(MACs / throughput, bytes / bandwidth) + overhead. Its coefficients come from:
+  s8, iphone_x    the FBNet paper's published end-to-end latencies, regularized toward a prior
+                  built from the Pixel 3 fit and the phones' hardware (the paper measured int8
+                  Caffe2/QNNPACK on the S8; what ran on the iPhone X is not stated)
+  pixel3, raspi4  HW-NAS-Bench's measured blocks (to price spaces HW-NAS-Bench never measured)
+The LUT's provenance says `estimated` and records the coefficients, the calibration targets
+with their residuals and the model's validation on real Pixel 3 / Raspberry Pi 4 blocks.
+Replace an estimate with a measurement as soon as you have the phone:
+  python -m profiler.run --device s8
+
+Examples:
+  python -m profiler.estimate --device s8 --out luts/s8.json
+  python -m profiler.estimate --device iphone_x --resolution 32 --out luts/iphone_x_32.json
+  python -m profiler.estimate --device s8 --arch fbnet_96 --out runs/fbnet_96_s8.json
+  python -m profiler.estimate --device pixel3 --resolution 160 --width 0.75 --out pixel3_160.json
+  python -m profiler.estimate --report            # validation and calibration tables
+  python -m profiler.estimate --report --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fbnet.arch import load_architecture, named_architecture
+from fbnet.errors import UserError, cli_entry
+from fbnet.lut import DeviceInfo, Lut, LutEntry, OpLatency, Provenance, RuntimeInfo
+from fbnet.space import SpaceConfig
+from fbnet.workloads import FullyConnected, Workload, fixed_parts, space_workloads
+from profiler import latency_model as lm
+
+DEVICES = tuple(lm.DEVICE_SPECS) + lm.MEASURED_DEVICES
+# Classifier sizes every whole-space LUT covers, so a search on CIFAR-10/100 or ImageNet works.
+CLASS_COUNTS = (10, 100, 1000)
+CROSS_DEVICE_ARCHS = ("fbnet_s8", "fbnet_iphonex")
+HOW_TO_MEASURE = "python -m profiler.run --device {device}"
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m profiler.estimate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", help=f"device to estimate: {', '.join(DEVICES)}")
+    p.add_argument("--resolution", type=int, help="input size of the space (default 224) or, "
+                   "with --arch, override the architecture's")
+    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier (default 1.0)")
+    p.add_argument("--arch", help="cover exactly this architecture's workloads (a named one, e.g. "
+                   "fbnet_96, or an architecture JSON file) instead of a whole space")
+    p.add_argument("--out", help="where to write the LUT (JSON)")
+    p.add_argument("--report", action="store_true",
+                   help="print the model's validation (HW-NAS-Bench) and calibration tables")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--hw-nas-bench", dest="hw_nas_bench", metavar="PATH",
+                   help="HW-NAS-Bench FBNet dump (default ../shared/data/hw-nas-bench/"
+                        "fbnet_cached_metrics.json)")
+    return p.parse_args(argv)
+
+
+# --- building the device model --------------------------------------------------------------
+
+def _target_rows(result: lm.FitResult) -> list[dict]:
+    rows = []
+    for obs, pred in zip(result.observations, result.predicted_ms):
+        rows.append({"arch": obs.label, "published_ms": obs.latency_ms,
+                     "predicted_ms": round(pred, 4),
+                     "residual_pct": round(100 * (pred / obs.latency_ms - 1), 2),
+                     "sigma_pct": round(100 * obs.sigma, 1)})
+    return rows
+
+
+def _validation(tables, device: str, bar) -> list[dict]:
+    scores = lm.validate(tables[device], device, progress=bar.update)
+    return [{k: (round(v, 4) if isinstance(v, float) else
+                 {a: round(e, 4) for a, e in v.items()} if isinstance(v, dict) else v)
+             for k, v in asdict(s).items()} for s in scores]
+
+
+def build_model(device: str, hw_path: str | None, *, with_validation: bool = True,
+                quiet: bool = False) -> tuple[lm.DeviceModel, dict]:
+    """The device model and the provenance details that explain it."""
+    if device not in DEVICES:
+        raise UserError(f"unknown device {device!r}; this model estimates {', '.join(DEVICES)} "
+                        "(measure any other device with python -m profiler.run)")
+    tables = lm.load_hwnasbench(hw_path)
+    reference_name = "pixel3" if device in lm.DEVICE_SPECS else device
+    n_fits = 1 + (sum(lm.validation_fits(tables[d]) for d in lm.MEASURED_DEVICES)
+                  if with_validation else 0)
+    with tqdm(total=n_fits, desc=f"fitting {device}", unit="fit", disable=quiet,
+              leave=False) as bar:
+        reference = lm.fit_blocks(tables[reference_name], reference_name)
+        bar.update()
+        validation = {}
+        if with_validation:
+            for d in lm.MEASURED_DEVICES:
+                validation[d] = _validation(tables, d, bar)
+    details: dict = {
+        "model": lm.MODEL_NAME,
+        "formula": "per operator: max(MACs / throughput[class], bytes / bandwidth) + overhead; "
+                   "block = sum of its operators; network = plain sum of blocks",
+        "operator_classes": {"mac": list(lm.MAC_CLASSES), "memory": list(lm.MEMORY_CLASSES)},
+    }
+    if device in lm.DEVICE_SPECS:
+        spec = lm.device_spec(device)
+        result, prior = lm.calibrate(spec, reference.model)
+        model = result.model
+        details.update({
+            "method": "calibrated to published end-to-end latencies (FBNet paper), regularized "
+                      "toward a hardware prior (MAP, log space)",
+            "device_model": model.to_dict(),
+            "calibration_targets": _target_rows(result),
+            "prior": {"coefficients": prior.model.coefficients, "log_sigma": prior.log_sigma,
+                      "shared_throughput_scale_log_sigma": prior.scale_sigma,
+                      "notes": prior.notes, "penalty": round(result.prior_penalty, 4)},
+            "reference_fit": reference.model.to_dict(),
+        })
+    else:
+        model = reference.model
+        errs = [abs(e) for e in reference.rel_errors]
+        details.update({
+            "method": "fitted to HW-NAS-Bench's measured blocks of this device (log space, "
+                      "least squares); identity skips priced as the copy the source measured",
+            "device_model": model.to_dict(),
+            "in_sample": {"blocks": len(errs), "mape_pct": round(100 * sum(errs) / len(errs), 2)},
+        })
+    details["cross_device"] = {a: round(model.network_latency_ms(named_architecture(a)), 4)
+                               for a in CROSS_DEVICE_ARCHS}
+    if validation:
+        details["validation"] = {"data": "HW-NAS-Bench measured block latencies (224 and 32)",
+                                 **validation}
+    details["replace_with_measurement"] = HOW_TO_MEASURE.format(device=device)
+    return model, details
+
+
+# --- writing the LUT ------------------------------------------------------------------------
+
+def space_workloads_with_heads(space: SpaceConfig) -> list[Workload]:
+    workloads = space_workloads(space)
+    head = fixed_parts(space).classifier.c_in
+    keys = {w.key for w in workloads}
+    for n in CLASS_COUNTS:
+        fc = FullyConnected(head, n)
+        if fc.key not in keys:
+            workloads.append(fc)
+    return workloads
+
+
+def make_lut(device: str, model: lm.DeviceModel, details: dict, workloads: list[Workload],
+             space: SpaceConfig, arch_name: str | None) -> Lut:
+    entries = {}
+    for w in workloads:
+        parts = model.breakdown(w)
+        ops = [OpLatency(f"{op.op_class} #{i + 1}", op.op_class, round(ms, 6))
+               for i, (op, ms) in enumerate(parts)]
+        entries[w.key] = LutEntry(latency_ms=round(sum(ms for _, ms in parts), 6), ops=ops)
+    spec = lm.DEVICE_SPECS.get(device)
+    if spec:
+        dev = DeviceInfo(device, spec.model, spec.soc, spec.cpu, extra={"description": spec.description})
+        runtime = RuntimeInfo(spec.runtime, None, spec.backend, spec.dtype, None)
+    else:
+        dev = DeviceInfo(device, extra={"description": f"{device} as measured by HW-NAS-Bench"})
+        runtime = RuntimeInfo("tflite", None, None, model.dtype, None)
+    measurement = {"method": "none: estimated by a per-operator latency model",
+                   "coverage": f"architecture {arch_name}" if arch_name else
+                   f"whole space at resolution {space.resolution}, classifiers for "
+                   f"{', '.join(map(str, CLASS_COUNTS))} classes"}
+    return Lut(device=dev, runtime=runtime, provenance=Provenance("estimated", details),
+               entries=entries, space=space.to_dict(), measurement=measurement)
+
+
+# --- report ---------------------------------------------------------------------------------
+
+def cmd_report(args) -> None:
+    models, all_details = {}, {}
+    for i, device in enumerate(DEVICES):
+        # the validation is the same for every device: compute it once
+        model, details = build_model(device, args.hw_nas_bench, with_validation=(i == 0),
+                                     quiet=args.json)
+        models[device], all_details[device] = model, details
+    validation = all_details[DEVICES[0]]["validation"]
+    cross = {d: {a: round(models[d].network_latency_ms(named_architecture(a)), 3)
+                 for a in CROSS_DEVICE_ARCHS} for d in DEVICES}
+    if args.json:
+        print(json.dumps({"validation": validation,
+                          "calibration": {d: all_details[d] for d in lm.DEVICE_SPECS},
+                          "models": {d: m.to_dict() for d, m in models.items()},
+                          "cross_device_ms": cross}, indent=1))
+        return
+    print("Validation on real phone data (HW-NAS-Bench blocks; held-out predictions)")
+    print(f"{'device':<8} {'split':<24} {'blocks':>6} {'MAPE%':>6} {'<=10%':>6} {'<=20%':>6} "
+          f"{'Spearman':>8}")
+    for device in lm.MEASURED_DEVICES:
+        for s in validation[device]:
+            print(f"{device:<8} {s['split']:<24} {s['blocks']:>6} {s['mape_pct']:6.1f} "
+                  f"{s['within_10_pct']:6.1f} {s['within_20_pct']:6.1f} {s['spearman']:8.3f}")
+        nets = validation[device][0]["networks"]
+        print(f"{'':<8} network sums from held-out blocks: " +
+              ", ".join(f"{a} {100 * e:+.1f}%" for a, e in nets.items()))
+    for device in lm.DEVICE_SPECS:
+        d = all_details[device]
+        print(f"\nCalibration of {device} ({lm.DEVICE_SPECS[device].description})")
+        print(f"{'target':<18} {'published ms':>12} {'model ms':>9} {'residual':>9} {'sigma':>6}")
+        for t in d["calibration_targets"]:
+            print(f"{t['arch']:<18} {t['published_ms']:12.2f} {t['predicted_ms']:9.2f} "
+                  f"{t['residual_pct']:+8.1f}% {t['sigma_pct']:5.0f}%")
+        prior = d["prior"]["coefficients"]
+        print(f"{'coefficient':<18} {'prior':>12} {'fitted':>9}")
+        for c, v in d["device_model"]["coefficients"].items():
+            print(f"{c:<18} {prior[c]:12.4g} {v:9.4g}")
+    print("\nCross-device check (ms, priced by each device's model)")
+    print(f"{'model of':<10} " + " ".join(f"{a:>14}" for a in CROSS_DEVICE_ARCHS) + f" {'ratio':>7}")
+    for d in DEVICES:
+        a, b = (cross[d][x] for x in CROSS_DEVICE_ARCHS)
+        print(f"{d:<10} {a:14.2f} {b:14.2f} {a / b:7.3f}")
+    print("\nratio = FBNet-S8 / FBNet-iPhoneX; the paper: 0.95 on the S8, 1.39 on the iPhone X")
+
+
+# --- main -----------------------------------------------------------------------------------
+
+@cli_entry
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.report:
+        cmd_report(args)
+        return 0
+    if not args.device:
+        raise UserError(f"give --device ({', '.join(DEVICES)}) and --out, or --report; see --help")
+    if args.device not in DEVICES:
+        raise UserError(f"unknown device {args.device!r}; this model estimates "
+                        f"{', '.join(DEVICES)} (measure any other device with python -m profiler.run)")
+    if not args.out:
+        raise UserError("give --out PATH for the LUT, e.g. --out luts/s8.json")
+    if args.arch:
+        arch = load_architecture(args.arch, resolution=args.resolution, width=args.width)
+        space, workloads = arch.space, list({l.key: l.workload for l in arch.layers()}.values())
+    else:
+        arch = None
+        space = SpaceConfig.create(args.resolution or 224, width=args.width)
+        workloads = space_workloads_with_heads(space)
+    model, details = build_model(args.device, args.hw_nas_bench, quiet=args.json)
+    lut = make_lut(args.device, model, details, workloads, space, arch.name if arch else None)
+    out = Path(args.out)
+    lut.save(out)
+    cross = details["cross_device"]
+    summary = {"out": str(out), "device": args.device, "entries": len(lut.entries),
+               "resolution": space.resolution, "provenance": "estimated",
+               "cross_device_ms": cross}
+    if arch:
+        summary["arch"] = arch.name
+        summary["arch_latency_ms"] = round(lut.price(arch).total_ms, 4)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    what = f"architecture {arch.name}" if arch else f"the whole space at {space.resolution}x{space.resolution}"
+    print(f"wrote {out}: {len(lut.entries)} estimated entries for {args.device} covering {what}")
+    if arch:
+        print(f"{arch.name}: {summary['arch_latency_ms']:.2f} ms on the {args.device} model")
+    print(f"at 224: FBNet-S8 {cross['fbnet_s8']:.2f} ms, FBNet-iPhoneX {cross['fbnet_iphonex']:.2f} ms "
+          f"on this model; replace with a measurement: {HOW_TO_MEASURE.format(device=args.device)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
