@@ -147,8 +147,7 @@ def plot_heatmap(dev: Device, space: SpaceConfig, out: Path) -> Figure:
     grid = dev.grid_ms
     positive = grid[grid > 0]
     norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else None
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
     fig, ax = plt.subplots(figsize=(9.5, 9.5))
     im = ax.imshow(np.ma.masked_less_equal(grid, 0), cmap=cmap, norm=norm, aspect="auto")
     for (i, j), v in np.ndenumerate(grid):
@@ -191,8 +190,7 @@ def plot_ratio(a: Device, b: Device, space: SpaceConfig, out: Path) -> tuple[Fig
     shown = np.log2(ratio[:, cols])
     finite = shown[np.isfinite(shown)]
     lim = max(float(np.abs(finite).max()) if finite.size else 1.0, 0.25)
-    cmap = plt.get_cmap("RdBu_r").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#dddddd")
     fig, ax = plt.subplots(figsize=(9.5, 9.5))
     im = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, aspect="auto",
                    norm=TwoSlopeNorm(0.0, -lim, lim))
@@ -426,11 +424,11 @@ def build_report(paths: list[str], out: Path, arch_specs: list[str], progress: b
     from tqdm import tqdm
 
     space, devices = load_devices(paths)
+    specs = list(dict.fromkeys([*DEFAULT_ARCHS, *arch_specs]))
+    prices = price_networks(devices, specs, set(arch_specs))  # bad --arch fails before any output
     out.mkdir(parents=True, exist_ok=True)
     report = Report(space, devices)
     pairs = list(itertools.combinations(devices, 2))
-    specs = list(dict.fromkeys([*DEFAULT_ARCHS, *arch_specs]))
-    prices = price_networks(devices, specs, set(arch_specs))
     steps = len(devices) + 2 * len(pairs) + 3
     bar = tqdm(total=steps, desc="figures", unit="fig", disable=not progress)
     for dev in devices:
