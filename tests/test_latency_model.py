@@ -1,0 +1,219 @@
+"""The per-operator latency model, its fitting and calibration, and the shipped estimated LUTs."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from fbnet.arch import load_architecture, named_architecture
+from fbnet.errors import UserError
+from fbnet.lut import load_lut
+from fbnet.space import SpaceConfig
+from fbnet.workloads import ConvBlock, ConvNorm, FullyConnected, Skip, parse_key, space_workloads
+from profiler import latency_model as lm
+from profiler.estimate import CLASS_COUNTS, space_workloads_with_heads
+from tests.conftest import ROOT
+
+HAVE_DATA = lm.DEFAULT_HWNAS_PATH.is_file()
+needs_data = pytest.mark.skipif(not HAVE_DATA, reason="HW-NAS-Bench dump not present")
+
+TRUE = {"conv1x1_gmacs": 12.0, "gconv1x1_gmacs": 5.0, "dwconv3_gmacs": 2.0,
+        "dwconv5_gmacs": 3.0, "conv_full_gmacs": 6.0, "fc_gmacs": 1.5,
+        "bandwidth_gbps": 8.0, "overhead_ms": 0.004}
+
+
+def _synthetic_workloads():
+    spaces = [SpaceConfig.create(224), SpaceConfig.create(32), SpaceConfig.create(160, width=0.5)]
+    seen = {}
+    for space in spaces:
+        for w in space_workloads(space):
+            seen.setdefault(w.key, w)
+    return list(seen.values())
+
+
+def test_operator_macs_add_up_to_the_workload():
+    for space in (SpaceConfig.create(224), SpaceConfig.create(32),
+                  named_architecture("fbnet_96").space):
+        for w in space_workloads(space):
+            assert sum(op.macs for op in lm.decompose(w)) == w.macs, w.key
+
+
+def test_decomposition_classes():
+    classes = lambda key: [op.op_class for op in lm.decompose(parse_key(key))]
+    assert classes("ConvBlock_H56_W56_Cin24_Cout24_exp1_kernel5_stride1_group2") == \
+        ["gconv1x1", "shuffle", "dwconv5", "gconv1x1", "add"]
+    assert classes("ConvBlock_H56_W56_Cin24_Cout32_exp6_kernel3_stride2_group1") == \
+        ["conv1x1", "dwconv3", "conv1x1"]
+    assert classes("ConvNorm_H224_W224_Cin3_Cout16_kernel3_stride2_group1") == ["conv_full"]
+    assert classes("ConvNorm_H7_W7_Cin352_Cout1984_kernel1_stride1_group1") == ["conv1x1"]
+    assert classes("Skip_H56_W56_Cin24_Cout24_stride1") == ["copy"]
+    assert classes("Skip_H56_W56_Cin24_Cout32_stride2") == ["conv1x1"]
+    assert classes("AvgP_H7_W7_Cin1984_Cout1984_kernel7_stride1") == ["pool"]
+    assert classes("FC_Cin1984_Cout1000") == ["fc"]
+    # a kernel outside the space still prices (7x7 depthwise uses the 5x5 class, 49 taps)
+    assert classes("ConvBlock_H14_W14_Cin64_Cout64_exp6_kernel7_stride1_group1")[1] == "dwconv5"
+
+
+def test_identity_skip_is_free_in_a_deployed_network():
+    skip = Skip(56, 56, 24, 24, 1)
+    measured_alone = lm.DeviceModel("a", TRUE, "fp32", elide_identity=False)
+    deployed = lm.DeviceModel("b", TRUE, "int8", elide_identity=True)
+    assert measured_alone.latency_ms(skip) > 0
+    assert deployed.latency_ms(skip) == 0
+
+
+def test_roofline_takes_the_slower_of_compute_and_memory():
+    slow_memory = {**TRUE, "bandwidth_gbps": 2.0}
+    model = lm.DeviceModel("m", slow_memory)
+    fc = FullyConnected(1984, 1000)  # weights dominate: memory-bound at 2 GB/s in fp32
+    (op,) = lm.decompose(fc)
+    memory = op.elements * 4 / 2e6
+    compute = op.macs / 1.5e6
+    assert memory > compute > memory / 4
+    assert model.latency_ms(fc) == pytest.approx(memory + TRUE["overhead_ms"])
+    assert lm.DeviceModel("m8", slow_memory, "int8").latency_ms(fc) == pytest.approx(
+        max(memory / 4, compute) + TRUE["overhead_ms"])
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.03])
+def test_fit_recovers_known_coefficients(noise):
+    truth = lm.DeviceModel("truth", TRUE)
+    rng = np.random.default_rng(1)
+    obs = [lm.Observation(w.key, (w,), truth.latency_ms(w) * math.exp(rng.normal(0, noise)))
+           for w in _synthetic_workloads()]
+    # every class is compute-bound somewhere and memory-only ops pin the bandwidth, so each
+    # coefficient is identifiable
+    fitted = lm.fit(obs, name="synthetic").model.coefficients
+    tolerance = 0.01 if noise == 0 else 0.12
+    for name, value in TRUE.items():
+        assert fitted[name] == pytest.approx(value, rel=tolerance), name
+
+
+def test_prior_holds_what_the_data_cannot_see_and_targets_move_the_rest():
+    prior_model = lm.DeviceModel("prior", TRUE, "int8", True)
+    prior = lm.Prior(prior_model, {c: 0.5 for c in lm.COEFFICIENTS}, scale_sigma=1.0)
+    arch = named_architecture("fbnet_b")
+    workloads = tuple(layer.workload for layer in arch.layers())
+    prior_ms = prior_model.network_latency_ms(arch)
+    # one network twice as slow as the prior says: the fit halves the device's speed, mostly
+    # through the shared factor, and keeps the coefficients' ratios close to the prior's
+    result = lm.fit([lm.Observation("b", workloads, 2 * prior_ms, 0.01)], name="x",
+                    dtype="int8", elide_identity=True, prior=prior)
+    assert result.predicted_ms[0] == pytest.approx(2 * prior_ms, rel=0.03)
+    c = result.model.coefficients
+    ratio = c["conv1x1_gmacs"] / c["dwconv3_gmacs"]
+    assert ratio == pytest.approx(TRUE["conv1x1_gmacs"] / TRUE["dwconv3_gmacs"], rel=0.2)
+
+
+def test_mnasnet_and_mobilenet_v2_13_are_priced():
+    model = lm.DeviceModel("m", TRUE, "int8", True)
+    assert lm.mnasnet_in_space().macs == pytest.approx(327e6, rel=0.05)
+    assert lm.mobilenet_v2_13().space.head_channels == 1664
+    assert model.network_latency_ms(lm.mobilenet_v2_13()) > \
+        model.network_latency_ms(named_architecture("mobilenet_v2"))
+
+
+# --- the shipped LUTs -----------------------------------------------------------------------
+
+SHIPPED = {("s8", 224): "s8.json", ("s8", 32): "s8_32.json",
+           ("iphone_x", 224): "iphone_x.json", ("iphone_x", 32): "iphone_x_32.json"}
+
+
+def _price(lut, name):
+    return lut.price(named_architecture(name)).total_ms
+
+
+def test_shipped_luts_keep_the_cross_device_finding():
+    s8, ipx = load_lut(ROOT / "luts/s8.json"), load_lut(ROOT / "luts/iphone_x.json")
+    # FBNet paper: on the S8 the S8 net is faster; on the iPhone X the iPhoneX net is ~1.4x faster
+    assert _price(s8, "fbnet_s8") < _price(s8, "fbnet_iphonex")
+    assert 1.3 < _price(ipx, "fbnet_s8") / _price(ipx, "fbnet_iphonex") < 1.5
+
+
+@pytest.mark.parametrize("device,resolution", sorted(SHIPPED))
+def test_shipped_lut_covers_the_space_and_says_it_is_an_estimate(device, resolution):
+    lut = load_lut(ROOT / "luts" / SHIPPED[device, resolution])
+    assert lut.provenance.kind == "estimated"
+    details = lut.provenance.details
+    space = SpaceConfig.create(resolution)
+    assert set(lut.entries) == {w.key for w in space_workloads_with_heads(space)}
+    head = space.head_channels
+    assert all(f"FC_Cin{head}_Cout{n}" in lut.entries for n in CLASS_COUNTS)
+    lut.layer_table(space)  # the search can price every candidate
+    # every calibration target carries its residual, and the entries are the recorded model's
+    targets = details["calibration_targets"]
+    assert {t["arch"] for t in targets} >= {"fbnet_s8", "fbnet_iphonex"}
+    assert all(abs(t["residual_pct"]) < 10 for t in targets)
+    model = lm.DeviceModel.from_dict(details["device_model"])
+    for key, entry in lut.entries.items():
+        assert entry.latency_ms == pytest.approx(model.latency_ms(parse_key(key)), abs=1e-5)
+    assert details["validation"]["pixel3"][0]["split"] == "leave-one-shape-out"
+
+
+@needs_data
+def test_shipped_luts_are_what_the_model_produces_today():
+    from profiler.estimate import build_model
+
+    for device in ("s8", "iphone_x"):
+        model, _ = build_model(device, None, with_validation=False, quiet=True)
+        shipped = load_lut(ROOT / "luts" / SHIPPED[device, 224]).provenance.details
+        for name, value in shipped["device_model"]["coefficients"].items():
+            assert model.coefficients[name] == pytest.approx(value, rel=1e-3), (device, name)
+
+
+@needs_data
+def test_model_generalizes_to_held_out_pixel3_shapes():
+    table = lm.load_hwnasbench()["pixel3"]
+    loso = lm.validate(table, "pixel3", seeds=1)[0]
+    assert loso.split == "leave-one-shape-out" and loso.blocks == 216
+    assert loso.spearman > 0.95
+    assert loso.mape_pct < 25
+    assert all(abs(e) < 0.08 for e in loso.networks.values())
+
+
+def test_bad_hw_nas_bench_path_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        lm.load_hwnasbench(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"edgegpu_latency": {}}))
+    with pytest.raises(UserError, match="pixel3_latency"):
+        lm.load_hwnasbench(bad)
+
+
+# --- CLI ------------------------------------------------------------------------------------
+
+def test_cli_unknown_device_and_missing_out_exit_2(cli, tmp_path):
+    r = cli("profiler.estimate", "--device", "s9", "--out", str(tmp_path / "x.json"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unknown device 's9'" in r.stderr
+    r = cli("profiler.estimate", "--device", "s8")
+    assert r.returncode == 2 and "--out" in r.stderr
+    r = cli("profiler.estimate", "--device", "s8", "--arch", "no_such_net", "--out",
+            str(tmp_path / "x.json"))
+    assert r.returncode == 2 and "unknown architecture" in r.stderr
+
+
+@needs_data
+def test_cli_arch_lut_covers_exactly_that_architecture(cli, tmp_path):
+    out = tmp_path / "f96.json"
+    r = cli("profiler.estimate", "--device", "iphone_x", "--arch", "fbnet_96", "--out", str(out),
+            "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    lut = load_lut(out)
+    arch = load_architecture("fbnet_96")
+    assert set(lut.entries) == {layer.key for layer in arch.layers()}
+    assert summary["arch_latency_ms"] == pytest.approx(lut.price(arch).total_ms, rel=1e-4)
+    assert lut.space["resolution"] == 96
+
+
+@needs_data
+def test_cli_report_json(cli):
+    r = cli("profiler.estimate", "--report", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert {s["split"] for s in report["validation"]["raspi4"]} >= {"leave-one-shape-out",
+                                                                    "224 -> 32", "32 -> 224"}
+    cross = report["cross_device_ms"]
+    assert cross["s8"]["fbnet_s8"] < cross["s8"]["fbnet_iphonex"]
+    assert cross["iphone_x"]["fbnet_s8"] / cross["iphone_x"]["fbnet_iphonex"] > 1.3
