@@ -500,6 +500,7 @@ def job_timeout_s(manifest: Manifest) -> float:
 class IosBackend(Backend):
     kind = "ios"
     poll_s = 1.0  # how often the done marker is checked
+    alive_check_s = 10.0  # how often the app's process is looked for while waiting
 
     def __init__(self, profile, options: BackendOptions, transport: IosTransport):
         super().__init__(profile, options)
@@ -596,7 +597,7 @@ class IosBackend(Backend):
     def _wait_done(self, job_id: str, timeout_s: float) -> DoneMarker:
         """Poll for this job's done marker; notice an app that died without writing one."""
         deadline = time.monotonic() + timeout_s
-        next_alive_check = time.monotonic() + 10.0
+        next_alive_check = time.monotonic() + self.alive_check_s
         gone_since = None
         while True:
             text = self.transport.read_text(DONE)
@@ -610,7 +611,7 @@ class IosBackend(Backend):
                                      "keep the iPhone unlocked, measure fewer programs per job, "
                                      "or raise the timeout")
             if now >= next_alive_check:
-                next_alive_check = now + 10.0
+                next_alive_check = now + self.alive_check_s
                 if self.transport.app_running():
                     gone_since = None
                 elif gone_since is None:
