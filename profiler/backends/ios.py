@@ -362,7 +362,7 @@ class Pmd3Transport(IosTransport):
 
         async def install():
             async with InstallationProxyService(self.lockdown) as proxy:
-                await proxy.install_from_local(Path(app), developer=True)
+                await proxy.install_from_local(str(app), developer=True)
 
         self._run(install(), f"installing {app}", timeout_s=600)
 
