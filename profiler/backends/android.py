@@ -15,13 +15,13 @@ Everything goes through a `Transport`, so tests drive this very code with a `Loc
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fbnet.errors import UserError
@@ -34,7 +34,7 @@ DEVICE_DIR = "/data/local/tmp/fbnet_bench"  # writable and executable over adb w
 RUNNER_NAME = "fbnet_bench"
 REPO = Path(__file__).resolve().parents[2]
 # Where android_app/build_android.sh leaves the arm64-v8a runner.
-DEFAULT_ANDROID_RUNNER = REPO / "android_app" / "build-android" / RUNNER_NAME
+DEFAULT_ANDROID_RUNNER = REPO / "android_app" / "build-android" / "runner" / RUNNER_NAME
 
 # One shell round trip that reads everything we record about a phone. Every line is
 # "<tag> <value>"; commands a device lacks (getprop on a Linux host) just print nothing.
@@ -231,6 +231,8 @@ class PhoneSession:
         self.pinning: str = "off"  # what happened with pinning, for the LUT's device record
         self.runner_version: str | None = None
         self._known: dict[str, str] = {}  # device path -> sha256 already there
+        self.jobs_run = 0
+        self.last_jobdir: Path | None = None
 
     def _q(self, rel: str) -> str:
         return shlex.quote(f"{self.dir}/{rel}")
@@ -326,8 +328,12 @@ class PhoneSession:
             pushed += self._push_if_changed(local, rel, digest)
             remote_specs.append(replace(spec, path=rel))
         job = replace(manifest, programs=remote_specs)
-        jobdir = self.workdir / self.serial.replace(":", "_").replace("/", "_")
-        jobdir.mkdir(parents=True, exist_ok=True)
+        # A folder per job, so a job's ETDumps outlive the next job.
+        self.jobs_run += 1
+        jobdir = self.workdir / _safe_name(self.serial) / f"job{self.jobs_run:04d}"
+        shutil.rmtree(jobdir, ignore_errors=True)
+        jobdir.mkdir(parents=True)
+        self.last_jobdir = jobdir
         job.save(jobdir / "manifest.json")
         self.transport.shell(f"rm -rf {self._q('result.json')} {self._q('etdump')} "
                              f"{self._q('runner.log')}", timeout_s=30)
@@ -354,8 +360,9 @@ class PhoneSession:
                                  f"{_tail(log)}")
         self.transport.pull(f"{self.dir}/result.json", jobdir / "result.json")
         result = BenchResult.load(jobdir / "result.json")
-        for prog, spec in zip(result.programs, manifest.programs):
-            prog.path = str(spec.path)  # local artifact again
+        local_paths = {spec.id: str(spec.path) for spec in manifest.programs}
+        for prog in result.programs:
+            prog.path = local_paths.get(prog.id, prog.path)  # the local artifact again
             if prog.etdump:
                 local = jobdir / prog.etdump
                 self.transport.pull(f"{self.dir}/{prog.etdump}", local)
@@ -396,6 +403,10 @@ def job_timeout_s(manifest: Manifest) -> float:
     cool-downs."""
     passes = manifest.rounds + (1 if manifest.etdump else 0)
     return 120.0 + 5.0 * len(manifest.programs) * passes + manifest.cooldown_s * manifest.rounds
+
+
+def _safe_name(serial: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in serial)
 
 
 def _tail(text: str, limit: int = 300) -> str:
@@ -460,16 +471,14 @@ class RunnerBackend(Backend):
 
     def pull_results(self, dest: Path) -> list[Path]:
         """result.json and ETDumps of the last job, per phone, copied into `dest`."""
-        import shutil
-
         copied = []
         for session in self.sessions:
-            src = session.workdir / session.serial.replace(":", "_").replace("/", "_")
-            if not src.is_dir():
+            src = session.last_jobdir
+            if src is None or not src.is_dir():
                 continue
             for path in sorted(src.rglob("*")):
-                if path.is_file() and path.name != "manifest.json":
-                    target = Path(dest) / src.name / path.relative_to(src)
+                if path.is_file():
+                    target = Path(dest) / _safe_name(session.serial) / path.relative_to(src)
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(path, target)
                     copied.append(target)
