@@ -20,7 +20,7 @@ needs_data = pytest.mark.skipif(not HAVE_DATA, reason="HW-NAS-Bench dump not pre
 
 TRUE = {"conv1x1_gmacs": 12.0, "gconv1x1_gmacs": 5.0, "dwconv3_gmacs": 2.0,
         "dwconv5_gmacs": 3.0, "conv_full_gmacs": 6.0, "fc_gmacs": 1.5,
-        "bandwidth_gbps": 8.0, "overhead_ms": 0.004}
+        "bandwidth_gbps": 8.0, "transpose_gbps": 1.0, "overhead_ms": 0.004}
 
 
 def _synthetic_workloads():
