@@ -306,3 +306,60 @@ def test_local_app_end_to_end_produces_a_valid_lut(native_runner, tmp_path):
     assert loaded.device.model == "iPhone10,3"
     assert set(loaded.entries) == {w.key for w in workloads}
     assert all(e.latency_ms > 0 and e.ops for e in loaded.entries.values())
+
+
+# --- the real pymobiledevice3 client against a stand-in usbmuxd (only with the `ios` extra) -----
+def _serve_usbmuxd(sock_path: Path, devices: list[dict]):
+    """A plist-protocol usbmuxd on a unix socket that answers ReadBUID and ListDevices."""
+    import plistlib
+    import socket
+    import struct
+    import threading
+
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(sock_path))
+    server.listen(8)
+
+    def handle(conn):
+        with conn:
+            while True:
+                header = conn.recv(16, socket.MSG_WAITALL)
+                if len(header) < 16:
+                    return
+                size, version, message, tag = struct.unpack("<4I", header)
+                request = plistlib.loads(conn.recv(size - 16, socket.MSG_WAITALL))
+                if request["MessageType"] == "ReadBUID":
+                    reply = {"BUID": "00000000-0000-0000-0000-000000000000"}
+                elif request["MessageType"] == "ListDevices":
+                    reply = {"DeviceList": devices}
+                else:
+                    reply = {"MessageType": "Result", "Number": 3}  # device not found
+                body = plistlib.dumps(reply)
+                conn.sendall(struct.pack("<4I", 16 + len(body), 1, 8, tag) + body)
+
+    def accept():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return server
+
+
+def test_real_client_no_phone_attached(tmp_path, monkeypatch):
+    pytest.importorskip("pymobiledevice3")
+    sock = tmp_path / "usbmuxd.sock"
+    server = _serve_usbmuxd(sock, devices=[])
+    monkeypatch.setenv("USBMUXD_SOCKET_ADDRESS", str(sock))
+    transport = ios.Pmd3Transport(ios.DEFAULT_BUNDLE_ID)
+    try:
+        with pytest.raises(UserError, match="no iPhone found on USB for --device iphone_x"):
+            transport.connect(None, PROFILES["iphone_x"].models, "iphone_x")
+        with pytest.raises(UserError, match="no iPhone with UDID 0000AAAA"):
+            transport.connect("0000AAAA", (), "ios:0000AAAA")
+    finally:
+        transport.close()
+        server.close()

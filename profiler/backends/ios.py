@@ -636,9 +636,10 @@ class IosBackend(Backend):
         return copied
 
     def runtime_info(self) -> RuntimeInfo:
+        # The app links the XNNPACK delegate; programs are exported for the options' backend.
         return RuntimeInfo(name="executorch", version=self._runtime_version,
-                           backend=self.options.extra.get("backend", "xnnpack"),
-                           dtype=self.options.extra.get("dtype"), threads=self.options.threads)
+                           backend=getattr(self.options, "backend", "xnnpack"),
+                           dtype=getattr(self.options, "dtype", None), threads=self.options.threads)
 
     def cleanup(self) -> None:
         """Delete the job's files from Documents; programs stay so a re-run pushes nothing."""
