@@ -42,6 +42,13 @@ DEVICES = tuple(lm.DEVICE_SPECS) + lm.MEASURED_DEVICES
 CLASS_COUNTS = (10, 100, 1000)
 CROSS_DEVICE_ARCHS = ("fbnet_s8", "fbnet_iphonex")
 HOW_TO_MEASURE = "python -m profiler.run --device {device}"
+# raspi4 has no device profile: the profiler measures a board by running on it as the host
+MEASURE_AS = {"raspi4": "host"}
+SHIPPED_LUTS = Path(__file__).resolve().parents[1] / "luts"
+
+
+def how_to_measure(device: str) -> str:
+    return HOW_TO_MEASURE.format(device=MEASURE_AS.get(device, device))
 
 
 def parse_args(argv):
@@ -88,6 +95,8 @@ def build_model(device: str, hw_path: str | None, *, with_validation: bool = Tru
     if device not in DEVICES:
         raise UserError(f"unknown device {device!r}; this model estimates {', '.join(DEVICES)} "
                         "(measure any other device with python -m profiler.run)")
+    if hw_path is None and not lm.DEFAULT_HWNAS_PATH.is_file():
+        return _model_from_shipped_lut(device)
     tables = lm.load_hwnasbench(hw_path)
     reference_name = "pixel3" if device in lm.DEVICE_SPECS else device
     n_fits = 1 + (sum(lm.validation_fits(tables[d]) for d in lm.MEASURED_DEVICES)
@@ -134,8 +143,24 @@ def build_model(device: str, hw_path: str | None, *, with_validation: bool = Tru
     if validation:
         details["validation"] = {"data": "HW-NAS-Bench measured block latencies (224 and 32)",
                                  **validation}
-    details["replace_with_measurement"] = HOW_TO_MEASURE.format(device=device)
+    details["replace_with_measurement"] = how_to_measure(device)
     return model, details
+
+
+def _model_from_shipped_lut(device: str) -> tuple[lm.DeviceModel, dict]:
+    """Without the HW-NAS-Bench data, reuse the model a shipped LUT recorded (same numbers)."""
+    from fbnet.lut import load_lut
+
+    path = SHIPPED_LUTS / f"{device}.json"
+    if not path.is_file():
+        raise UserError(f"HW-NAS-Bench data {lm.DEFAULT_HWNAS_PATH} not found and no shipped "
+                        f"{path} to reuse; pass --hw-nas-bench PATH/fbnet_cached_metrics.json")
+    details = dict(load_lut(path).provenance.details)
+    if "device_model" not in details:
+        raise UserError(f"HW-NAS-Bench data {lm.DEFAULT_HWNAS_PATH} not found and {path} "
+                        "records no fitted model to reuse; pass --hw-nas-bench PATH")
+    details["reused_from"] = f"{path.name} (HW-NAS-Bench data not found, so not re-fitted)"
+    return lm.DeviceModel.from_dict(details["device_model"]), details
 
 
 # --- writing the LUT ------------------------------------------------------------------------
@@ -262,7 +287,7 @@ def main(argv=None) -> int:
     if arch:
         print(f"{arch.name}: {summary['arch_latency_ms']:.2f} ms on the {args.device} model")
     print(f"at 224: FBNet-S8 {cross['fbnet_s8']:.2f} ms, FBNet-iPhoneX {cross['fbnet_iphonex']:.2f} ms "
-          f"on this model; replace with a measurement: {HOW_TO_MEASURE.format(device=args.device)}")
+          f"on this model; replace with a measurement: {how_to_measure(args.device)}")
     return 0
 
 

@@ -428,8 +428,8 @@ def validate(table: dict[str, float], device: str, *, seeds: int = 5,
         arch = named_architecture(arch_name)
         keys = [layer.key for layer in arch.layers()]
         if all(k in table for k in keys):
-            # fixed parts are never held out, so price them with the full-data fit's siblings:
-            # use the measured value for them and held-out predictions for every block
+            # fixed parts are never held out: take their measured values, and held-out
+            # predictions for every searchable block
             pred = sum(loso.get(k, table[k]) for k in keys)
             score.networks[arch_name] = pred / sum(table[k] for k in keys) - 1
     scores.append(score)

@@ -181,6 +181,18 @@ def test_bad_hw_nas_bench_path_is_a_user_error(tmp_path):
         lm.load_hwnasbench(bad)
 
 
+def test_without_data_the_shipped_model_is_reused(monkeypatch, tmp_path):
+    from profiler import estimate
+
+    monkeypatch.setattr(lm, "DEFAULT_HWNAS_PATH", tmp_path / "absent.json")
+    model, details = estimate.build_model("s8", None)
+    shipped = load_lut(ROOT / "luts/s8.json").provenance.details["device_model"]
+    assert model.coefficients == shipped["coefficients"]
+    assert "not re-fitted" in details["reused_from"]
+    with pytest.raises(UserError, match="--hw-nas-bench"):
+        estimate.build_model("raspi4", None)
+
+
 # --- CLI ------------------------------------------------------------------------------------
 
 def test_cli_unknown_device_and_missing_out_exit_2(cli, tmp_path):
