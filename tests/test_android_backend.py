@@ -12,7 +12,9 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -135,7 +137,7 @@ def runner_bin(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def programs(tmp_path_factory):
+def artifacts(tmp_path_factory):
     """Three real 32 px workloads exported to XNNPACK .pte files (stem, a block, classifier)."""
     from profiler.export import ArtifactCache, ExportJob, export_all
 
@@ -146,7 +148,12 @@ def programs(tmp_path_factory):
     jobs = [ExportJob(w.key, tuple(w.input_shape)) for w in chosen]
     found, stats = export_all(jobs, ArtifactCache(tmp_path_factory.mktemp("cache")), workers=1)
     assert not stats.failures, stats.failures
-    return [found[w.key].to_program() for w in chosen]
+    return [found[w.key] for w in chosen]
+
+
+@pytest.fixture(scope="module")
+def programs(artifacts):
+    return [a.to_program() for a in artifacts]
 
 
 def _manifest(programs, **kw) -> Manifest:
@@ -155,8 +162,10 @@ def _manifest(programs, **kw) -> Manifest:
     return Manifest([ProgramSpec(p.id, str(p.path), p.inputs) for p in programs], **settings)
 
 
-def _backend(tmp_path, runner_bin, serials=("emu0",), transport_cls=LocalTransport):
-    profile = resolve_device("android:" + ",".join(serials))
+def _backend(tmp_path, runner_bin, serials=("emu0",), transport_cls=LocalTransport,
+             cooldown_s=0.0):
+    # a phone profile's default cool-down between rounds, shortened so tests stay fast
+    profile = replace(resolve_device("android:" + ",".join(serials)), cooldown_s=cooldown_s)
     sessions = [PhoneSession(s, transport_cls(tmp_path / s), runner_bin, PHONE_DIR,
                              tmp_path / "work") for s in serials]
     return RunnerBackend(profile, BackendOptions(runner="native"), sessions)
@@ -185,6 +194,33 @@ def test_two_emulated_phones_split_a_job(tmp_path, runner_bin, programs):
         assert all(p["pushed"] == 0 for p in backend.jobs[-1]["phones"])
     assert not (tmp_path / "emu0" / PHONE_DIR / "result.json").exists()  # cleaned up
     assert (tmp_path / "emu0" / PHONE_DIR / "fbnet_bench").exists()  # kept for the next run
+
+
+def test_backend_builds_a_valid_lut(tmp_path, runner_bin, artifacts, programs):
+    """The profiler's own LUT assembly (profiler.run) over two emulated phones: a LUT that
+    fbnet.lut loads, with per-op breakdowns from the pulled ETDumps and the phones recorded."""
+    from profiler.run import Settings, measured_entry, new_lut, run_programs
+
+    settings = Settings(warmup=1, iters=6, rounds=3, etdump_iters=3)
+    space = SpaceConfig.create(32)
+    workloads = {w.key: w for w in space_workloads(space) + [fixed_parts(space).classifier]}
+    with _backend(tmp_path, runner_bin, ("emu0", "emu1"), cooldown_s=0.05) as backend:
+        lut = new_lut(backend, space, settings, SimpleNamespace(runner="native"))
+        results = run_programs(backend, artifacts, settings)
+        for artifact in artifacts:
+            key = artifact.job.key
+            lut.entries[key] = measured_entry(results[key], artifact, workloads[key], settings)
+        lut.save(tmp_path / "android_32.json")
+    loaded = load_lut(tmp_path / "android_32.json")
+    assert loaded.provenance.kind == "measured" and loaded.runtime.name == "executorch"
+    assert loaded.runtime.version and loaded.runtime.threads == 1
+    assert loaded.device.name == "android:emu0,emu1"
+    assert loaded.device.extra["serials"] == ["emu0", "emu1"]
+    assert set(loaded.entries) == {p.id for p in programs}
+    for key, entry in loaded.entries.items():
+        assert entry.n == 6 and 0 < entry.min_ms <= entry.latency_ms <= entry.max_ms
+        assert entry.ops, f"no per-op breakdown for {key}"
+    assert backend.jobs[-1]["phones"][0]["seconds"] >= 0.1  # 2 cool-downs of 0.05 s
 
 
 def test_changed_program_on_phone_is_pushed_again(tmp_path, runner_bin, programs):

@@ -427,6 +427,9 @@ class RunnerBackend(Backend):
         self._lock = threading.Lock()
 
     def prepare(self) -> DeviceInfo:
+        if self.options.runtime != "executorch":
+            raise UserError("the native runner runs ExecuTorch programs only; drop --runtime "
+                            f"{self.options.runtime} (TorchScript-lite runs on --device host)")
         probes = [s.prepare() for s in self.sessions]
         models = {p.model for p in probes}
         if len(models) > 1:
@@ -486,8 +489,8 @@ class RunnerBackend(Backend):
 
     def runtime_info(self) -> RuntimeInfo:
         return RuntimeInfo(name="executorch", version=self.sessions[0].runner_version,
-                           backend=self.options.extra.get("backend"),
-                           dtype=self.options.extra.get("dtype"), threads=self.options.threads)
+                           backend=self.options.backend, dtype=self.options.dtype,
+                           threads=self.options.threads)
 
     def cleanup(self) -> None:
         for session in self.sessions:
