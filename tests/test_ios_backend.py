@@ -154,8 +154,10 @@ def test_prepare_reads_the_phone(tmp_path):
 
 def test_missing_app_is_a_user_error_or_installed(tmp_path, monkeypatch):
     monkeypatch.delenv("FBNET_IOS_APP", raising=False)
+    missing = ScriptedTransport(installed=False)
     with pytest.raises(UserError, match="ios_app/README.md"):
-        make_backend(ScriptedTransport(installed=False), tmp_path).prepare()
+        make_backend(missing, tmp_path).prepare()
+    assert missing.closed  # a failed prepare() releases the phone
     app = tmp_path / "FbnetBench.ipa"
     app.write_bytes(b"ipa")
     transport = ScriptedTransport(installed=False)

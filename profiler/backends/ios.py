@@ -520,6 +520,13 @@ class IosBackend(Backend):
 
     # -- Backend ---------------------------------------------------------------------------
     def prepare(self) -> DeviceInfo:
+        try:
+            return self._prepare()
+        except BaseException:
+            self.transport.close()  # `with` skips cleanup() when prepare() fails
+            raise
+
+    def _prepare(self) -> DeviceInfo:
         self.device = dev = self.transport.connect(self.udid, self.profile.models,
                                                    self.profile.name)
         if not self.transport.app_installed():
