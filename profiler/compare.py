@@ -122,6 +122,21 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path) -> None:
+    """Write the PNG atomically (a Ctrl-C never leaves half a figure) and free it."""
+    import os
+
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
+
+
 def _fmt(ms: float) -> str:
     if ms == 0:
         return "0"
@@ -164,8 +179,7 @@ def plot_heatmap(dev: Device, space: SpaceConfig, out: Path) -> Figure:
                  f"{dev.fixed_ms:.2f} ms", pad=28)
     fig.tight_layout()
     path = out / f"heatmap_{dev.slug}.png"
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
     return Figure(path, f"Latency of every candidate at every layer on {dev.title} (ms, annotated).",
                   "Per-device latency tables")
 
@@ -211,8 +225,7 @@ def plot_ratio(a: Device, b: Device, space: SpaceConfig, out: Path) -> tuple[Fig
                  pad=28)
     fig.tight_layout()
     path = out / f"relcost_{a.slug}_vs_{b.slug}.png"
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
     caption = (f"Relative cost ratio {a.slug} vs {b.slug}: each layer's candidates divided by that "
                "layer's k3_e1 on each device, then A's relative cost divided by B's.")
     return Figure(path, caption, "Where devices disagree"), ratio
@@ -272,8 +285,7 @@ def plot_scatter(a: Device, b: Device, space: SpaceConfig, out: Path) -> tuple[F
     ax.legend(fontsize=7.5, loc="upper left", ncol=2)
     fig.tight_layout()
     path = out / f"scatter_{a.slug}_vs_{b.slug}.png"
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
     caption = (f"{a.slug} vs {b.slug}: every block's latency, log-log; Spearman "
                f"{stats['spearman']:.3f}, Kendall {stats['kendall']:.3f}.")
     return Figure(path, caption, "Do the devices rank blocks alike?"), stats
@@ -302,8 +314,7 @@ def plot_cheapest(devices: list[Device], space: SpaceConfig, out: Path) -> Figur
     ax.set_title("Cheapest non-skip candidate per layer on each device (its latency in ms)")
     fig.tight_layout()
     path = out / "cheapest.png"
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
     return Figure(path, "The cheapest non-skip candidate of every layer on each device.",
                   "Cheapest blocks")
 
@@ -359,8 +370,7 @@ def plot_ops(devices: list[Device], space: SpaceConfig, out: Path) -> tuple[Figu
     fig.suptitle("Which operator types dominate each candidate's latency, per device")
     fig.tight_layout(rect=(0, 0.14, 1, 0.95))
     path = out / "ops.png"
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
     dominant = {slug: {c: max(ops, key=ops.get) for c, ops in s.items()} for slug, s in shares.items()}
     return Figure(path, "Share of per-operator latency by operator type, per candidate and device.",
                   "Operators"), dominant
@@ -413,8 +423,7 @@ def plot_networks(devices: list[Device], prices: dict, out: Path) -> Figure:
                fontsize=8)
     fig.tight_layout(rect=(0, 0.06 + 0.045 * math.ceil(len(devices) / 3), 1, 1))
     path = out / "networks.png"
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
     return Figure(path, "Named networks (and each --arch) priced by every LUT; n/a where a "
                   "network's own macro-architecture is not in the LUT.", "Networks")
 

@@ -210,9 +210,15 @@ def cmd_diff(args) -> None:
                  key=lambda r: -abs(math.log(r["ratio"] / typical)))[:args.top]
     meta = {}
     for part in ("device", "runtime", "provenance", "summation", "space"):
-        va, vb = _meta(a, part), _meta(b, part)
-        if va != vb:
-            meta[part] = {"a": va, "b": vb}
+        va, vb = _meta(a, part) or {}, _meta(b, part) or {}
+        for key in dict.fromkeys([*va, *vb]):
+            xa, xb = va.get(key), vb.get(key)
+            if isinstance(xa, dict) and isinstance(xb, dict):  # e.g. provenance.details
+                for sub in dict.fromkeys([*xa, *xb]):
+                    if xa.get(sub) != xb.get(sub):
+                        meta[f"{part}.{key}.{sub}"] = {"a": xa.get(sub), "b": xb.get(sub)}
+            elif xa != xb:
+                meta[f"{part}.{key}"] = {"a": xa, "b": xb}
     archs = []
     if a.space and b.space and a.space == b.space:
         for spec in args.arch or DEFAULT_ARCHS:
@@ -227,7 +233,7 @@ def cmd_diff(args) -> None:
     print(f"A = {a.path}: {a.title}")
     print(f"B = {b.path}: {b.title}")
     for part, v in meta.items():
-        print(f"  {part} differs: A {_short(v['a'], 70)} | B {_short(v['b'], 70)}")
+        print(f"  {part}: A {_short(v['a'], 60)} | B {_short(v['b'], 60)}")
     print(f"entries: {len(common)} in both, {len(only_a)} only in A, {len(only_b)} only in B")
     for label, keys in (("only in A", only_a), ("only in B", only_b)):
         if keys:
