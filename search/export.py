@@ -1,0 +1,311 @@
+"""Export a (trained) network for deployment and check it against PyTorch.
+
+ExecuTorch (default): torch.export -> to_edge_transform_and_lower(XNNPACK) -> .pte; int8 is
+post-training quantization (XNNPACKQuantizer, symmetric per-channel, calibrated on --data).
+TorchScript-lite (.ptl) is the legacy PyTorch Mobile path, fp32 only.
+
+The written program is then loaded with the real runtime (executorch.runtime / the lite
+interpreter) and run on a few inputs; the report gives the largest difference from PyTorch,
+relative to the largest |logit|, against a tolerance, and top-1 agreement. For int8 the
+reference is PyTorch running the same quantized graph; the quantization error versus fp32 is
+reported too. A failed check exits with code 1.
+
+Examples:
+  python -m search.export --weights runs/train/fbnet_b/checkpoint.pt --out out/fbnet_b.pte
+  python -m search.export --weights runs/train/s8/checkpoint.pt --out out/s8_int8.pte --dtype int8
+  python -m search.export --arch fbnet_c --resolution 224 --out out/fbnet_c.pte   # untrained
+  python -m search.export --arch fbnet_b --resolution 32 --runtime torchscript --out out/b.ptl
+
+Writes --out and, next to it, <out>.json with the architecture, the export settings and the
+check's numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fbnet.arch import Architecture, load_architecture
+from fbnet.errors import UserError, cli_entry
+from fbnet.io import atomic_write_bytes, atomic_write_json
+from fbnet.model import FBNet
+
+RUNTIME_SUFFIX = {"executorch": ".pte", "torchscript": ".ptl"}
+# Relative to the largest |logit| of the reference: XNNPACK fp32 reorders sums (~1e-6);
+# int8 kernels may round a value one quantization step differently from PyTorch's reference.
+DEFAULT_TOLERANCE = {"fp32": 1e-3, "int8": 0.1}
+
+
+@dataclass
+class CheckResult:
+    inputs: int
+    reference: str  # what the exported program was compared with
+    max_abs_diff: float
+    max_rel_diff: float  # max |diff| / max |reference logit|
+    tolerance: float  # on max_rel_diff
+    top1_agreement: float
+    passed: bool
+    # int8 only: the exported program against the fp32 PyTorch model (quantization error)
+    vs_fp32_max_rel_diff: float | None = None
+    vs_fp32_top1_agreement: float | None = None
+
+
+@dataclass
+class ExportReport:
+    out: str
+    runtime: str
+    backend: str | None
+    dtype: str
+    arch_name: str
+    arch: dict
+    resolution: int
+    weights: str | None
+    calibration: str | None
+    size_bytes: int
+    export_seconds: float
+    check: CheckResult
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m search.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", help="named architecture, arch.json or samples.json#K (optional with "
+                   "a search.train checkpoint, which records its architecture)")
+    p.add_argument("--weights", help="search.train checkpoint.pt, or a state_dict saved with "
+                   "torch.save (default: untrained weights, fine for latency only)")
+    p.add_argument("--out", required=True, help="output file: .pte (executorch) or .ptl (torchscript)")
+    p.add_argument("--dtype", choices=("fp32", "int8"), default="fp32")
+    p.add_argument("--runtime", choices=tuple(RUNTIME_SUFFIX), default="executorch")
+    p.add_argument("--data", help="data spec for int8 calibration and the check's inputs "
+                   "(default: the checkpoint's training data; random inputs for fp32 otherwise)")
+    p.add_argument("--resolution", type=int, help="input size (default: the architecture's own)")
+    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    p.add_argument("--num-classes", type=int, help="classifier outputs (default: the layout's)")
+    p.add_argument("--calibration-samples", type=int, default=64,
+                   help="images used to calibrate int8 (default 64)")
+    p.add_argument("--check-inputs", type=int, default=8, help="inputs the check runs (default 8)")
+    p.add_argument("--tolerance", type=float,
+                   help="allowed max |diff| / max |logit| (default 1e-3 fp32, 0.1 int8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    return p.parse_args(argv)
+
+
+# --- model -------------------------------------------------------------------------------------
+
+def load_model(arch_spec: str | None, weights: str | None, *, resolution: int | None = None,
+               width: float = 1.0, num_classes: int | None = None) -> tuple[FBNet, str | None]:
+    """The network in eval mode, and the data spec its checkpoint was trained on (if any)."""
+    state, data_spec = None, None
+    arch: Architecture | None = None
+    if weights:
+        path = Path(weights)
+        if not path.is_file():
+            raise UserError(f"weights file {path} does not exist; give a search.train checkpoint.pt")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # torch raises many types for foreign or corrupt files
+            raise UserError(f"cannot read weights {path} ({type(err).__name__}); is it a "
+                            "torch.save file?") from None
+        if isinstance(state, dict) and "arch" in state and "model" in state:
+            arch = Architecture.from_dict(state["arch"], source=str(path))
+            data_spec = state.get("data")
+            state = state["model"]
+    if arch_spec:
+        requested = load_architecture(arch_spec, resolution=resolution or (
+            arch.space.resolution if arch else None), width=width,
+            num_classes=num_classes or (arch.space.num_classes if arch else None))
+        if arch and (requested.candidates != arch.candidates or requested.space != arch.space):
+            raise UserError(f"--arch {arch_spec} differs from the architecture stored in "
+                            f"{weights} ({arch.name}); drop --arch or pass matching weights")
+        arch = requested
+    if arch is None:
+        raise UserError("give --arch (a plain state_dict does not record its architecture)"
+                        if weights else "give --arch or --weights (a search.train checkpoint)")
+    model = FBNet(arch)
+    if state is not None:
+        if not isinstance(state, dict):
+            raise UserError(f"{weights} holds no state_dict; give a search.train checkpoint.pt")
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0]
+            raise UserError(f"{weights} does not fit {arch.name} at resolution "
+                            f"{arch.space.resolution} ({first}); pass the matching --arch") from None
+    return model.eval(), data_spec
+
+
+def _sample_inputs(data_spec: str | None, resolution: int, n: int, split: str,
+                   seed: int) -> list[torch.Tensor]:
+    """n batch-1 inputs from a dataset split, or standard-normal noise without data."""
+    if data_spec is None:
+        g = torch.Generator().manual_seed(seed)
+        return [torch.randn(1, 3, resolution, resolution, generator=g) for _ in range(n)]
+    from search.data import load_data
+
+    data = load_data(data_spec, resolution=resolution, seed=seed)
+    ds = data.train if split == "train" else data.val
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(ds), generator=g)[:n].tolist()
+    return [ds[i][0].unsqueeze(0) for i in idx]
+
+
+# --- exporters ---------------------------------------------------------------------------------
+
+def _quiet():
+    """ExecuTorch and torchao warn loudly about internals a user cannot act on."""
+    warnings.filterwarnings("ignore")
+    logging.getLogger("torch").setLevel(logging.ERROR)
+
+
+def quantize_int8(model: nn.Module, calibration: list[torch.Tensor]) -> nn.Module:
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer, get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    graph = torch.export.export(model, (calibration[0],)).module()
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for x in calibration:  # the exported graph has a static batch of 1
+            prepared(x)
+    return convert_pt2e(prepared)
+
+
+def export_executorch(model: nn.Module, example: torch.Tensor) -> bytes:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    program = torch.export.export(model, (example,))
+    lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    return lowered.to_executorch().buffer
+
+
+def export_torchscript(model: nn.Module) -> bytes:
+    scripted = torch.jit.script(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.ptl"
+        scripted._save_for_lite_interpreter(str(path))
+        return path.read_bytes()
+
+
+def runtime_runner(path: Path, runtime: str):
+    """A callable running the written file with the deployment runtime."""
+    if runtime == "executorch":
+        from executorch.runtime import Runtime
+
+        method = Runtime.get().load_program(str(path)).load_method("forward")
+        return lambda x: method.execute([x])[0]
+    import torch.jit.mobile
+
+    lite = torch.jit.mobile._load_for_lite_interpreter(str(path))
+    return lambda x: lite(x)
+
+
+def compare(run, reference: nn.Module, inputs: list[torch.Tensor]) -> tuple[float, float, float]:
+    """(max |diff|, max |diff| / max |ref|, top-1 agreement) of run vs reference."""
+    max_abs, max_ref, agree = 0.0, 0.0, 0
+    with torch.no_grad():
+        for x in inputs:
+            ref = reference(x)
+            got = run(x)
+            max_abs = max(max_abs, (got - ref).abs().max().item())
+            max_ref = max(max_ref, ref.abs().max().item())
+            agree += int(got.argmax(-1).item() == ref.argmax(-1).item())
+    return max_abs, max_abs / max(max_ref, 1e-30), agree / len(inputs)
+
+
+def export(model: FBNet, out: Path, *, runtime: str = "executorch", dtype: str = "fp32",
+           data_spec: str | None = None, calibration_samples: int = 64, check_inputs: int = 8,
+           tolerance: float | None = None, seed: int = 0, weights: str | None = None,
+           log=print) -> ExportReport:
+    """Export `model` to `out`, run it with the runtime and compare with PyTorch."""
+    suffix = RUNTIME_SUFFIX[runtime]
+    if out.suffix != suffix:
+        raise UserError(f"--runtime {runtime} writes a {suffix} file; use --out {out.with_suffix(suffix)}")
+    if dtype == "int8" and runtime != "executorch":
+        raise UserError("int8 export is for ExecuTorch (XNNPACK); use --runtime executorch")
+    if dtype == "int8" and data_spec is None:
+        raise UserError("int8 needs calibration data: pass --data (e.g. digits) or a "
+                        "search.train checkpoint as --weights")
+    if check_inputs < 1 or calibration_samples < 1:
+        raise UserError("--check-inputs and --calibration-samples must be at least 1")
+    tolerance = DEFAULT_TOLERANCE[dtype] if tolerance is None else tolerance
+    res = model.arch.space.resolution
+    _quiet()
+    inputs = _sample_inputs(data_spec, res, check_inputs, "val", seed + 1)
+    t0 = time.perf_counter()
+    reference: nn.Module = model
+    if runtime == "executorch":
+        if dtype == "int8":
+            log(f"calibrating int8 on {calibration_samples} images of {data_spec}")
+            reference = quantize_int8(model, _sample_inputs(data_spec, res, calibration_samples,
+                                                            "train", seed))
+        log(f"exporting {model.arch.name} ({dtype}) with torch.export + XNNPACK")
+        blob = export_executorch(reference, inputs[0])
+    else:
+        log(f"exporting {model.arch.name} with torch.jit.script (lite interpreter)")
+        blob = export_torchscript(model)
+    seconds = time.perf_counter() - t0
+    atomic_write_bytes(out, blob)
+
+    run = runtime_runner(out, runtime)
+    max_abs, max_rel, agree = compare(run, reference, inputs)
+    check = CheckResult(len(inputs), "pytorch int8 (same quantized graph)" if dtype == "int8"
+                        else "pytorch fp32", max_abs, max_rel, tolerance, agree,
+                        max_rel <= tolerance)
+    if dtype == "int8":
+        _, check.vs_fp32_max_rel_diff, check.vs_fp32_top1_agreement = compare(run, model, inputs)
+    return ExportReport(str(out), runtime, "xnnpack" if runtime == "executorch" else None, dtype,
+                        model.arch.name, model.arch.to_dict(), res, weights,
+                        data_spec if dtype == "int8" else None, len(blob), seconds, check)
+
+
+@cli_entry
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    model, trained_on = load_model(args.arch, args.weights, resolution=args.resolution,
+                                   width=args.width, num_classes=args.num_classes)
+    data_spec = args.data or trained_on
+    log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    if args.weights is None:
+        log("note: no --weights; exporting untrained weights (right for latency, not accuracy)")
+    report = export(model, Path(args.out), runtime=args.runtime, dtype=args.dtype,
+                    data_spec=data_spec, calibration_samples=args.calibration_samples,
+                    check_inputs=args.check_inputs, tolerance=args.tolerance, seed=args.seed,
+                    weights=args.weights, log=log)
+    report_path = Path(f"{args.out}.json")
+    atomic_write_json(report_path, asdict(report))
+    c = report.check
+    if args.json:
+        print(json.dumps(asdict(report), indent=1))
+    else:
+        print(f"wrote {report.out} ({report.size_bytes / 1e6:.2f} MB, {report.runtime}"
+              f"{'/' + report.backend if report.backend else ''}, {report.dtype}) in "
+              f"{report.export_seconds:.0f} s; report in {report_path}")
+        print(f"check on {c.inputs} inputs vs {c.reference}: max |diff| {c.max_abs_diff:.3g} = "
+              f"{c.max_rel_diff:.3g} of max |logit| (tolerance {c.tolerance:g}), top-1 agreement "
+              f"{c.top1_agreement:.0%} -> {'OK' if c.passed else 'FAILED'}")
+        if c.vs_fp32_max_rel_diff is not None:
+            print(f"int8 vs fp32 PyTorch: max |diff| {c.vs_fp32_max_rel_diff:.3g} of max |logit|, "
+                  f"top-1 agreement {c.vs_fp32_top1_agreement:.0%}")
+    if not c.passed:
+        print(f"error: the exported program differs from PyTorch by {c.max_rel_diff:.3g} of max "
+              f"|logit| (> tolerance {c.tolerance:g}); the file is kept for inspection",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
