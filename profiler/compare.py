@@ -350,7 +350,7 @@ def plot_ops(devices: list[Device], space: SpaceConfig, out: Path) -> tuple[Figu
     plt = _plt()
     with_ops = [d for d in devices if d.slug in shares]
     types = sorted({t for s in shares.values() for ops in s.values() for t in ops})
-    colours = plt.get_cmap("tab20")
+    colours = plt.get_cmap("tab10" if len(types) <= 10 else "tab20")  # tab20 pairs look alike
     fig, axes = plt.subplots(1, len(with_ops), figsize=(3.5 + 3.8 * len(with_ops), 4.6),
                              sharey=True, squeeze=False)
     for ax, dev in zip(axes[0], with_ops):
@@ -358,12 +358,12 @@ def plot_ops(devices: list[Device], space: SpaceConfig, out: Path) -> tuple[Figu
         left = np.zeros(len(cands))
         for k, t in enumerate(types):
             vals = np.array([shares[dev.slug][c].get(t, 0.0) for c in cands]) * 100
-            ax.barh(cands, vals, left=left, color=colours(k % 20), label=t)
+            ax.barh(cands, vals, left=left, color=colours(k), label=t)
             left += vals
         ax.set_xlim(0, 100)
-        ax.invert_yaxis()
         ax.set_xlabel("share of the block's per-op latency (%)")
         ax.set_title(_wrap(dev.title, 40), fontsize=9)
+    axes[0][0].invert_yaxis()  # once: the y axis is shared, a second flip would undo it
     axes[0][0].set_ylabel("candidate (summed over all layers)")
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=min(len(types), 6),
                fontsize=8, title="operator type")
