@@ -1,0 +1,388 @@
+"""The cross-device table (FBNet paper, Table 5) for any devices and architectures.
+
+Every architecture is priced on every LUT (sum of its blocks' latencies), next to its MACs,
+params, top-1 where known, and the latency measured on a device where a measurement is given.
+Each device's fastest architecture is marked with `*`; below the table, how much faster it is
+than the others there.
+
+Resolution: each LUT prices the architectures at the LUT's own input size (stated in its
+column header), re-laying an architecture out for that size when it was defined for another
+(same blocks and widths, the layout and head of that size), as the paper compares one network
+on several phones. --resolution R instead insists on R and refuses LUTs built for another size.
+
+Architectures (--archs): named ones (python -m search.space --list), arch.json files,
+samples.json#K, a search.run folder (its arch.json), or a search.train folder / result.json
+(its architecture, with the top-1 it reached). Named FBNets show their published ImageNet top-1.
+Measurements (--measured): JSON from `python -m profiler.run --device D --arch A --json`; shown
+in the column of a LUT of the same device and resolution (with the LUT's error), otherwise in
+a column of their own.
+
+Examples:
+  python -m search.crossdevice --luts luts/s8.json luts/iphone_x.json --archs fbnet_s8 fbnet_iphonex
+  python -m search.crossdevice --luts luts/s8_32.json luts/iphone_x_32.json luts/host_32.json \\
+      --archs runs/s8 runs/iphonex runs/train/s8 --measured out/s8_host.json --plot table.png
+  python -m search.crossdevice --luts luts/*_32.json --archs fbnet_a fbnet_b fbnet_c --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fbnet.arch import Architecture, load_architecture, to_arch_string
+from fbnet.errors import UserError, cli_entry
+from fbnet.lut import Lut, load_lut
+from fbnet.space import DEFAULT_HEAD_CHANNELS, DEFAULT_NUM_CLASSES, SpaceConfig
+
+# FBNet paper (Table 3 and Table 5; reference/fbnet.md section 4): ImageNet top-1 at 224 and
+# latency in ms on the paper's phones (Caffe2 int8). [?] entries are transcriptions, flagged.
+PUBLISHED = {
+    "fbnet_a": {"top1": 0.730, "ms": {"s8": 19.8}},
+    "fbnet_b": {"top1": 0.741, "ms": {"s8": 23.1}},
+    "fbnet_c": {"top1": 0.749, "ms": {"s8": 28.1}},
+    "fbnet_s8": {"top1": 0.7327, "ms": {"s8": 22.12, "iphone_x": 27.53}},
+    "fbnet_iphonex": {"top1": 0.7320, "ms": {"s8": 23.33, "iphone_x": 19.84}},
+    "mobilenet_v2": {"top1": 0.720, "ms": {"s8": 21.7}},
+}
+PUBLISHED_RESOLUTION = 224
+
+
+@dataclass
+class Top1:
+    value: float  # in [0, 1]
+    source: str  # e.g. "ImageNet, paper" or "digits, 5 epochs"
+
+
+@dataclass
+class ArchRow:
+    label: str
+    source: str  # what the user passed
+    arch: Architecture
+    top1: Top1 | None = None
+
+
+@dataclass
+class Measurement:
+    arch_name: str
+    arch_string: str
+    resolution: int
+    device: str
+    median_ms: float
+    runtime: str
+    path: str
+
+
+@dataclass
+class Cell:
+    resolution: int
+    latency_ms: float | None  # None: the LUT does not cover this architecture
+    macs: int
+    missing: int = 0  # keys the LUT lacks
+    fastest: bool = False
+    measured_ms: float | None = None
+    published_ms: float | None = None
+
+
+@dataclass
+class Column:
+    label: str
+    path: str
+    device: str
+    resolution: int
+    provenance: str
+    title: str
+
+
+@dataclass
+class Table:
+    columns: list[Column]
+    rows: list[dict] = field(default_factory=list)  # label, source, macs, params, top1, cells
+    extra_measured: list[dict] = field(default_factory=list)  # measurements with no LUT column
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m search.crossdevice", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--luts", nargs="+", required=True, help="LUT files, one column each")
+    p.add_argument("--archs", nargs="+", required=True, help="architectures, one row each")
+    p.add_argument("--measured", nargs="*", default=[],
+                   help="profiler.run --arch ... --json outputs (measured network latency)")
+    p.add_argument("--resolution", type=int,
+                   help="price everything at this input size (LUTs must be built for it)")
+    p.add_argument("--num-classes", type=int,
+                   help="classifier size for named architectures (default: the layout's)")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.add_argument("--plot", help="also draw the table as a bar chart into this PNG")
+    return p.parse_args(argv)
+
+
+# --- inputs ------------------------------------------------------------------------------------
+
+def _from_train_result(path: Path, source: str) -> ArchRow:
+    try:
+        result = json.loads(path.read_text())
+        arch = Architecture.from_dict(result["arch"], source=str(path))
+        top1 = Top1(float(result["top1"]),
+                    f"{result['data']} @{result['resolution']}, {result['epochs_done']} ep")
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise UserError(f"{path} is not a search.train result.json; give the train folder or "
+                        "an architecture") from None
+    return ArchRow(arch.name, source, arch, top1)
+
+
+def load_arch_row(spec: str, num_classes: int | None = None) -> ArchRow:
+    path = Path(spec.partition("#")[0])
+    if path.is_dir():
+        if (path / "result.json").is_file():
+            return _from_train_result(path / "result.json", spec)
+        if (path / "arch.json").is_file():
+            arch = load_architecture(str(path / "arch.json"))
+            return ArchRow(arch.name, spec, arch)
+        raise UserError(f"{path} holds neither result.json (search.train) nor arch.json "
+                        "(search.run); give an architecture file or name")
+    if path.name == "result.json" and path.is_file():
+        return _from_train_result(path, spec)
+    arch = load_architecture(spec, num_classes=num_classes)
+    top1 = None
+    if spec in PUBLISHED:
+        top1 = Top1(PUBLISHED[spec]["top1"], f"ImageNet @{PUBLISHED_RESOLUTION}, paper")
+    return ArchRow(arch.name, spec, arch, top1)
+
+
+def load_measurement(path: Path) -> Measurement:
+    if not path.is_file():
+        raise UserError(f"measurement file {path} does not exist; write it with "
+                        "python -m profiler.run --device host --arch ARCH --json > FILE")
+    try:
+        data = json.loads(path.read_text())
+        return Measurement(str(data["arch"]), str(data.get("arch_string", "")),
+                           int(data["resolution"]), str(data["device"]["name"]),
+                           float(data["median_ms"]), str((data.get("runtime") or {}).get("name", "")),
+                           str(path))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+        raise UserError(f"{path} is not a profiler.run --arch --json result (needs arch, "
+                        "resolution, device.name, median_ms)") from None
+
+
+def at_resolution(arch: Architecture, resolution: int) -> Architecture:
+    """The same blocks and widths laid out for another input size (that size's layout/head)."""
+    s = arch.space
+    if s.resolution == resolution:
+        return arch
+    # parts that were the old layout's defaults become the new layout's defaults
+    default_head = s.head_channels == DEFAULT_HEAD_CHANNELS[s.layout]
+    default_classes = s.num_classes == DEFAULT_NUM_CLASSES[s.layout]
+    space = SpaceConfig.create(resolution, stem_channels=s.stem_channels,
+                               stage_widths=s.stage_widths, stage_depths=s.stage_depths,
+                               head_channels=None if default_head else s.head_channels,
+                               num_classes=None if default_classes else s.num_classes,
+                               in_channels=s.in_channels)
+    return arch.with_space(space)
+
+
+def _lut_resolution(lut: Lut) -> int:
+    if not lut.space or "resolution" not in lut.space:
+        raise UserError(f"{lut.path} does not record the space it was built for; rebuild it "
+                        "with this version of the profiler")
+    return int(lut.space["resolution"])
+
+
+def _column_labels(luts: list[Lut]) -> list[str]:
+    labels = [f"{lut.device.name}@{_lut_resolution(lut)}" for lut in luts]
+    for i, label in enumerate(labels):
+        if labels.count(label) > 1:  # same device twice: tell them apart by file
+            labels[i] = f"{label} ({Path(str(luts[i].path)).stem})"
+    return labels
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+def build_table(luts: list[Lut], rows: list[ArchRow], measurements: list[Measurement],
+                resolution: int | None = None) -> Table:
+    if resolution is not None:
+        for lut in luts:
+            if _lut_resolution(lut) != resolution:
+                raise UserError(f"{lut.path} is built for {_lut_resolution(lut)}x"
+                                f"{_lut_resolution(lut)}, not {resolution}; drop --resolution or "
+                                f"pass LUTs built at {resolution}")
+    labels = [r.label for r in rows]
+    for r in rows:
+        if labels.count(r.label) > 1:
+            r.label = f"{r.label} ({r.source})"
+    columns = [Column(label, str(lut.path), lut.device.name, _lut_resolution(lut),
+                      lut.provenance.kind, lut.title)
+               for label, lut in zip(_column_labels(luts), luts)]
+    used: set[int] = set()
+
+    def measured(arch: Architecture, device: str) -> float | None:
+        s = to_arch_string(arch)
+        for i, m in enumerate(measurements):
+            same_arch = m.arch_string == s if m.arch_string else m.arch_name == arch.name
+            if same_arch and m.device == device and m.resolution == arch.space.resolution:
+                used.add(i)
+                return m.median_ms
+        return None
+
+    table = Table(columns)
+    grid: list[list[Cell]] = []
+    for row in rows:
+        cells = []
+        for col, lut in zip(columns, luts):
+            arch = at_resolution(row.arch, col.resolution)
+            keys = [layer.key for layer in arch.layers()]
+            missing = lut.missing_keys(keys)
+            published = None
+            if row.source in PUBLISHED and col.resolution == PUBLISHED_RESOLUTION:
+                published = PUBLISHED[row.source]["ms"].get(col.device)
+            cells.append(Cell(col.resolution,
+                              None if missing else lut.price(arch).total_ms, arch.macs,
+                              len(missing), measured_ms=measured(arch, col.device),
+                              published_ms=published))
+        grid.append(cells)
+    for j in range(len(columns)):
+        priced = [row[j] for row in grid if row[j].latency_ms is not None]
+        if priced:
+            min(priced, key=lambda c: c.latency_ms).fastest = True
+    for row, cells in zip(rows, grid):
+        table.rows.append({
+            "label": row.label, "source": row.source, "arch_name": row.arch.name,
+            "arch_string": to_arch_string(row.arch), "resolution": row.arch.space.resolution,
+            "macs": row.arch.macs, "params": row.arch.params,
+            "top1": asdict(row.top1) if row.top1 else None,
+            "cells": {col.label: asdict(c) for col, c in zip(columns, cells)}})
+    # measurements of devices or sizes no LUT column covers get a column of their own
+    for i, m in enumerate(measurements):
+        if i not in used:
+            table.extra_measured.append(asdict(m))
+    return table
+
+
+def fastest_lines(table: Table) -> list[str]:
+    """Per device: the fastest architecture and how much faster than each other one."""
+    lines = []
+    for col in table.columns:
+        cells = [(r["label"], r["cells"][col.label]["latency_ms"]) for r in table.rows
+                 if r["cells"][col.label]["latency_ms"] is not None]
+        if len(cells) < 1:
+            lines.append(f"{col.label}: no architecture is covered by {col.path}")
+            continue
+        cells.sort(key=lambda c: c[1])
+        best, best_ms = cells[0]
+        others = ", ".join(f"{ms / best_ms:.2f}x faster than {label}" for label, ms in cells[1:]
+                           if best_ms > 0)
+        lines.append(f"{col.label}: fastest {best} ({best_ms:.3f} ms)" +
+                     (f", {others}" if others else ""))
+    return lines
+
+
+def _fmt_ms(ms: float) -> str:
+    return f"{ms:.2f}" if ms >= 0.1 else f"{ms:.4f}"
+
+
+def format_table(table: Table) -> str:
+    resolutions = {c.resolution for c in table.columns}
+    header = ["architecture", "MMACs", "Mparams", "top-1"]
+    header += [f"{c.label} ms" for c in table.columns]
+    extra_keys = sorted({(m["device"], m["resolution"]) for m in table.extra_measured})
+    header += [f"measured {d}@{r} ms" for d, r in extra_keys]
+    body = []
+    for row in table.rows:
+        cells = list(row["cells"].values())
+        # MACs at the table's size when the LUTs agree on one, else at the architecture's own
+        macs = cells[0]["macs"] if len(resolutions) == 1 else row["macs"]
+        top1 = row["top1"]
+        line = [row["label"], f"{macs / 1e6:.1f}", f"{row['params'] / 1e6:.2f}",
+                f"{top1['value']:.1%} ({top1['source']})" if top1 else "-"]
+        for c in cells:
+            if c["latency_ms"] is None:
+                line.append(f"n/a ({c['missing']} key{'s' if c['missing'] > 1 else ''} missing)")
+                continue
+            text = _fmt_ms(c["latency_ms"]) + (" *" if c["fastest"] else "")
+            if c["measured_ms"] is not None:
+                err = c["latency_ms"] / c["measured_ms"] - 1
+                text += f" | meas {_fmt_ms(c['measured_ms'])} ({err:+.0%})"
+            if c["published_ms"] is not None:
+                text += f" | paper {c['published_ms']:.2f}"
+            line.append(text)
+        for d, r in extra_keys:
+            ms = [m["median_ms"] for m in table.extra_measured
+                  if m["device"] == d and m["resolution"] == r
+                  and m["arch_name"] == row["arch_name"]]
+            line.append(_fmt_ms(ms[0]) if ms else "-")
+        body.append(line)
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    out = ["  ".join(str(x).ljust(w) for x, w in zip(header, widths)).rstrip()]
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in body]
+    out.append("")
+    macs_at = (f"{next(iter(resolutions))}x{next(iter(resolutions))}" if len(resolutions) == 1
+               else "each architecture's own input size")
+    out.append(f"* fastest on that device.  meas: measured network latency (LUT error in "
+               f"brackets).  MACs at {macs_at}.")
+    for col in table.columns:
+        out.append(f"  {col.label}: {col.path} — {col.title}")
+    return "\n".join(out)
+
+
+def plot_table(table: Table, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(table.columns)
+    fig, axes = plt.subplots(1, n, figsize=(max(4.0, 3.2 * n), 0.5 * len(table.rows) + 1.8),
+                             squeeze=False, sharey=True)
+    labels = [r["label"] for r in table.rows]
+    for ax, col in zip(axes[0], table.columns):
+        cells = [r["cells"][col.label] for r in table.rows]
+        values = [c["latency_ms"] or 0.0 for c in cells]
+        colors = ["tab:orange" if c["fastest"] else "tab:blue" for c in cells]
+        ys = range(len(labels))
+        ax.barh(ys, values, color=colors)
+        for y, c in zip(ys, cells):
+            if c["measured_ms"] is not None:
+                ax.plot(c["measured_ms"], y, "k|", markersize=14, markeredgewidth=2)
+            if c["latency_ms"] is None:
+                ax.text(0, y, " not covered", va="center", fontsize=8)
+        ax.set_yticks(list(ys), labels)
+        ax.set_title(f"{col.label}\n({col.provenance})", fontsize=9)
+        ax.set_xlabel("latency (ms)")
+        ax.invert_yaxis()
+    fig.suptitle("LUT-predicted latency per device (orange: fastest; |: measured)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+@cli_entry
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    luts = [load_lut(p) for p in args.luts]
+    rows = [load_arch_row(spec, args.num_classes) for spec in args.archs]
+    measurements = [load_measurement(Path(p)) for p in args.measured]
+    table = build_table(luts, rows, measurements, args.resolution)
+    if args.plot:
+        plot_table(table, Path(args.plot))
+    if args.json:
+        print(json.dumps({"columns": [asdict(c) for c in table.columns], "rows": table.rows,
+                          "extra_measured": table.extra_measured,
+                          "fastest": fastest_lines(table)}, indent=1))
+        return 0
+    print(format_table(table))
+    print()
+    for line in fastest_lines(table):
+        print(line)
+    if args.plot:
+        print(f"\nwrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
