@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from fbnet.errors import UserError
-from profiler.backends.adb_transport import (HOW_TO_CONNECT, AttachedDevice, adb_client,
-                                             find_adb_binary, list_attached, select_serials)
+from profiler.backends.adb_transport import (HOW_TO_CONNECT, AdbTransport, AttachedDevice,
+                                             adb_client, find_adb_binary, list_attached,
+                                             select_serials)
 
 ROOT = Path(__file__).resolve().parents[1]
 ADB = find_adb_binary()
@@ -70,6 +71,19 @@ def test_real_server_lists_no_device(adb_server, monkeypatch):
     assert attached == []
     with pytest.raises(UserError, match="no Android device is connected"):
         select_serials(attached, (), "s8", lambda model: True)
+
+
+def test_transport_to_a_vanished_phone_is_a_user_error(adb_server, monkeypatch, tmp_path):
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", adb_server["ANDROID_ADB_SERVER_PORT"])
+    transport = AdbTransport(adb_client(), "GONE42")
+    with pytest.raises(UserError, match="GONE42: adb shell failed.*adb devices"):
+        transport.shell("true", timeout_s=10)
+    local = tmp_path / "f.txt"
+    local.write_text("x")
+    with pytest.raises(UserError, match="cannot push"):
+        transport.push(local, "/data/local/tmp/f.txt")
+    with pytest.raises(UserError, match="cannot pull"):
+        transport.pull("/data/local/tmp/f.txt", tmp_path / "back.txt")
 
 
 def test_no_server_is_a_user_error(tmp_path, monkeypatch):

@@ -318,3 +318,21 @@ def test_a_hung_job_is_stopped(tmp_path, runner_bin, programs):
         time.sleep(0.2)
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_native_host_backend_runs_the_phone_code_path(tmp_path, runner_bin, programs):
+    from profiler.backends.native import create_backend
+
+    options = BackendOptions(runner="native", native_runner=runner_bin, workdir=tmp_path)
+    with create_backend(resolve_device("host"), options) as backend:
+        assert backend.device_info.name == "host" and backend.device_info.os.startswith("Linux")
+        assert backend.device_info.extra["runner"] == "native fbnet_bench"
+        backend.push_artifacts(programs[:2])
+        result = backend.run_job(_manifest(programs[:2]))
+        assert all(p.ok and len(p.latencies_ms) == 6 for p in result.programs)
+        assert backend.runtime_info().version == "1.5.1"
+    # the host copy has the phone's layout
+    assert (tmp_path / "native-host" / PHONE_DIR / "fbnet_bench").is_file()
+    missing = BackendOptions(runner="native", native_runner=tmp_path / "nope")
+    with pytest.raises(UserError, match="build it with android_app/build_host.sh"):
+        create_backend(resolve_device("host"), missing)

@@ -39,8 +39,9 @@ def host_runner_path(options: BackendOptions) -> Path:
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines or not Path(lines[-1]).is_file():
         errors = [l for l in proc.stderr.splitlines() if l.strip()]
-        raise UserError(f"building the native runner failed ({errors[-1] if errors else 'no '
-                        'output'}); run android_app/build_host.sh to see the whole log")
+        last = errors[-1] if errors else "no output"
+        raise UserError(f"building the native runner failed ({last}); run "
+                        "android_app/build_host.sh to see the whole log")
     return Path(lines[-1])
 
 
