@@ -50,6 +50,9 @@ class LutEntry:
     min_ms: float | None = None
     max_ms: float | None = None
     n: int | None = None
+    # Part of latency_ms that a block pays only when measured alone (runtime call, delegate
+    # boundary transposes); subtracted when Summation.subtract_boundary is set.
+    boundary_ms: float | None = None
     ops: list[OpLatency] = field(default_factory=list)
     extra: dict[str, float] = field(default_factory=dict)  # other metrics, e.g. energy_mj
 
@@ -114,13 +117,25 @@ class Summation:
 
     A block measured alone pays costs that vanish inside a network (delegate call, NCHW<->NHWC
     transposes at the delegate boundary, input/output copies). The profiler measures them and
-    records them here: network = sum(max(entry - per_entry_offset_ms, 0)) + network_offset_ms.
-    Imported and estimated LUTs use zeros: a plain sum.
+    records them here:
+
+        network = sum(max(entry - boundary - per_entry_offset_ms, 0)) + network_offset_ms
+
+    where boundary is the entry's own `boundary_ms` when `subtract_boundary` is set (0 otherwise).
+    Imported and estimated LUTs use zeros: a plain sum. `fit` holds the data the offsets were
+    fitted on (calibration networks, residuals), so a reader can judge them.
     """
 
     per_entry_offset_ms: float = 0.0
     network_offset_ms: float = 0.0
     method: str = "plain sum of entries"
+    subtract_boundary: bool = False
+    fit: dict = field(default_factory=dict)
+
+    def entry_ms(self, entry: "LutEntry") -> float:
+        """What one entry contributes to a network's latency."""
+        boundary = (entry.boundary_ms or 0.0) if self.subtract_boundary else 0.0
+        return max(entry.latency_ms - boundary - self.per_entry_offset_ms, 0.0)
 
 
 @dataclass
@@ -152,11 +167,11 @@ class Lut:
     def latency_ms(self, key: str) -> float:
         """The latency a network pays for this block (summation offset applied)."""
         try:
-            raw = self.entries[key].latency_ms
+            entry = self.entries[key]
         except KeyError:
             raise UserError(f"{self._name()} has no entry for {key}; profile it "
                             "(python -m profiler.run) or use a LUT that covers this space") from None
-        return max(raw - self.summation.per_entry_offset_ms, 0.0)
+        return self.summation.entry_ms(entry)
 
     def missing_keys(self, keys: Iterable[str]) -> list[str]:
         return [k for k in dict.fromkeys(keys) if k not in self.entries]

@@ -138,6 +138,8 @@ class BackendOptions:
 
     runner: str = "python"  # python: in-process executorch.runtime; native: the C++ fbnet_bench
     runtime: str = "executorch"  # executorch | torchscript
+    backend: str = "xnnpack"  # ExecuTorch delegate: xnnpack | portable (no delegate)
+    dtype: str = "fp32"  # fp32 | int8
     threads: int = 1
     native_runner: Path | None = None  # host-built fbnet_bench (android_app/build_host.sh)
     workdir: Path | None = None  # local scratch (results, ETDumps pulled back)

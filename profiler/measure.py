@@ -1,0 +1,271 @@
+"""Measuring programs: the in-process Python runner of the benchmark protocol, latency
+statistics, and the per-operator breakdown from ETDump (Inspector) or the autograd profiler.
+
+`run_manifest` follows docs/bench-protocol.md exactly as the native `fbnet_bench` does: load
+every program once; per round, per program (round-robin), `warmup` untimed then
+ceil(iters/rounds) timed executions, each timed around `execute` alone; then, if asked, a
+separate ETDump pass whose executions are never part of the end-to-end latencies.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from fbnet.lut import OpLatency
+from profiler.protocol import BenchResult, InputSpec, Manifest, ProgramResult, RunnerInfo, \
+    fill_pattern
+
+PYTHON_RUNNER = "fbnet-python-runner"
+
+
+@dataclass
+class Stats:
+    median_ms: float
+    mean_ms: float
+    std_ms: float
+    p10_ms: float
+    p90_ms: float
+    min_ms: float
+    max_ms: float
+    n: int
+
+    @classmethod
+    def of(cls, latencies_ms) -> "Stats":
+        a = np.asarray(latencies_ms, dtype=np.float64)
+        return cls(float(np.median(a)), float(a.mean()), float(a.std(ddof=1) if a.size > 1 else 0),
+                   float(np.percentile(a, 10)), float(np.percentile(a, 90)), float(a.min()),
+                   float(a.max()), int(a.size))
+
+    def to_dict(self) -> dict:
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+def set_threads(threads: int) -> int:
+    """Size ExecuTorch's CPU thread pool (XNNPACK uses it); returns the size in effect."""
+    from executorch.extension.pybindings import portable_lib
+
+    if threads > 0 and portable_lib._threadpool_get_thread_count() != threads:
+        portable_lib._unsafe_reset_threadpool(threads)
+    return portable_lib._threadpool_get_thread_count()
+
+
+def make_inputs(specs: list[InputSpec]):
+    import torch
+
+    return [torch.from_numpy(fill_pattern(math.prod(s.shape)).reshape(s.shape)) for s in specs]
+
+
+class _Loaded:
+    """A program ready to execute: ExecuTorch method or TorchScript-lite module."""
+
+    def __init__(self, path: Path, inputs: list, etdump: bool = False):
+        self.path = path
+        self.inputs = inputs
+        self.program = None
+        if path.suffix == ".ptl":
+            from torch.jit.mobile import _load_for_lite_interpreter
+
+            self.module = _load_for_lite_interpreter(str(path))
+            self.execute = lambda: self.module(*self.inputs)
+        else:
+            from executorch.runtime import Runtime
+
+            self.program = Runtime.get().load_program(path, enable_etdump=etdump)
+            method = self.program.load_method("forward")
+            self.execute = lambda: method.execute(self.inputs)
+
+
+def run_manifest(manifest: Manifest, base_dir: Path, out_dir: Path | None = None,
+                 on_round: Callable[[int, BenchResult], None] | None = None,
+                 on_program: Callable[[], None] | None = None) -> BenchResult:
+    """Execute a manifest in this process; ETDumps go to out_dir/etdump/<index>.etdp."""
+    threads = set_threads(manifest.threads)
+    if any(p.path.endswith(".ptl") for p in manifest.programs):
+        import torch
+
+        torch.set_num_threads(max(manifest.threads, 1))  # the lite interpreter's intra-op pool
+    result = BenchResult(RunnerInfo(PYTHON_RUNNER, runtime_version=_et_version(),
+                                    threads=threads),
+                         device=host_device_dict(), started=_now())
+    loaded: list[_Loaded | None] = []
+    for spec in manifest.programs:
+        path = Path(spec.path) if Path(spec.path).is_absolute() else base_dir / spec.path
+        entry = ProgramResult(spec.id, spec.path)
+        t0 = time.perf_counter()
+        try:
+            loaded.append(_Loaded(path, make_inputs(spec.inputs)))
+            entry.load_ms = (time.perf_counter() - t0) * 1e3
+        except Exception as err:  # noqa: BLE001 - a bad program is reported, others still run
+            loaded.append(None)
+            entry.status, entry.error = "error", f"load failed: {err}"
+        result.programs.append(entry)
+    per_round = manifest.iters_per_round
+    for rnd in range(manifest.rounds):
+        for prog, entry in zip(loaded, result.programs):
+            if prog is None or not entry.ok:
+                continue
+            try:
+                for _ in range(manifest.warmup):
+                    prog.execute()
+                times = []
+                for _ in range(per_round):
+                    t0 = time.perf_counter()
+                    prog.execute()
+                    times.append((time.perf_counter() - t0) * 1e3)
+            except Exception as err:  # noqa: BLE001
+                entry.status, entry.error = "error", f"execute failed: {err}"
+                continue
+            entry.rounds.append(times)
+            entry.latencies_ms.extend(times)
+            if on_program:
+                on_program()
+        if on_round:
+            on_round(rnd, result)
+        if manifest.cooldown_s and rnd + 1 < manifest.rounds:
+            time.sleep(manifest.cooldown_s)
+    if manifest.etdump and out_dir is not None:
+        _etdump_pass(manifest, base_dir, out_dir, result)
+    result.finished = _now()
+    return result
+
+
+def _etdump_pass(manifest: Manifest, base_dir: Path, out_dir: Path, result: BenchResult) -> None:
+    (out_dir / "etdump").mkdir(parents=True, exist_ok=True)
+    for index, (spec, entry) in enumerate(zip(manifest.programs, result.programs)):
+        if not entry.ok or spec.path.endswith(".ptl"):
+            continue
+        path = Path(spec.path) if Path(spec.path).is_absolute() else base_dir / spec.path
+        prog = _Loaded(path, make_inputs(spec.inputs), etdump=True)
+        for _ in range(manifest.warmup + manifest.etdump_iters):
+            prog.execute()
+        dump = out_dir / "etdump" / f"{index}.etdp"
+        prog.program.write_etdump_result_to_file(str(dump), str(dump.with_suffix(".dbg")))
+        entry.etdump = str(dump)
+
+
+# --- per-operator breakdowns ---------------------------------------------------------------
+OP_TYPES = ("conv_1x1", "conv_kxk", "dwconv", "transpose", "add", "mean", "fc", "other")
+
+
+def op_type(name: str, context: str = "") -> str:
+    """Normalize an XNNPACK / portable / TorchScript operator name to an op class.
+
+    context: the workload kind ("ConvBlock", "ConvNorm_k3", "FC", ...): XNNPACK runs 1x1 convs
+    as "Fully Connected" GEMMs and names a grouped 1x1 conv like a kxk one, so the name alone
+    cannot tell them apart.
+    """
+    n = name.lower()
+    if "transpose" in n or "permute" in n or "copy (nc" in n:
+        return "transpose"
+    if "dwconv" in n or "depthwise" in n:
+        return "dwconv"
+    if "fully connected" in n or "linear" in n or "addmm" in n or n.startswith("aten::mm"):
+        return "fc" if context == "FC" else "conv_1x1"
+    if "conv" in n:
+        return "conv_kxk" if context in ("ConvNorm_kxk", "network") else "conv_1x1"
+    if n.startswith("add") or "aten::add" in n or "add.out" in n:
+        return "add"
+    if "mean" in n or "average pool" in n or "avg_pool" in n:
+        return "mean"
+    return "other"
+
+
+@dataclass
+class EtdumpBreakdown:
+    ops: list[OpLatency]
+    method_execute_ms: float | None  # the whole execute as the runtime saw it
+    delegate_call_ms: float | None  # time inside the XNNPACK delegate
+    boundary_ms: float  # NCHW<->NHWC transposes at the delegate's input and output
+
+
+def parse_etdump(path: Path, etrecord: Path | None, warmup: int, context: str = "") -> \
+        EtdumpBreakdown:
+    """Per-op medians from an ETDump, dropping the first `warmup` executions of every event."""
+    import warnings
+
+    from executorch.devtools import Inspector
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        inspector = Inspector(etdump_path=str(path),
+                              etrecord=str(etrecord) if etrecord else None)
+    ops: list[OpLatency] = []
+    method_ms = delegate_ms = None
+    delegated: list[OpLatency] = []
+    for block in inspector.event_blocks:
+        if block.name != "Execute":
+            continue
+        for event in block.events:
+            raw = list(event.perf_data.raw) if event.perf_data is not None else []
+            timed = raw[warmup:] or raw
+            if not timed:
+                continue
+            ms = float(np.median(timed))
+            if event.name == "Method::execute":
+                method_ms = ms
+            elif event.name == "DELEGATE_CALL":
+                delegate_ms = (delegate_ms or 0.0) + ms
+            else:
+                op = OpLatency(event.name, op_type(event.name, context), round(ms, 6))
+                ops.append(op)
+                if event.is_delegated_op:
+                    delegated.append(op)
+    boundary = 0.0
+    if delegated:  # layout transposes XNNPACK inserts at the delegate's edges
+        edges = [delegated[0]] + ([delegated[-1]] if len(delegated) > 1 else [])
+        boundary = sum(op.latency_ms for op in edges if op.op_type == "transpose")
+    return EtdumpBreakdown(ops, method_ms, delegate_ms, boundary)
+
+
+def profile_torchscript_ops(path: Path, inputs: list, warmup: int, iters: int,
+                            context: str = "") -> list[OpLatency]:
+    """Per-op self CPU times of a .ptl program from the autograd profiler (averages per run)."""
+    import torch
+    from torch.jit.mobile import _load_for_lite_interpreter
+
+    module = _load_for_lite_interpreter(str(path))
+    for _ in range(warmup):
+        module(*inputs)
+    with torch.autograd.profiler.profile() as prof:
+        for _ in range(iters):
+            module(*inputs)
+    ops = []
+    for evt in prof.key_averages():
+        if evt.key.startswith("aten::") and evt.self_cpu_time_total > 0:
+            ms = evt.self_cpu_time_total / 1e3 / iters
+            ops.append(OpLatency(evt.key, op_type(evt.key, context), round(ms, 6)))
+    return ops
+
+
+# --- host facts -----------------------------------------------------------------------------
+def host_device_dict() -> dict:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu_model": cpu, "cores": os.cpu_count(), "os": f"{platform.system()} "
+            f"{platform.release()}", "load_avg_1m": round(os.getloadavg()[0], 2)}
+
+
+def _et_version() -> str:
+    from profiler.export import runtime_versions
+
+    return runtime_versions()["executorch"]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,492 @@
+"""Measure every block of the FBNet search space on a device and write its latency LUT, or
+measure one whole network end to end.
+
+Every unique workload of the space (candidates at each layer shape, stem, head, pool and the
+classifier for 10, 100 and 1000 classes) is exported to an ExecuTorch program (XNNPACK by
+default), run through the real runtime round-robin over several rounds, and written to the LUT
+as it goes (Ctrl-C keeps every finished entry; --resume continues). A per-op breakdown comes
+from a separate ETDump run. A few calibration networks then fit how block latencies add up
+inside a network (see docs/profiler.md, "Fidelity").
+
+Examples:
+  python -m profiler.run --device host                      # -> luts/host.json (224x224)
+  python -m profiler.run --device host --resolution 32      # -> luts/host_32.json
+  python -m profiler.run --device host --dtype int8         # -> luts/host_int8.json
+  python -m profiler.run --device host --runtime torchscript --resolution 32
+  python -m profiler.run --device host --resume             # continue an interrupted build
+  python -m profiler.run --device host --arch fbnet_b --json   # one network end to end
+  python -m profiler.run --device s8                        # a phone (needs its backend)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from fbnet.arch import Architecture, load_architecture, to_arch_string
+from fbnet.errors import UserError, cli_entry
+from fbnet.lut import LUT_SCHEMA, Lut, LutEntry, Provenance, Summation, load_lut
+from fbnet.space import CANDIDATE_NAMES, SpaceConfig
+from fbnet.workloads import (ConvBlock, ConvNorm, FullyConnected, Workload, candidate_workload,
+                             fixed_parts, space_workloads)
+from profiler.backends.base import RUNNERS, Backend, BackendOptions, create_backend
+from profiler.devices import resolve_device
+from profiler.export import (BACKENDS, DEFAULT_CACHE, DTYPES, RUNTIMES, Artifact, ArtifactCache,
+                             ExportJob, export_all)
+from profiler.measure import Stats, parse_etdump
+from profiler.protocol import Manifest, ProgramSpec
+
+# Classifier sizes every measured LUT covers, so any common head prices (CIFAR-10/100, ImageNet).
+CLASSIFIER_CLASSES = (10, 100, 1000)
+DRIFT_WARN = 0.10  # warn when the reference workload moves more than this over the run
+CALIBRATION_NETWORKS = 4
+
+
+@dataclass
+class Settings:
+    dtype: str = "fp32"
+    backend: str = "xnnpack"
+    runtime: str = "executorch"
+    threads: int = 1
+    warmup: int = 10
+    iters: int = 50
+    rounds: int = 5
+    etdump_iters: int = 10
+    ops: bool = True  # per-op breakdown (separate ETDump / profiler run)
+
+    def manifest(self, programs: list[ProgramSpec], etdump: bool | None = None) -> Manifest:
+        return Manifest(programs, warmup=self.warmup, iters=self.iters, rounds=self.rounds,
+                        threads=self.threads, etdump=self.ops if etdump is None else etdump,
+                        etdump_iters=self.etdump_iters)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m profiler.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="host",
+                   help="host, s8, pixel3, iphone_x, android:SERIAL[,SERIAL], ios:UDID "
+                        "(default host)")
+    p.add_argument("--arch", help="measure this network end to end instead of building a LUT "
+                                  "(a named architecture or an arch JSON file)")
+    p.add_argument("--resolution", type=int, help="input size (default 224; with --arch the "
+                                                  "architecture's own)")
+    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    p.add_argument("--dtype", choices=DTYPES, default="fp32")
+    p.add_argument("--backend", choices=BACKENDS, default="xnnpack",
+                   help="ExecuTorch delegate (portable: the undelegated kernels)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="executorch",
+                   help="torchscript: legacy TorchScript-lite .ptl programs")
+    p.add_argument("--runner", choices=RUNNERS, default="python",
+                   help="python: in-process runtime; native: the C++ fbnet_bench")
+    p.add_argument("--native-runner", type=Path, help="path of the host-built fbnet_bench")
+    p.add_argument("--threads", type=int, default=1, help="runtime CPU threads (default 1)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs per program per round")
+    p.add_argument("--iters", type=int, default=50, help="timed runs per program in all")
+    p.add_argument("--rounds", type=int, default=5, help="round-robin rounds (default 5)")
+    p.add_argument("--no-ops", action="store_true", help="skip the per-op (ETDump) breakdown")
+    p.add_argument("--calibrate", type=int, default=CALIBRATION_NETWORKS,
+                   help="random networks measured to fit the summation (0: no fit)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration networks")
+    p.add_argument("--workers", type=int, default=2, help="export processes (default 2)")
+    p.add_argument("--chunk", type=int, default=16,
+                   help="programs per measuring job; the LUT is saved after each")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="artifact cache folder")
+    p.add_argument("--out", type=Path, help="output LUT (default luts/<device>[_variant].json)")
+    p.add_argument("--resume", action="store_true", help="continue the LUT in --out")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    for name in ("threads", "warmup", "iters", "rounds", "workers", "chunk"):
+        low = 0 if name == "warmup" else 1
+        if getattr(args, name) < low:
+            raise UserError(f"--{name} must be at least {low}, got {getattr(args, name)}")
+    if args.calibrate < 0:
+        raise UserError("--calibrate must be 0 or more")
+    if args.runtime == "torchscript" and (args.dtype != "fp32" or args.backend != "xnnpack"):
+        raise UserError("--runtime torchscript measures fp32 TorchScript-lite programs; "
+                        "drop --dtype/--backend")
+    return args
+
+
+def settings_from(args) -> Settings:
+    return Settings(args.dtype, args.backend, args.runtime, args.threads, args.warmup,
+                    args.iters, args.rounds, ops=not args.no_ops)
+
+
+def default_lut_path(device: str, resolution: int, s: Settings) -> Path:
+    name = device.replace(":", "_").replace(",", "_")
+    parts = [name]
+    if resolution != 224:
+        parts.append(str(resolution))
+    if s.dtype != "fp32":
+        parts.append(s.dtype)
+    if s.backend != "xnnpack":
+        parts.append(s.backend)
+    if s.runtime != "executorch":
+        parts.append(s.runtime)
+    return Path("luts") / ("_".join(parts) + ".json")
+
+
+def check_writable(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    probe = parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if path.is_dir() or (path.exists() and not os.access(path, os.W_OK)) or \
+            not os.access(probe, os.W_OK):
+        raise UserError(f"cannot write {path}; choose a writable --out")
+
+
+# --- what to measure ------------------------------------------------------------------------
+def lut_workloads(space: SpaceConfig) -> list[Workload]:
+    """The space's unique workloads plus the classifier for the common class counts."""
+    workloads = space_workloads(space)
+    keys = {w.key for w in workloads}
+    for classes in CLASSIFIER_CLASSES:
+        fc = FullyConnected(space.head_channels, classes)
+        if fc.key not in keys:
+            workloads.append(fc)
+            keys.add(fc.key)
+    return workloads
+
+
+def reference_workload(space: SpaceConfig) -> Workload:
+    """A mid-sized block re-measured in every job to expose drift (throttling, other load)."""
+    layers = space.layers()
+    return candidate_workload(layers[len(layers) // 2], "k3_e3")
+
+
+def op_context(workload: Workload) -> str:
+    if isinstance(workload, FullyConnected):
+        return "FC"
+    if isinstance(workload, ConvNorm) and workload.kernel > 1:
+        return "ConvNorm_kxk"
+    return type(workload).__name__
+
+
+def export_job(key: str, input_shape, s: Settings, arch: Architecture | None = None) -> ExportJob:
+    return ExportJob(key, tuple(input_shape), s.dtype, s.backend, s.runtime,
+                     json.dumps(arch.to_dict(), sort_keys=True) if arch else None)
+
+
+def arch_job(arch: Architecture, s: Settings) -> ExportJob:
+    sp = arch.space
+    return export_job(f"arch:{arch.name}:{to_arch_string(arch)}",
+                      (1, sp.in_channels, sp.resolution, sp.resolution), s, arch)
+
+
+def random_architecture(space: SpaceConfig, rng: random.Random, name: str) -> Architecture:
+    return Architecture(name, space, tuple(rng.choice(CANDIDATE_NAMES)
+                                           for _ in range(space.num_layers)))
+
+
+def calibration_architectures(space: SpaceConfig, n: int, seed: int) -> list[Architecture]:
+    # A string seed gives a stream unrelated to validate's integer-seeded samples: the
+    # summation is never fitted on the networks it is validated on.
+    rng = random.Random(f"calibration-{seed}")
+    return [random_architecture(space, rng, f"calibration_{i}") for i in range(n)]
+
+
+# --- progress ---------------------------------------------------------------------------------
+class Progress:
+    def __init__(self, total: int, desc: str, quiet: bool):
+        self.bar = None
+        if not quiet and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="prog", file=sys.stderr,
+                            dynamic_ncols=True)
+
+    def update(self, n: int = 1) -> None:
+        if self.bar:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
+
+
+def export_with_progress(jobs: list[ExportJob], cache: ArtifactCache, workers: int,
+                         quiet: bool):
+    bar = Progress(len(jobs), "export", quiet)
+    try:
+        artifacts, stats = export_all(jobs, cache, workers=workers,
+                                      on_done=lambda _a: bar.update())
+    finally:
+        bar.close()
+    if stats.failures:
+        key, err = next(iter(stats.failures.items()))
+        raise UserError(f"{len(stats.failures)} export(s) failed, e.g. {key}: {err}")
+    if stats.rebuilt_corrupt and not quiet:
+        print(f"note: {stats.rebuilt_corrupt} corrupted cache artifact(s) were rebuilt",
+              file=sys.stderr)
+    return artifacts, stats
+
+
+# --- measuring --------------------------------------------------------------------------------
+def measured_entry(result, artifact: Artifact, workload: Workload | None, s: Settings) -> LutEntry:
+    stats = Stats.of(result.latencies_ms)
+    entry = LutEntry(latency_ms=round(stats.median_ms, 6), mean_ms=round(stats.mean_ms, 6),
+                     std_ms=round(stats.std_ms, 6), p10_ms=round(stats.p10_ms, 6),
+                     p90_ms=round(stats.p90_ms, 6), min_ms=round(stats.min_ms, 6),
+                     max_ms=round(stats.max_ms, 6), n=stats.n)
+    context = op_context(workload) if workload is not None else "network"
+    if result.etdump:
+        dump = parse_etdump(Path(result.etdump), artifact.etrecord, s.warmup, context)
+        entry.ops = dump.ops
+        # Runtime call + input copy as seen from outside execute (what the end-to-end timing
+        # adds to Method::execute), plus the layout transposes at the delegate's edges.
+        call_ms = max(stats.median_ms - dump.method_execute_ms, 0.0) \
+            if dump.method_execute_ms is not None else 0.0
+        entry.boundary_ms = round(min(call_ms + dump.boundary_ms, stats.median_ms), 6)
+        entry.extra = {k: round(v, 6) for k, v in (
+            ("method_execute_ms", dump.method_execute_ms),
+            ("delegate_call_ms", dump.delegate_call_ms),
+            ("call_overhead_ms", call_ms), ("transpose_boundary_ms", dump.boundary_ms))
+            if v is not None}
+    elif s.ops and artifact.program.suffix == ".ptl":
+        from profiler.measure import make_inputs, profile_torchscript_ops
+
+        entry.ops = profile_torchscript_ops(artifact.program, make_inputs(
+            [spec for spec in artifact.to_program().inputs]), s.warmup, s.etdump_iters, context)
+    return entry
+
+
+def run_programs(backend: Backend, artifacts: list[Artifact], s: Settings,
+                 etdump: bool | None = None):
+    backend.push_artifacts([a.to_program() for a in artifacts])
+    specs = [ProgramSpec(a.job.key, str(a.program.resolve()), a.to_program().inputs)
+             for a in artifacts]
+    result = backend.run_job(s.manifest(specs, etdump))
+    failed = [p for p in result.programs if not p.ok]
+    if failed:
+        raise UserError(f"{failed[0].id} failed on the device: {failed[0].error}")
+    return result.by_id()
+
+
+def chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+# --- the LUT build ----------------------------------------------------------------------------
+def new_lut(backend: Backend, space: SpaceConfig, s: Settings, args) -> Lut:
+    measurement = {**asdict(s), "protocol": "round-robin rounds; warm-up every round; median "
+                   "of timed runs without ETDump; per-op from a separate ETDump run",
+                   "complete": False, "classifier_classes": list(CLASSIFIER_CLASSES)}
+    provenance = Provenance("measured", {
+        "tool": "python -m profiler.run", "runner": args.runner,
+        "command": "python -m profiler.run " + " ".join(sys.argv[1:]) if sys.argv[1:] else
+        "python -m profiler.run",
+        "load_avg_1m_start": round(os.getloadavg()[0], 2)})
+    return Lut(device=backend.device_info, runtime=backend.runtime_info(),
+               provenance=provenance, space=space.to_dict(), measurement=measurement)
+
+
+def resume_lut(path: Path, fresh: Lut) -> Lut:
+    old = load_lut(path)
+    mismatch = []
+    if old.device.name != fresh.device.name:
+        mismatch.append(f"device {old.device.name} vs {fresh.device.name}")
+    if asdict(old.runtime) != asdict(fresh.runtime):
+        mismatch.append(f"runtime {old.runtime} vs {fresh.runtime}")
+    if old.space != fresh.space:
+        mismatch.append("the space (resolution/widths)")
+    if mismatch:
+        raise UserError(f"cannot resume {path}: it was measured with different settings "
+                        f"({'; '.join(mismatch)}); use another --out or drop --resume")
+    return old
+
+
+def build_lut(args) -> dict:
+    s = settings_from(args)
+    profile = resolve_device(args.device)
+    space = SpaceConfig.create(args.resolution or 224, width=args.width)
+    out = args.out or default_lut_path(profile.name, space.resolution, s)
+    check_writable(out)
+    if out.exists() and not args.resume:
+        try:
+            existing = json.loads(out.read_text())
+            partial = existing.get("schema") == LUT_SCHEMA and \
+                not (existing.get("measurement") or {}).get("complete", True)
+        except (OSError, ValueError, AttributeError):
+            partial = False
+        if partial:
+            raise UserError(f"{out} holds an unfinished build; add --resume to continue it, or "
+                            "delete it to start over")
+    cache = ArtifactCache(args.cache)
+    workloads = {w.key: w for w in lut_workloads(space)}
+    ref = reference_workload(space)
+    t_start = time.perf_counter()
+    options = BackendOptions(runner=args.runner, runtime=s.runtime, backend=s.backend,
+                             dtype=s.dtype, threads=s.threads, native_runner=args.native_runner,
+                             workdir=Path(tempfile.mkdtemp(prefix="fbnet-profile-")))
+    with create_backend(profile, options) as backend:
+        lut = new_lut(backend, space, s, args)
+        if args.resume and out.exists():
+            lut = resume_lut(out, lut)
+        lut.measurement["complete"] = False
+        todo = [k for k in workloads if k not in lut.entries]
+        jobs = [export_job(k, workloads[k].input_shape, s) for k in dict.fromkeys(todo +
+                                                                                 [ref.key])]
+        artifacts, export_stats = export_with_progress(jobs, cache, args.workers, args.quiet)
+        lut.measurement["export"] = {"exported": export_stats.exported,
+                                     "cached": export_stats.cached,
+                                     "wall_s": round(export_stats.wall_s, 1)}
+        drift = lut.measurement.setdefault("drift", {"reference": ref.key, "medians_ms": []})
+        t_measure = time.perf_counter()
+        bar = Progress(len(todo), "measure", args.quiet)
+        try:
+            for part in chunks(todo, args.chunk):
+                batch = [artifacts[k] for k in part]
+                if ref.key not in part:
+                    batch.append(artifacts[ref.key])
+                results = run_programs(backend, batch, s)
+                for key in part:
+                    lut.entries[key] = measured_entry(results[key], artifacts[key],
+                                                      workloads[key], s)
+                drift["medians_ms"].append(round(Stats.of(results[ref.key].latencies_ms)
+                                                 .median_ms, 6))
+                lut.save(out)  # every finished entry survives Ctrl-C or a crash
+                bar.update(len(part))
+        finally:
+            bar.close()
+        measure_s = time.perf_counter() - t_measure
+        medians = drift["medians_ms"]
+        drift["max_change"] = round(max(medians) / min(medians) - 1, 4) if medians else 0.0
+        if drift["max_change"] > DRIFT_WARN:
+            print(f"warning: the reference block moved {drift['max_change']:.0%} during the run "
+                  "(other load or throttling); re-measure on a quiet device for a clean LUT",
+                  file=sys.stderr)
+        t_cal = time.perf_counter()
+        lut.summation = fit_summation(lut, backend, space, s, cache, args)
+        calibrate_s = time.perf_counter() - t_cal
+    lut.measurement["complete"] = True
+    lut.measurement["wall_s"] = {"total": round(time.perf_counter() - t_start, 1),
+                                 "export": round(export_stats.wall_s, 1),
+                                 "measure": round(measure_s, 1),
+                                 "calibrate": round(calibrate_s, 1)}
+    lut.provenance.details["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
+    lut.save(out)
+    return {"lut": str(out), "entries": len(lut.entries), "measured_now": len(todo),
+            "exported": export_stats.exported, "cached": export_stats.cached,
+            "wall_s": lut.measurement["wall_s"], "drift": drift,
+            "summation": {"method": lut.summation.method,
+                          "network_offset_ms": lut.summation.network_offset_ms},
+            "title": lut.title}
+
+
+def fit_summation(lut: Lut, backend: Backend, space: SpaceConfig, s: Settings,
+                  cache: ArtifactCache, args) -> Summation:
+    """How block latencies add up in a network, fitted on calibration networks.
+
+    A block measured alone pays a runtime call and the NCHW<->NHWC transposes at the XNNPACK
+    delegate's edges (entry.boundary_ms, from its own ETDump); inside one network these are
+    paid once. The network's own share of those costs is `network_offset_ms`, fitted as the
+    median residual of `--calibrate` random networks (never validate's samples).
+    """
+    has_boundary = any(e.boundary_ms is not None for e in lut.entries.values())
+    base = Summation(method="sum of medians minus each block's boundary cost (runtime call + "
+                     "delegate-edge transposes, from its ETDump) + one network offset",
+                     subtract_boundary=has_boundary) if has_boundary else \
+        Summation(method="plain sum of medians (no per-op data to find boundary costs)")
+    if args.calibrate == 0:
+        base.fit = {"networks": [], "note": "not calibrated (--calibrate 0)"}
+        return base
+    archs = calibration_architectures(space, args.calibrate, args.seed)
+    artifacts, _ = export_with_progress([arch_job(a, s) for a in archs], cache, args.workers,
+                                        args.quiet)
+    net = replace(s, warmup=max(2, s.warmup // 3), iters=max(10, s.iters // 2), rounds=2)
+    results = run_programs(backend, list(artifacts.values()), net, etdump=False)
+    rows = []
+    for arch in archs:
+        job = arch_job(arch, s)
+        measured = Stats.of(results[job.key].latencies_ms).median_ms
+        summed = replace(lut, summation=base).network_latency_ms(
+            [layer.key for layer in arch.layers()])
+        rows.append({"arch": to_arch_string(arch), "measured_ms": round(measured, 4),
+                     "sum_ms": round(summed, 4)})
+    import numpy as np
+
+    residuals = [r["measured_ms"] - r["sum_ms"] for r in rows]
+    base.network_offset_ms = round(float(np.median(residuals)), 6)
+    for r in rows:
+        r["error_pct"] = round(100 * (r["sum_ms"] + base.network_offset_ms - r["measured_ms"])
+                               / r["measured_ms"], 2)
+    base.fit = {"networks": rows, "seed": f"calibration-{args.seed}",
+                "network_offset": "median of measured - sum over the networks"}
+    return base
+
+
+# --- one network end to end -------------------------------------------------------------------
+def measure_arch(args) -> dict:
+    s = settings_from(args)
+    profile = resolve_device(args.device)
+    arch = load_architecture(args.arch, resolution=args.resolution, width=args.width)
+    cache = ArtifactCache(args.cache)
+    job = arch_job(arch, s)
+    options = BackendOptions(runner=args.runner, runtime=s.runtime, backend=s.backend,
+                             dtype=s.dtype, threads=s.threads, native_runner=args.native_runner,
+                             workdir=Path(tempfile.mkdtemp(prefix="fbnet-arch-")))
+    with create_backend(profile, options) as backend:
+        artifacts, stats = export_all([job], cache, workers=1)
+        if stats.failures:
+            raise UserError(f"export of {arch.name} failed: {stats.failures[job.key]}")
+        artifact = artifacts[job.key]
+        result = run_programs(backend, [artifact], s)[job.key]
+        entry = measured_entry(result, artifact, None, s)
+        device, runtime = backend.device_info, backend.runtime_info()
+    by_type: dict[str, float] = {}
+    for op in entry.ops:
+        by_type[op.op_type] = round(by_type.get(op.op_type, 0.0) + op.latency_ms, 6)
+    return {"arch": arch.name, "arch_string": to_arch_string(arch),
+            "resolution": arch.space.resolution, "macs": arch.macs,
+            "device": asdict(device), "runtime": asdict(runtime),
+            "median_ms": entry.latency_ms, "mean_ms": entry.mean_ms, "std_ms": entry.std_ms,
+            "p10_ms": entry.p10_ms, "p90_ms": entry.p90_ms, "min_ms": entry.min_ms,
+            "max_ms": entry.max_ms, "n": entry.n, "ops_by_type_ms": by_type,
+            "exported": not artifact.cached, "program": str(artifact.program)}
+
+
+@cli_entry
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore")
+    if args.arch:
+        summary = measure_arch(args)
+        if args.json:
+            print(json.dumps(summary, indent=1))
+        else:
+            print(f"{summary['arch']} @{summary['resolution']} on {summary['device']['name']} "
+                  f"({summary['runtime']['name']} {summary['runtime']['backend'] or ''} "
+                  f"{summary['runtime']['dtype']}, {summary['runtime']['threads']} thread(s)): "
+                  f"median {summary['median_ms']:.3f} ms (p10 {summary['p10_ms']:.3f}, "
+                  f"p90 {summary['p90_ms']:.3f}, n={summary['n']})")
+            if summary["ops_by_type_ms"]:
+                print("per-op (ETDump): " + ", ".join(f"{k} {v:.3f} ms" for k, v in sorted(
+                    summary["ops_by_type_ms"].items(), key=lambda kv: -kv[1])))
+        return 0
+    summary = build_lut(args)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        w = summary["wall_s"]
+        print(f"wrote {summary['lut']}: {summary['entries']} entries ({summary['measured_now']} "
+              f"measured now; {summary['exported']} exported, {summary['cached']} from cache) "
+              f"in {w['total']:.0f} s (export {w['export']:.0f} s, measure {w['measure']:.0f} s, "
+              f"calibrate {w['calibrate']:.0f} s); {summary['title']}")
+        print(f"drift of the reference block: {summary['drift']['max_change']:.1%}; summation: "
+              f"{summary['summation']['method']}, network offset "
+              f"{summary['summation']['network_offset_ms']:.3f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
