@@ -69,6 +69,8 @@ def test_probe_of_an_s8():
     assert probe.os == "Android 9 (API 28)"
     assert probe.big_cores() == [4, 5, 6, 7]
     assert cpu_mask(probe.big_cores()) == "f0"
+    assert probe.fastest_cores(2) == [4, 5, 6, 7]
+    assert len(probe.fastest_cores(6)) == 6 and {4, 5, 6, 7} <= set(probe.fastest_cores(6))
     assert probe.cpu_summary() == ("ARMv8 Processor rev 4 (v8l) (8 cores: 4x 2.314 GHz + "
                                    "4x 1.690 GHz)")
     assert resolve_device("s8").matches_model(probe.model)

@@ -114,6 +114,15 @@ class Probe:
         top = max(freqs)
         return [c.index for c in online if c.max_freq_khz == top]
 
+    def fastest_cores(self, n: int) -> list[int]:
+        """The big cores, widened to the next-fastest ones when `n` threads need more."""
+        big = self.big_cores()
+        if n <= len(big):
+            return big
+        online = [c for c in self.cores if not self.online or c.index in self.online]
+        ranked = sorted(online, key=lambda c: (-(c.max_freq_khz or 0), c.index))
+        return sorted(c.index for c in ranked[:n]) or big
+
     def cpu_summary(self) -> str:
         """e.g. '8 cores: 4x 2.314 GHz + 4x 1.690 GHz'."""
         freqs = [c.max_freq_khz for c in self.cores]
@@ -219,13 +228,14 @@ class PhoneSession:
     """
 
     def __init__(self, serial: str, transport: Transport, runner: Path, device_dir: str,
-                 workdir: Path, pin_big_cores: bool = True):
+                 workdir: Path, pin_big_cores: bool = True, threads: int = 1):
         self.serial = serial
         self.transport = transport
         self.runner = Path(runner)
         self.dir = device_dir.rstrip("/")
         self.workdir = Path(workdir)
         self.pin_big_cores = pin_big_cores
+        self.threads = threads
         self.probe: Probe | None = None
         self.mask: str | None = None  # taskset mask in use (None: not pinned)
         self.pinning: str = "off"  # what happened with pinning, for the LUT's device record
@@ -271,7 +281,7 @@ class PhoneSession:
         if not self.pin_big_cores:
             self.pinning = "off"
             return
-        cores = probe.big_cores()
+        cores = probe.fastest_cores(self.threads)
         if not cores:
             self.pinning = "unavailable: no CPU list"
             return
@@ -440,6 +450,7 @@ class RunnerBackend(Backend):
         extra = first.device_record()
         extra["thermal_c"] = first.thermal()
         extra["runner"] = "native fbnet_bench"
+        extra["jobs"] = self.jobs  # the same list: every save of the LUT has the jobs so far
         if len(self.sessions) > 1:
             extra["serials"] = [s.serial for s in self.sessions]
             extra["phones"] = [s.device_record() for s in self.sessions]
@@ -498,8 +509,6 @@ class RunnerBackend(Backend):
                 session.cleanup()
             except TransportError:
                 pass  # the phone went away; nothing of ours is left to lose
-        if self.device_info is not None and self.jobs:
-            self.device_info.extra["jobs"] = self.jobs
 
 
 def split_programs(programs: list[ProgramSpec], n: int) -> list[list[ProgramSpec]]:
@@ -550,6 +559,6 @@ def create_backend(profile, options: BackendOptions) -> Backend:
     runner = android_runner_path(options)
     workdir = Path(options.workdir or (REPO / ".cache" / "android"))
     pin = options.extra.get("pin_big_cores", profile.pin_big_cores)
-    sessions = [PhoneSession(s, AdbTransport(client, s), runner, DEVICE_DIR, workdir, pin)
-                for s in serials]
+    sessions = [PhoneSession(s, AdbTransport(client, s), runner, DEVICE_DIR, workdir, pin,
+                             options.threads) for s in serials]
     return RunnerBackend(profile, options, sessions)

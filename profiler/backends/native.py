@@ -52,5 +52,5 @@ def create_backend(profile, options: BackendOptions) -> RunnerBackend:
     device_dir = DEVICE_DIR.lstrip("/")  # relative: lands under the scratch root
     pin = options.extra.get("pin_big_cores", True)
     session = PhoneSession("host", transport, host_runner_path(options), device_dir, workdir,
-                           pin_big_cores=pin)
+                           pin_big_cores=pin, threads=options.threads)
     return RunnerBackend(profile, options, [session])
