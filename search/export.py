@@ -242,7 +242,6 @@ def export(model: FBNet, out: Path, *, runtime: str = "executorch", dtype: str =
         raise UserError("--check-inputs and --calibration-samples must be at least 1")
     tolerance = DEFAULT_TOLERANCE[dtype] if tolerance is None else tolerance
     res = model.arch.space.resolution
-    _quiet()
     inputs = _sample_inputs(data_spec, res, check_inputs, "val", seed + 1)
     t0 = time.perf_counter()
     reference: nn.Module = model
@@ -274,6 +273,7 @@ def export(model: FBNet, out: Path, *, runtime: str = "executorch", dtype: str =
 @cli_entry
 def main(argv=None) -> int:
     args = parse_args(argv)
+    _quiet()
     model, trained_on = load_model(args.arch, args.weights, resolution=args.resolution,
                                    width=args.width, num_classes=args.num_classes)
     data_spec = args.data or trained_on
