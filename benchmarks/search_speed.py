@@ -1,0 +1,140 @@
+"""Time per training step and peak memory: supernet (soft, sampled) vs one FBNet-B network.
+
+Each configuration runs in its own process so peak memory is its own: on the CPU the process's
+peak resident set (ru_maxrss), on a GPU torch.cuda.max_memory_allocated. A step is a weight
+step (forward, backward, SGD) on the same input; the supernet also draws per-example masks and
+prices them with a LUT-shaped table. Per process: the median of --steps timed steps after
+one warm-up step; per configuration: the fastest of --rounds processes.
+
+Examples:
+  python benchmarks/search_speed.py                          # 32x32, batch 32, CPU
+  python benchmarks/search_speed.py --resolution 224 --batch-size 8 --steps 2
+  python benchmarks/search_speed.py --configs single,sampled --rounds 3
+  python benchmarks/search_speed.py --device cuda --resolution 224 --batch-size 64 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+CONFIGS = ("single", "sampled", "soft")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2,
+                   help="interleaved rounds over the configs; the fastest round counts, which "
+                        "filters out other processes' load on a shared machine (default 2)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def measure(config: str, resolution: int, batch: int, steps: int, device: str) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from fbnet.arch import named_architecture
+    from fbnet.lut import LayerTable
+    from fbnet.model import FBNet
+    from search.loss import LatencyModel, LossConfig, dnas_loss
+    from search.supernet import SuperNet
+
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    arch = named_architecture("fbnet_b", resolution=resolution, num_classes=10)
+    if config == "single":
+        model = FBNet(arch).to(dev).to(memory_format=torch.channels_last)
+        params = list(model.parameters())
+    else:
+        model = SuperNet(arch.space, mode=config).to(dev)
+        params = model.weight_parameters()
+        n = arch.space.num_layers
+        latency = LatencyModel(LayerTable(1.0, [[float(i + 1) for i in range(9)]] * n)).to(dev)
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    x = torch.randn(batch, 3, resolution, resolution, device=dev)
+    y = torch.randint(0, 10, (batch,), device=dev)
+    cfg = LossConfig()
+    times = []
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    for i in range(steps + 1):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        if config == "single":
+            loss = F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), y)
+        else:
+            masks = model.draw_masks(batch, 5.0, None, None, theta_grad=False)
+            ce = F.cross_entropy(model(x, masks), y, reduction="none")
+            loss = dnas_loss(cfg, ce, latency(masks.weights))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        if i:  # the first step allocates and warms caches
+            times.append(time.perf_counter() - t0)
+    peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"config": config, "step_s": statistics.median(times), "peak_mb": peak / 2**20,
+            "memory_kind": "cuda max allocated" if dev.type == "cuda" else "process peak RSS",
+            "params_m": sum(p.numel() for p in params) / 1e6, "threads": torch.get_num_threads()}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        print(json.dumps(measure(args.child, args.resolution, args.batch_size, args.steps,
+                                 args.device)))
+        return 0
+    best: dict[str, dict] = {}
+    configs = args.configs.split(",")
+    for round_ in range(args.rounds):
+        for config in configs:
+            cmd = [sys.executable, __file__, "--child", config, "--resolution",
+                   str(args.resolution), "--batch-size", str(args.batch_size), "--steps",
+                   str(args.steps), "--device", args.device]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            if config not in best or row["step_s"] < best[config]["step_s"]:
+                best[config] = row
+            print(f"round {round_ + 1}: {config} {row['step_s']:.3f} s/step", file=sys.stderr)
+    rows = [best[c] for c in configs]
+    base = next((r for r in rows if r["config"] == "single"), None)
+    for r in rows:
+        r["step_vs_single"] = r["step_s"] / base["step_s"] if base else None
+        r["memory_vs_single"] = r["peak_mb"] / base["peak_mb"] if base else None
+    if args.json:
+        print(json.dumps({"resolution": args.resolution, "batch_size": args.batch_size,
+                          "device": args.device, "rows": rows}, indent=1))
+        return 0
+    print(f"FBNet-B space, input {args.resolution}x{args.resolution}, batch {args.batch_size}, "
+          f"{args.device}, {rows[0]['threads']} threads, best of {args.rounds} rounds x median of "
+          f"{args.steps} steps")
+    print(f"{'config':<8} {'s/step':>8} {'x single':>9} {'peak MB':>9} {'x single':>9} "
+          f"{'Mparams':>8}")
+    for r in rows:
+        vs = f"{r['step_vs_single']:9.2f}" if base else f"{'':>9}"
+        ms = f"{r['memory_vs_single']:9.2f}" if base else f"{'':>9}"
+        print(f"{r['config']:<8} {r['step_s']:8.3f} {vs} {r['peak_mb']:9.0f} {ms} "
+              f"{r['params_m']:8.2f}")
+    print(f"(peak memory: {rows[0]['memory_kind']}; a process baseline of ~300-400 MB for "
+          "python + torch is included on the CPU)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,428 @@
+"""The DNAS training loop: alternate weights and theta, checkpoint, log, run under torchrun.
+
+Each epoch trains the supernet weights w (SGD momentum, cosine lr) on the weight split, then,
+after the warm-up epochs, theta (Adam) on the architecture split; both minimize the same
+latency-aware loss (search/loss.py). After every epoch the loop writes a checkpoint and one log
+row; Ctrl-C writes a checkpoint at the current step, so `--resume` loses nothing.
+
+Distributed (torchrun, DDP-style): every rank holds the whole supernet and a 1/world shard of
+each batch list. Gradients of w and theta are averaged with one all-reduce per step (unused
+candidates contribute zeros), so theta and its Adam state stay identical on every rank. The
+sampled-mode candidate set is drawn from a generator seeded by (seed, epoch, phase, step), the
+same on every rank; per-example Gumbel draws use a per-rank generator. Per-example latencies
+are averaged over the global batch like the CE.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from fbnet.errors import UserError
+from fbnet.io import atomic_write_json, atomic_write_text
+from fbnet.lut import LayerTable
+from fbnet.space import CANDIDATE_NAMES, SpaceConfig
+from search.loss import LatencyModel, LossConfig, dnas_loss
+from search.supernet import SuperNet, temperature, theta_entropy
+
+CHECKPOINT_FORMAT = "fbnet-dnas-checkpoint/1"
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_JSONL, LOG_CSV = "log.jsonl", "log.csv"
+PHASES = ("w", "theta")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 6
+    warmup_epochs: int = 2
+    batch_size: int = 32
+    mode: str = "sampled"
+    paths: int = 2
+    w_lr: float = 0.1
+    w_momentum: float = 0.9
+    w_weight_decay: float = 1e-4
+    theta_lr: float = 0.01
+    theta_weight_decay: float = 5e-4
+    tau0: float = 5.0
+    tau_decay: float = math.exp(-0.045)
+    seed: int = 0
+    workers: int = 0
+
+    def check(self) -> None:
+        if self.epochs < 1:
+            raise UserError(f"--epochs must be at least 1, got {self.epochs}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise UserError(f"--warmup-epochs must be in 0..{self.epochs - 1} (fewer than "
+                            f"--epochs {self.epochs}) so theta trains at least one epoch")
+        if self.batch_size < 2:
+            raise UserError(f"--batch-size must be at least 2 (BatchNorm), got {self.batch_size}")
+        if not self.tau0 > 0 or not 0 < self.tau_decay <= 1:
+            raise UserError("--tau0 must be > 0 and --tau-decay in (0, 1]")
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, device: torch.device) -> "Dist":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world == 1:
+            return cls()
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size())
+
+    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """Average .grad over ranks in one all-reduce. A parameter no rank used keeps grad None
+        (so SGD leaves it alone, as on one process); one used on some ranks gets the mean."""
+        if self.world == 1 or not params:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        used = torch.tensor([float(p.grad is not None) for p in params], device=grads[0].device)
+        flat = torch.cat([g.reshape(-1) for g in grads] + [used])
+        dist.all_reduce(flat)
+        offset = 0
+        for p, g in zip(params, grads):
+            n = g.numel()
+            g.copy_(flat[offset:offset + n].view_as(g)).div_(self.world)
+            offset += n
+        for p, g, count in zip(params, grads, flat[offset:].tolist()):
+            p.grad = g if count > 0 else None
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            dist.all_reduce(t)
+        return t
+
+
+@dataclass
+class PhaseStats:
+    """Running sums over one phase of an epoch (summed over ranks at the end)."""
+
+    loss: float = 0.0
+    ce: float = 0.0
+    latency_ms: float = 0.0
+    correct: float = 0.0
+    count: float = 0.0
+
+    def add(self, loss: torch.Tensor, ce: torch.Tensor, lat: torch.Tensor, logits, y) -> None:
+        n = len(y)
+        self.loss += float(loss) * n
+        self.ce += float(ce.sum())
+        self.latency_ms += float(lat.sum())
+        self.correct += float((logits.argmax(-1) == y).sum())
+        self.count += n
+
+    def reduced(self, d: Dist, device) -> dict:
+        t = d.all_reduce_sum(torch.tensor([self.loss, self.ce, self.latency_ms, self.correct,
+                                           self.count], dtype=torch.float64, device=device))
+        loss, ce, lat, correct, count = t.tolist()
+        if count == 0:
+            return {"loss": None, "ce": None, "latency_ms": None, "top1": None}
+        return {"loss": loss / count, "ce": ce / count, "latency_ms": lat / count,
+                "top1": correct / count}
+
+
+@dataclass
+class Position:
+    """Where the loop is: resumes mid-epoch after Ctrl-C."""
+
+    epoch: int = 0
+    phase: str = "w"
+    step: int = 0
+    stats: dict = field(default_factory=lambda: {p: asdict(PhaseStats()) for p in PHASES})
+
+
+def _seed(*parts) -> int:
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def _generator(device: torch.device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+class Search:
+    """One DNAS run: supernet, optimizers, data splits, checkpoint and log in `out`."""
+
+    def __init__(self, space: SpaceConfig, table: LayerTable, loss_cfg: LossConfig,
+                 train_cfg: TrainConfig, w_data: Dataset, theta_data: Dataset,
+                 val_data: Dataset | None, out: Path, device: torch.device,
+                 fingerprint: dict, d: Dist | None = None, progress: bool = True):
+        loss_cfg.check()
+        train_cfg.check()
+        self.space, self.loss_cfg, self.cfg = space, loss_cfg, train_cfg
+        self.w_data, self.theta_data, self.val_data = w_data, theta_data, val_data
+        self.out, self.device, self.fingerprint = Path(out), device, fingerprint
+        self.dist = d or Dist()
+        self.progress = progress and self.dist.main
+        torch.manual_seed(train_cfg.seed)  # identical initial weights on every rank
+        self.model = SuperNet(space, train_cfg.mode, train_cfg.paths).to(device)
+        self.latency = LatencyModel(table).to(device)
+        self.w_params = self.model.weight_parameters()
+        self.w_opt = torch.optim.SGD(self.w_params, lr=train_cfg.w_lr,
+                                     momentum=train_cfg.w_momentum,
+                                     weight_decay=train_cfg.w_weight_decay)
+        self.theta_opt = torch.optim.Adam([self.model.theta], lr=train_cfg.theta_lr,
+                                          weight_decay=train_cfg.theta_weight_decay)
+        self.pos = Position()
+        self.history: list[dict] = []
+        self.steps_per_epoch = {p: self._num_batches(ds) for p, ds in
+                                (("w", w_data), ("theta", theta_data))}
+
+    # --- data --------------------------------------------------------------------------------
+    def _num_batches(self, ds: Dataset) -> int:
+        per_rank = len(ds) // self.dist.world
+        n = per_rank // self.cfg.batch_size
+        if n == 0:
+            raise UserError(f"a split of {len(ds)} examples is smaller than one batch of "
+                            f"{self.cfg.batch_size} per rank; lower --batch-size or use more data")
+        return n
+
+    def _batches(self, phase: str, epoch: int) -> list[list[int]]:
+        """This rank's batches for one phase of one epoch (same order on resume)."""
+        ds = self.w_data if phase == "w" else self.theta_data
+        order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(
+            _seed(self.cfg.seed, epoch, phase, "order"))).tolist()
+        bs, w, r = self.cfg.batch_size, self.dist.world, self.dist.rank
+        n = self.steps_per_epoch[phase]
+        # global batch i = order[i*bs*w : (i+1)*bs*w]; this rank takes its stride of it
+        return [order[i * bs * w:(i + 1) * bs * w][r::w] for i in range(n)]
+
+    def _loader(self, ds: Dataset, batches: list[list[int]]):
+        return DataLoader(ds, batch_sampler=batches, num_workers=self.cfg.workers)
+
+    # --- steps -------------------------------------------------------------------------------
+    def tau(self, epoch: int) -> float:
+        return temperature(epoch, self.cfg.tau0, self.cfg.tau_decay)
+
+    def _w_lr(self, epoch: int, step: int) -> float:
+        total = self.cfg.epochs * self.steps_per_epoch["w"]
+        t = epoch * self.steps_per_epoch["w"] + step
+        return 0.5 * self.cfg.w_lr * (1 + math.cos(math.pi * t / total))
+
+    def _step(self, phase: str, x, y, epoch: int, step: int, stats: PhaseStats,
+              train: bool = True) -> None:
+        cfg = self.cfg
+        step_gen = _generator(self.device, _seed(cfg.seed, epoch, phase, step, "set"))
+        ex_gen = _generator(self.device, _seed(cfg.seed, epoch, phase, step, self.dist.rank))
+        theta_grad = phase == "theta" and train
+        self.model.train()
+        for p in self.w_params:  # theta steps need no weight gradients (saves backward work)
+            p.requires_grad_(phase == "w")
+        with torch.set_grad_enabled(train):
+            masks = self.model.draw_masks(len(y), self.tau(epoch), ex_gen, step_gen, theta_grad)
+            logits = self.model(x, masks)
+            ce = F.cross_entropy(logits.float(), y, reduction="none")
+            lat = self.latency(masks.weights)
+            loss = dnas_loss(self.loss_cfg, ce, lat)
+        if not math.isfinite(float(loss)):
+            raise RuntimeError(f"loss became {float(loss)} at epoch {epoch} {phase} step {step}")
+        if train:
+            if phase == "w":
+                for g in self.w_opt.param_groups:
+                    g["lr"] = self._w_lr(epoch, step)
+                self.w_opt.zero_grad()
+                loss.backward()
+                self.dist.average_gradients(self.w_params)
+                self.w_opt.step()
+            else:
+                self.theta_opt.zero_grad()
+                loss.backward()
+                self.dist.average_gradients([self.model.theta])
+                self.theta_opt.step()
+        for p in self.w_params:
+            p.requires_grad_(True)
+        stats.add(loss.detach(), ce.detach(), lat.detach(), logits.detach(), y)
+
+    def _run_phase(self, phase: str, epoch: int, train: bool) -> None:
+        batches = self._batches(phase, epoch)
+        stats = PhaseStats(**self.pos.stats[phase])
+        start = self.pos.step if self.pos.phase == phase else 0
+        ds = self.w_data if phase == "w" else self.theta_data
+        label = {"w": "weights", "theta": "theta" if train else "arch split (eval)"}[phase]
+        bar = tqdm(total=len(batches), initial=start, disable=not self.progress, leave=False,
+                   desc=f"epoch {epoch + 1}/{self.cfg.epochs} {label}", unit="step")
+        try:
+            for step, (x, y) in enumerate(self._loader(ds, batches[start:]), start=start):
+                self.pos.phase, self.pos.step = phase, step
+                self._step(phase, x.to(self.device), y.to(self.device), epoch, step, stats, train)
+                self.pos.step = step + 1
+                self.pos.stats[phase] = asdict(stats)
+                bar.update(1)
+                if stats.count:
+                    bar.set_postfix(loss=f"{stats.loss / stats.count:.3f}",
+                                    lat=f"{stats.latency_ms / stats.count:.2f}ms",
+                                    top1=f"{stats.correct / stats.count:.2f}")
+        finally:
+            bar.close()
+
+    # --- evaluation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate_arch(self, candidates: list[int], ds: Dataset | None) -> float | None:
+        """Top-1 of one architecture with the supernet's weights (BN running statistics)."""
+        if ds is None or len(ds) == 0:
+            return None
+        self.model.eval()
+        correct = total = 0
+        idx = list(range(self.dist.rank, len(ds), self.dist.world))
+        batches = [idx[i:i + 2 * self.cfg.batch_size] for i in range(0, len(idx), 2 * self.cfg.batch_size)]
+        for x, y in self._loader(ds, batches):
+            logits = self.model.forward_arch(x.to(self.device), candidates)
+            correct += int((logits.argmax(-1) == y.to(self.device)).sum())
+            total += len(y)
+        t = self.dist.all_reduce_sum(torch.tensor([correct, total], dtype=torch.float64,
+                                                  device=self.device))
+        return float(t[0] / t[1]) if t[1] else None
+
+    # --- the loop ----------------------------------------------------------------------------
+    def run(self) -> list[dict]:
+        epochs = range(self.pos.epoch, self.cfg.epochs)
+        bar = tqdm(total=self.cfg.epochs, initial=self.pos.epoch, disable=not self.progress,
+                   desc="search", unit="epoch")
+        try:
+            for epoch in epochs:
+                started = time.perf_counter()
+                searching = epoch >= self.cfg.warmup_epochs
+                if self.pos.phase == "w":
+                    self._run_phase("w", epoch, train=True)
+                    self.pos.phase, self.pos.step = "theta", 0
+                # during warm-up theta is not trained, but the arch split is still scored
+                self._run_phase("theta", epoch, train=searching)
+                row = self._log_row(epoch, searching, time.perf_counter() - started)
+                self.history.append(row)
+                self.pos = Position(epoch=epoch + 1)
+                self.save_checkpoint()
+                self._write_log()
+                bar.update(1)
+                bar.set_postfix(lat=f"{row['argmax_latency_ms']:.2f}ms",
+                                H=f"{row['theta_entropy']:.2f}")
+        except KeyboardInterrupt:
+            self.save_checkpoint()
+            raise
+        finally:
+            bar.close()
+        return self.history
+
+    def _log_row(self, epoch: int, searching: bool, seconds: float) -> dict:
+        w = PhaseStats(**self.pos.stats["w"]).reduced(self.dist, self.device)
+        th = PhaseStats(**self.pos.stats["theta"]).reduced(self.dist, self.device)
+        argmax = self.model.theta.detach().argmax(-1).tolist()
+        return {
+            "epoch": epoch + 1,
+            "phase": "search" if searching else "warmup",
+            "tau": self.tau(epoch),
+            "w_lr": self._w_lr(epoch, self.steps_per_epoch["w"]),
+            "loss": th["loss"] if searching else w["loss"],
+            "ce": th["ce"] if searching else w["ce"],
+            "expected_latency_ms": th["latency_ms"],
+            "w_loss": w["loss"], "w_ce": w["ce"], "w_top1": w["top1"],
+            "theta_loss": th["loss"], "theta_ce": th["ce"], "theta_top1": th["top1"],
+            "val_top1_argmax": self.evaluate_arch(argmax, self.val_data),
+            "theta_entropy": theta_entropy(self.model.theta),
+            "argmax_arch": [CANDIDATE_NAMES[k] for k in argmax],
+            "argmax_latency_ms": self.latency.of_candidates(argmax),
+            "seconds": seconds,
+            "probs": [[round(p, 5) for p in row] for row in self.model.probabilities().tolist()],
+        }
+
+    # --- files -------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / CHECKPOINT_NAME
+
+    def save_checkpoint(self) -> None:
+        if not self.dist.main:
+            return
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": self.fingerprint,
+            "position": asdict(self.pos),
+            "model": self.model.state_dict(),
+            "w_opt": self.w_opt.state_dict(),
+            "theta_opt": self.theta_opt.state_dict(),
+            "history": self.history,
+            "torch_rng": torch.get_rng_state(),
+        }
+        self.out.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint_path.with_suffix(".pt.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.checkpoint_path)
+
+    def load_checkpoint(self, path: Path | None = None) -> None:
+        path = Path(path or self.checkpoint_path)
+        if not path.is_file():
+            raise UserError(f"no checkpoint at {path} to resume from; drop --resume to start "
+                            "a new search")
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as err:  # any unreadable file: pickle, zip, truncation errors
+            raise UserError(f"{path} is not a readable search checkpoint ({type(err).__name__}); "
+                            "delete it or pick another --out") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise UserError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint; it comes from "
+                            "another tool; pick another --out")
+        theirs = state.get("fingerprint", {})
+        diff = sorted(k for k in set(theirs) | set(self.fingerprint)
+                      if theirs.get(k) != self.fingerprint.get(k))
+        if diff:
+            shown = ", ".join(f"{k}: {theirs.get(k)!r} -> {self.fingerprint.get(k)!r}"
+                              for k in diff[:3])
+            raise UserError(f"{path} was written by a different search ({shown}); resume with "
+                            "the same settings or pick another --out")
+        self.model.load_state_dict(state["model"])
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.theta_opt.load_state_dict(state["theta_opt"])
+        self.pos = Position(**state["position"])
+        self.history = list(state["history"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+
+    def _write_log(self) -> None:
+        if not self.dist.main:
+            return
+        atomic_write_text(self.out / LOG_JSONL,
+                          "".join(json.dumps(row) + "\n" for row in self.history))
+        cols = [k for k in self.history[0] if k not in ("probs", "argmax_arch")] + ["argmax_arch"]
+        lines = [",".join(cols)]
+        for row in self.history:
+            cells = []
+            for k in cols:
+                v = row[k]
+                cells.append(" ".join(v) if isinstance(v, list) else "" if v is None else
+                             f"{v:.6g}" if isinstance(v, float) else str(v))
+            lines.append(",".join(cells))
+        atomic_write_text(self.out / LOG_CSV, "\n".join(lines) + "\n")
+
+
+def sample_architectures(theta: torch.Tensor, k: int, seed: int) -> list[list[int]]:
+    """K architectures drawn from P_theta (layer-wise independent categorical draws)."""
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.softmax(theta.detach().float().cpu(), dim=-1)
+    return [torch.multinomial(probs, 1, generator=g).squeeze(-1).tolist() for _ in range(k)]
+
+
+def write_theta(path: Path, model: SuperNet, tau: float) -> None:
+    probs = model.probabilities().tolist()
+    atomic_write_json(path, {
+        "candidates": list(CANDIDATE_NAMES),
+        "tau": tau,
+        "layers": [{"layer": f"L{i + 1}", "theta": row, "probs": p}
+                   for i, (row, p) in enumerate(zip(model.theta.detach().cpu().tolist(), probs))],
+    })

@@ -1,0 +1,170 @@
+"""The FBNet supernet: every searchable layer holds all 9 candidate blocks plus its theta row.
+
+The candidates are `fbnet.blocks.build_workload_module` of exactly the workloads the LUT
+prices, so the relaxed latency and the network agree block for block.
+
+Masks are drawn per example (one Gumbel draw per example and layer, never one per batch):
+
+- `soft`: m = softmax((theta + g) / tau); every candidate runs on the whole batch and the
+  layer output is sum_i m_i * b_i(x) (the paper's relaxation; memory and compute ~9 networks).
+- `sampled`: per step and layer, `paths` candidates (default 2) are drawn from P_theta
+  without replacement with a seed shared by all ranks; each example then draws a hard
+  straight-through Gumbel choice among them (forward uses the one-hot, backward the soft
+  gradient, as in GDAS/ProxylessNAS). Each example runs one block per layer, so compute and
+  activations stay near a single network's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fbnet.blocks import build_workload_module
+from fbnet.errors import UserError
+from fbnet.model import FBNet
+from fbnet.space import CANDIDATE_NAMES, SpaceConfig
+from fbnet.workloads import candidate_workload, fixed_parts
+
+MODES = ("soft", "sampled")
+NUM_CANDIDATES = len(CANDIDATE_NAMES)
+# Below this temperature softmax((theta+g)/tau) turns into an argmax whose gradient vanishes
+# and whose logits overflow in float32 (a known failure of a re-implementation).
+TAU_FLOOR = 0.05
+
+
+def temperature(epoch: int, tau0: float = 5.0, decay: float = math.exp(-0.045)) -> float:
+    """tau0 * decay^epoch, never below TAU_FLOOR."""
+    return max(tau0 * decay ** epoch, TAU_FLOOR)
+
+
+def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None,
+                 device: torch.device) -> torch.Tensor:
+    """Standard Gumbel samples -log(E), E ~ Exp(1), kept finite (E clamped away from 0)."""
+    e = torch.empty(shape, device=device).exponential_(generator=generator)
+    return -e.clamp_min(1e-20).log()
+
+
+@dataclass
+class Masks:
+    """Per-example candidate weights [B, L, 9] and, in sampled mode, the chosen index [B, L]."""
+
+    weights: torch.Tensor
+    choice: torch.Tensor | None = None
+
+
+class MixedLayer(nn.Module):
+    def __init__(self, shape):
+        super().__init__()
+        self.ops = nn.ModuleList(build_workload_module(candidate_workload(shape, name))
+                                 for name in CANDIDATE_NAMES)
+
+    def forward_soft(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        out = None
+        for i, op in enumerate(self.ops):
+            y = weights[:, i].view(-1, 1, 1, 1) * op(x)
+            out = y if out is None else out + y
+        return out
+
+    def forward_sampled(self, x: torch.Tensor, weights: torch.Tensor,
+                        choice: torch.Tensor) -> torch.Tensor:
+        # Group the batch by chosen candidate, run each group through its block once, restore order.
+        order = torch.argsort(choice, stable=True)
+        sorted_choice = choice[order]
+        outs = []
+        for k in torch.unique_consecutive(sorted_choice).tolist():
+            idx = order[sorted_choice == k]
+            xk = x[idx].contiguous(memory_format=torch.channels_last)
+            outs.append(self.ops[k](xk) * weights[idx, k].view(-1, 1, 1, 1))
+        out = torch.cat(outs)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order), device=order.device)
+        return out[inverse].contiguous(memory_format=torch.channels_last)
+
+    def forward_single(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        return self.ops[k](x)
+
+
+class SuperNet(nn.Module):
+    def __init__(self, space: SpaceConfig, mode: str = "sampled", paths: int = 2):
+        super().__init__()
+        if mode not in MODES:
+            raise UserError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        if not 2 <= paths <= NUM_CANDIDATES:
+            raise UserError(f"--paths must be between 2 and {NUM_CANDIDATES}, got {paths} "
+                            "(with one path theta gets no gradient)")
+        self.space, self.mode, self.paths = space, mode, paths
+        parts = fixed_parts(space)
+        self.stem = build_workload_module(parts.stem)
+        self.layers = nn.ModuleList(MixedLayer(shape) for shape in space.layers())
+        self.head = build_workload_module(parts.head)
+        self.pool = build_workload_module(parts.pool)
+        self.classifier = build_workload_module(parts.classifier)
+        self.theta = nn.Parameter(torch.zeros(space.num_layers, NUM_CANDIDATES))
+        FBNet._init_weights(self)  # same init as the final networks
+        # NHWC: depthwise-conv backward is several times faster on CPU (and fine on GPU)
+        self.to(memory_format=torch.channels_last)
+
+    # --- parameters --------------------------------------------------------------------------
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if name != "theta"]
+
+    def probabilities(self) -> torch.Tensor:
+        return torch.softmax(self.theta.detach().float(), dim=-1)
+
+    def argmax_candidates(self) -> tuple[str, ...]:
+        return tuple(CANDIDATE_NAMES[i] for i in self.theta.detach().argmax(-1).tolist())
+
+    # --- masks -------------------------------------------------------------------------------
+    def draw_masks(self, batch: int, tau: float, example_gen: torch.Generator | None,
+                   step_gen: torch.Generator | None, theta_grad: bool = True) -> Masks:
+        """Per-example masks. `step_gen` must be seeded identically on every rank (it picks the
+        sampled-mode candidate set); `example_gen` differs per rank (per-example draws)."""
+        tau = max(tau, TAU_FLOOR)
+        theta = self.theta if theta_grad else self.theta.detach()
+        device = theta.device
+        g = gumbel_noise((batch, *theta.shape), example_gen, device)
+        if self.mode == "soft":
+            return Masks(torch.softmax((theta.unsqueeze(0) + g) / tau, dim=-1))
+        logits = theta
+        if self.paths < NUM_CANDIDATES:
+            # Gumbel top-k = `paths` draws from P_theta without replacement, same on every rank.
+            step_g = gumbel_noise(theta.shape, step_gen, device)
+            chosen = (theta.detach() + step_g).topk(self.paths, dim=-1).indices
+            allowed = torch.zeros_like(theta, dtype=torch.bool).scatter_(-1, chosen, True)
+            logits = theta.masked_fill(~allowed, float("-inf"))
+        soft = torch.softmax((logits.unsqueeze(0) + g) / tau, dim=-1)
+        choice = soft.detach().argmax(-1)
+        hard = torch.zeros_like(soft).scatter_(-1, choice.unsqueeze(-1), 1.0)
+        return Masks(hard - soft.detach() + soft, choice)
+
+    def fixed_masks(self, batch: int, candidates: list[int]) -> Masks:
+        """Hard masks that select one architecture for the whole batch (evaluation)."""
+        choice = torch.tensor(candidates, device=self.theta.device).expand(batch, -1)
+        weights = torch.zeros(batch, len(candidates), NUM_CANDIDATES, device=self.theta.device)
+        return Masks(weights.scatter_(-1, choice.unsqueeze(-1), 1.0), choice.contiguous())
+
+    # --- forward -----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, masks: Masks) -> torch.Tensor:
+        x = self.stem(x.contiguous(memory_format=torch.channels_last))
+        for l, layer in enumerate(self.layers):
+            if masks.choice is None:
+                x = layer.forward_soft(x, masks.weights[:, l])
+            else:
+                x = layer.forward_sampled(x, masks.weights[:, l], masks.choice[:, l])
+        return self.classifier(self.pool(self.head(x)))
+
+    def forward_arch(self, x: torch.Tensor, candidates: list[int]) -> torch.Tensor:
+        """One architecture of the space with the supernet's shared weights."""
+        x = self.stem(x.contiguous(memory_format=torch.channels_last))
+        for layer, k in zip(self.layers, candidates):
+            x = layer.forward_single(x, k)
+        return self.classifier(self.pool(self.head(x)))
+
+
+def theta_entropy(theta: torch.Tensor) -> float:
+    """Mean over layers of the entropy of P_theta, in nats (log 9 = 2.197 is uniform)."""
+    logp = torch.log_softmax(theta.detach().float(), dim=-1)
+    return float(-(logp.exp() * logp).sum(-1).mean())
