@@ -351,18 +351,23 @@ class PhoneSession:
 
         before = self.thermal()
         pin = f"taskset {self.mask} " if self.mask else ""
-        # Background + wait so the runner's pid is known: a timed-out job is killed by pid.
+        # Background + wait so the runner's pid is known while it runs (runner.pid exists only
+        # then): a timed-out or interrupted job is killed by that pid, never by name.
         cmd = (f"cd {shlex.quote(self.dir)} && ({pin}./{RUNNER_NAME} --manifest manifest.json "
-               f"--output result.json >runner.log 2>&1 & echo $! >runner.pid; wait $!)")
+               "--output result.json >runner.log 2>&1 & echo $! >runner.pid; wait $!; rc=$?; "
+               "rm -f runner.pid; exit $rc)")
         timeout_s = timeout_s or job_timeout_s(job)
+        t0 = time.monotonic()
         try:
             code, _ = self.transport.shell(cmd, timeout_s=timeout_s)
         except TransportError:
-            self.transport.shell(f"kill $(cat {self._q('runner.pid')}) 2>/dev/null; true",
-                                 timeout_s=30)
+            if time.monotonic() - t0 < timeout_s:
+                raise  # the connection failed, not the runner
+            pid = self.stop_runner()
             raise TransportError(
                 f"{self.serial}: the runner did not finish within {timeout_s:.0f} s and was "
-                "stopped; measure fewer programs per job or lower --iters") from None
+                f"stopped (pid {pid}); measure fewer programs per job (--chunk) or lower "
+                "--iters") from None
         after = self.thermal()
         _, log = self.transport.shell(f"cat {self._q('runner.log')}", timeout_s=30)
         if code not in (0, 1):  # 1 = some programs failed, the result is still complete
@@ -400,8 +405,18 @@ class PhoneSession:
             record["thermal_after_c"] = after
         return record
 
+    def stop_runner(self) -> str | None:
+        """Kill a runner that is still going (after a timeout or Ctrl-C); returns its pid."""
+        code, out = self.transport.shell(
+            f"pid=$(cat {self._q('runner.pid')} 2>/dev/null) && kill $pid 2>/dev/null; "
+            "echo $pid", timeout_s=30)
+        pid = out.strip().splitlines()[-1] if out.strip() else ""
+        return pid if pid.isdigit() else None
+
     def cleanup(self) -> None:
-        """Remove the job's files; the runner and programs stay so a re-run pushes nothing."""
+        """Stop a runner left running, remove the job's files; the runner and programs stay so
+        a re-run pushes nothing."""
+        self.stop_runner()
         self.transport.shell(f"rm -rf {self._q('manifest.json')} {self._q('result.json')} "
                              f"{self._q('etdump')} {self._q('runner.log')} "
                              f"{self._q('runner.pid')}; true", timeout_s=30)
@@ -474,8 +489,13 @@ class RunnerBackend(Backend):
         if len(work) == 1:
             outcomes = [work[0][0].run(work[0][1], self._programs)]
         else:
-            with ThreadPoolExecutor(max_workers=len(work)) as pool:
+            pool = ThreadPoolExecutor(max_workers=len(work))
+            try:
                 outcomes = list(pool.map(lambda sw: sw[0].run(sw[1], self._programs), work))
+            finally:
+                # On Ctrl-C or a failed phone do not wait for the others: cleanup() stops
+                # their runners, which ends their threads.
+                pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             self.jobs.append({"programs": len(manifest.programs), "phones": [
                 {"serial": s.serial, "programs": len(m.programs), "pushed": o.pushed,
