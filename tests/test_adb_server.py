@@ -119,7 +119,11 @@ def test_selection_rules():
     locked = AttachedDevice("R58M", "unauthorized")
     is_s8 = lambda model: model is not None and model.startswith("SM-G950")  # noqa: E731
     assert select_serials([pixel, s8], (), "s8", is_s8) == ["ce0117"]
-    assert select_serials([pixel, s8], ("89UX0H",), "android:89UX0H", is_s8) == ["89UX0H"]
+    anything = lambda model: True  # noqa: E731  (a generic android:SERIAL profile)
+    assert select_serials([pixel, s8], ("89UX0H",), "android:89UX0H", anything) == ["89UX0H"]
+    assert select_serials([pixel, s8], ("ce0117",), "s8", is_s8) == ["ce0117"]
+    with pytest.raises(UserError, match=r"89UX0H \(Pixel 3\) is not a s8 phone.*android:89UX0H"):
+        select_serials([pixel, s8], ("89UX0H",), "s8", is_s8)
     with pytest.raises(UserError, match=r"no connected Android device matches --device s8.*"
                                         r"89UX0H \(Pixel 3\)"):
         select_serials([pixel], (), "s8", is_s8)

@@ -96,6 +96,9 @@ def select_serials(attached: list[AttachedDevice], wanted: tuple[str, ...], prof
                     f"no Android device with serial {serial} is connected (adb sees: "
                     f"{', '.join(d.label() for d in attached)}); check `adb devices`")
             _require_ready(dev)
+            if not matches_model(dev.model):  # e.g. ANDROID_SERIAL names a Pixel for --device s8
+                raise TransportError(f"device {serial} ({dev.model}) is not a {profile_name} phone; "
+                                     f"use --device android:{serial} to measure it as itself")
         return list(wanted)
     if not ready:
         _require_ready(attached[0])
@@ -103,14 +106,14 @@ def select_serials(attached: list[AttachedDevice], wanted: tuple[str, ...], prof
     if not matching:
         raise TransportError(
             f"no connected Android device matches --device {profile_name} (adb sees: "
-            f"{', '.join(d.label() for d in attached)}); pass --serial SERIAL or "
-            "--device android:SERIAL to measure one of them")
+            f"{', '.join(d.label() for d in attached)}); use --device android:SERIAL "
+            "(or ANDROID_SERIAL=SERIAL) to measure one of them")
     if len(matching) > 1:
         serials = ",".join(d.serial for d in matching)
         raise TransportError(
             f"{len(matching)} devices match --device {profile_name} "
-            f"({', '.join(d.label() for d in matching)}); pick one with --serial SERIAL, or use "
-            f"them all with --device android:{serials}")
+            f"({', '.join(d.label() for d in matching)}); pick one with ANDROID_SERIAL=SERIAL, "
+            f"or use them all with --device android:{serials}")
     return [matching[0].serial]
 
 

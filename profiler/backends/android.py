@@ -558,8 +558,8 @@ def merge_results(manifest: Manifest, results: list[BenchResult]) -> BenchResult
 
 # --- finding the phones -----------------------------------------------------------------------
 def android_runner_path(options: BackendOptions) -> Path:
-    """The arm64 runner: --android-runner / $FBNET_ANDROID_RUNNER / build_android.sh's output."""
-    given = options.extra.get("android_runner") or os.environ.get("FBNET_ANDROID_RUNNER")
+    """The phone's runner: --native-runner, $FBNET_ANDROID_RUNNER, or build_android.sh's."""
+    given = options.native_runner or os.environ.get("FBNET_ANDROID_RUNNER")
     path = Path(given) if given else DEFAULT_ANDROID_RUNNER
     if not path.is_file():
         raise UserError(f"no Android runner at {path}; build it with android_app/build_android.sh "
