@@ -122,7 +122,8 @@ def test_selection_rules():
     anything = lambda model: True  # noqa: E731  (a generic android:SERIAL profile)
     assert select_serials([pixel, s8], ("89UX0H",), "android:89UX0H", anything) == ["89UX0H"]
     assert select_serials([pixel, s8], ("ce0117",), "s8", is_s8) == ["ce0117"]
-    with pytest.raises(UserError, match=r"89UX0H \(Pixel 3\) is not a s8 phone.*android:89UX0H"):
+    with pytest.raises(UserError, match=r"89UX0H \(Pixel 3\) is not a s8 phone.*"
+                                        r"android:89UX0H"):
         select_serials([pixel, s8], ("89UX0H",), "s8", is_s8)
     with pytest.raises(UserError, match=r"no connected Android device matches --device s8.*"
                                         r"89UX0H \(Pixel 3\)"):

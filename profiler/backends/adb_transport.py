@@ -97,8 +97,9 @@ def select_serials(attached: list[AttachedDevice], wanted: tuple[str, ...], prof
                     f"{', '.join(d.label() for d in attached)}); check `adb devices`")
             _require_ready(dev)
             if not matches_model(dev.model):  # e.g. ANDROID_SERIAL names a Pixel for --device s8
-                raise TransportError(f"device {serial} ({dev.model}) is not a {profile_name} phone; "
-                                     f"use --device android:{serial} to measure it as itself")
+                raise TransportError(f"device {serial} ({dev.model}) is not a {profile_name} "
+                                     f"phone; use --device android:{serial} to measure it as "
+                                     "itself")
         return list(wanted)
     if not ready:
         _require_ready(attached[0])
