@@ -21,6 +21,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import random
@@ -68,6 +69,13 @@ class Settings:
                         etdump_iters=self.etdump_iters)
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m profiler.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,6 +87,11 @@ def parse_args(argv):
     p.add_argument("--resolution", type=int, help="input size (default 224; with --arch the "
                                                   "architecture's own)")
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    p.add_argument("--stage-depths", type=_int_list, help="layers per stage, e.g. 1,2,2,2,2,2,1")
+    p.add_argument("--stage-widths", type=_int_list,
+                   help="channels per stage, e.g. 16,24,32,64,112,184,352")
+    p.add_argument("--only", help="measure only the workloads whose keys match these "
+                                  "comma-separated globs, e.g. 'FC_*' (a partial LUT)")
     p.add_argument("--dtype", choices=DTYPES, default="fp32")
     p.add_argument("--backend", choices=BACKENDS, default="xnnpack",
                    help="ExecuTorch delegate (portable: the undelegated kernels)")
@@ -141,7 +154,7 @@ def check_writable(path: Path) -> None:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if path.is_dir() or (path.exists() and not os.access(path, os.W_OK)) or \
-            not os.access(probe, os.W_OK):
+            not probe.is_dir() or not os.access(probe, os.W_OK):
         raise UserError(f"cannot write {path}; choose a writable --out")
 
 
@@ -280,7 +293,8 @@ def chunks(items: list, size: int) -> list[list]:
 def new_lut(backend: Backend, space: SpaceConfig, s: Settings, args) -> Lut:
     measurement = {**asdict(s), "protocol": "round-robin rounds; warm-up every round; median "
                    "of timed runs without ETDump; per-op from a separate ETDump run",
-                   "complete": False, "classifier_classes": list(CLASSIFIER_CLASSES)}
+                   "complete": False, "classifier_classes": list(CLASSIFIER_CLASSES),
+                   "only": args.only}
     provenance = Provenance("measured", {
         "tool": "python -m profiler.run", "runner": args.runner,
         "command": "python -m profiler.run " + " ".join(sys.argv[1:]) if sys.argv[1:] else
@@ -308,7 +322,8 @@ def resume_lut(path: Path, fresh: Lut) -> Lut:
 def build_lut(args) -> dict:
     s = settings_from(args)
     profile = resolve_device(args.device)
-    space = SpaceConfig.create(args.resolution or 224, width=args.width)
+    space = SpaceConfig.create(args.resolution or 224, width=args.width,
+                               stage_depths=args.stage_depths, stage_widths=args.stage_widths)
     out = args.out or default_lut_path(profile.name, space.resolution, s)
     check_writable(out)
     if out.exists() and not args.resume:
@@ -323,6 +338,13 @@ def build_lut(args) -> dict:
                             "delete it to start over")
     cache = ArtifactCache(args.cache)
     workloads = {w.key: w for w in lut_workloads(space)}
+    if args.only:
+        patterns = [g.strip() for g in args.only.split(",") if g.strip()]
+        workloads = {k: w for k, w in workloads.items()
+                     if any(fnmatch.fnmatch(k, g) for g in patterns)}
+        if not workloads:
+            raise UserError(f"--only {args.only} matches no workload of this space; list them "
+                            "with python -m search.space --workloads")
     ref = reference_workload(space)
     t_start = time.perf_counter()
     options = BackendOptions(runner=args.runner, runtime=s.runtime, backend=s.backend,

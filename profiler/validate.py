@@ -1,0 +1,235 @@
+"""Can this LUT be trusted? Measure whole networks on the device and compare with the LUT.
+
+Draws N random architectures of the LUT's space (plus the named ones that fit it), exports
+and measures each whole network end to end with the LUT's own settings (runtime, delegate,
+dtype, threads), and compares with the latency the LUT predicts (`Lut.price`, summation
+included). Reports MAPE, median/max absolute error, the fraction within +-10%, Kendall tau and
+Spearman rank correlations, for the LUT and for a plain sum of its entries.
+
+Examples:
+  python -m profiler.validate --lut luts/host.json --device host --samples 50 --seed 0
+  python -m profiler.validate --lut luts/host_32.json --samples 20 --json --plot fidelity.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from fbnet.arch import NAMED_ARCHITECTURES, Architecture, load_architecture, to_arch_string
+from fbnet.errors import UserError, cli_entry
+from fbnet.io import atomic_write_json
+from fbnet.lut import Lut, Summation, load_lut
+from fbnet.space import SpaceConfig
+from profiler.backends.base import RUNNERS, BackendOptions, create_backend
+from profiler.devices import resolve_device
+from profiler.export import DEFAULT_CACHE, ArtifactCache
+from profiler.measure import Stats
+from profiler.run import (Progress, Settings, arch_job, chunks, export_with_progress,
+                          random_architecture, run_programs)
+
+TARGETS = {"median_abs_error_pct": 5.0, "within_10pct": 0.90, "kendall_tau": 0.90}
+
+
+@dataclass
+class Row:
+    name: str
+    arch_string: str
+    measured_ms: float
+    predicted_ms: float
+    plain_sum_ms: float
+
+    @property
+    def error_pct(self) -> float:
+        return 100.0 * (self.predicted_ms - self.measured_ms) / self.measured_ms
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m profiler.validate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lut", required=True, help="the LUT to check")
+    p.add_argument("--device", default="host", help="where to measure (default host)")
+    p.add_argument("--samples", type=int, default=50, help="random architectures (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random architectures")
+    p.add_argument("--no-named", action="store_true", help="skip the named architectures")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs per network per round")
+    p.add_argument("--iters", type=int, default=30, help="timed runs per network")
+    p.add_argument("--rounds", type=int, default=3, help="round-robin rounds")
+    p.add_argument("--runner", choices=RUNNERS, default="python")
+    p.add_argument("--native-runner", type=Path, help="path of the host-built fbnet_bench")
+    p.add_argument("--workers", type=int, default=2, help="export processes")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="artifact cache folder")
+    p.add_argument("--out", type=Path, help="also write the per-network rows and metrics here")
+    p.add_argument("--plot", type=Path, help="scatter plot PNG: predicted vs measured")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    if args.samples < 0 or args.iters < 1 or args.rounds < 1 or args.warmup < 0:
+        raise UserError("--samples and --warmup must be >= 0, --iters and --rounds >= 1")
+    return args
+
+
+def architectures(lut: Lut, space: SpaceConfig, samples: int, seed: int,
+                  named: bool) -> list[Architecture]:
+    rng = random.Random(seed)
+    archs = [random_architecture(space, rng, f"random_{i}") for i in range(samples)]
+    if named:
+        for name in NAMED_ARCHITECTURES:
+            arch = load_architecture(name, resolution=space.resolution,
+                                     num_classes=space.num_classes)
+            if not lut.missing_keys(layer.key for layer in arch.layers()):
+                archs.append(arch)  # named nets with their own widths/heads need their own LUT
+    return archs
+
+
+def metrics(measured, predicted) -> dict:
+    from scipy import stats
+
+    m, p = np.asarray(measured), np.asarray(predicted)
+    err = 100.0 * (p - m) / m
+    result = {"n": int(m.size), "mape": float(np.mean(np.abs(err))),
+              "median_abs_error_pct": float(np.median(np.abs(err))),
+              "max_abs_error_pct": float(np.max(np.abs(err))),
+              "mean_error_pct": float(np.mean(err)),
+              "within_5pct": float(np.mean(np.abs(err) <= 5.0)),
+              "within_10pct": float(np.mean(np.abs(err) <= 10.0))}
+    if m.size > 1:
+        result["kendall_tau"] = float(stats.kendalltau(m, p).statistic)
+        result["spearman"] = float(stats.spearmanr(m, p).statistic)
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
+
+
+def plot(rows: list[Row], lut: Lut, summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.array([r.measured_ms for r in rows])
+    p = np.array([r.predicted_ms for r in rows])
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    lo, hi = min(m.min(), p.min()) * 0.95, max(m.max(), p.max()) * 1.05
+    xs = np.linspace(lo, hi, 10)
+    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="0.9", label="+-10%")
+    ax.plot(xs, xs, "k--", lw=0.8)
+    ax.scatter(m, [r.plain_sum_ms for r in rows], s=12, c="tab:gray", alpha=0.6,
+               label="plain sum of entries")
+    ax.scatter(m, p, s=14, c="tab:blue", label="LUT prediction")
+    for r in rows:
+        if not r.name.startswith("random_"):
+            ax.annotate(r.name, (r.measured_ms, r.predicted_ms), fontsize=7)
+    s = summary["lut"]
+    ax.set_xlabel("measured network latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_title(f"{lut.title}\nmedian |err| {s['median_abs_error_pct']:.1f}%, within 10% "
+                 f"{s['within_10pct']:.0%}, tau {s.get('kendall_tau', float('nan')):.3f}",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def validate(args) -> tuple[dict, list[Row], Lut]:
+    lut = load_lut(args.lut)
+    if lut.space is None:
+        raise UserError(f"{args.lut} does not record its space; re-create it with profiler.run")
+    space = SpaceConfig.from_dict(lut.space)
+    profile = resolve_device(args.device)
+    if profile.name != lut.device.name:
+        print(f"warning: {args.lut} was measured on {lut.device.name}, validating on "
+              f"{profile.name}", file=sys.stderr)
+    rt = lut.runtime
+    runtime = "torchscript" if rt.name.startswith("torchscript") else "executorch"
+    s = Settings(dtype=rt.dtype or "fp32", backend=rt.backend or "xnnpack", runtime=runtime,
+                 threads=rt.threads or 1, warmup=args.warmup, iters=args.iters,
+                 rounds=args.rounds, ops=False)
+    archs = architectures(lut, space, args.samples, args.seed, not args.no_named)
+    if not archs:
+        raise UserError("nothing to validate: use --samples 1 or more")
+    lut.require({layer.key for a in archs for layer in a.layers()}, "the sampled networks")
+    cache = ArtifactCache(args.cache)
+    jobs = {a.name: arch_job(a, s) for a in archs}
+    artifacts, _ = export_with_progress(list(jobs.values()), cache, args.workers, args.quiet)
+    options = BackendOptions(runner=args.runner, runtime=s.runtime, backend=s.backend,
+                             dtype=s.dtype, threads=s.threads, native_runner=args.native_runner,
+                             workdir=Path(tempfile.mkdtemp(prefix="fbnet-validate-")))
+    measured: dict[str, float] = {}
+    with create_backend(profile, options) as backend:
+        bar = Progress(len(archs), "measure", args.quiet)
+        try:
+            # a few networks per job: round-robin within it, bounded memory for 224 nets
+            for part in chunks(archs, 10):
+                results = run_programs(backend, [artifacts[jobs[a.name].key] for a in part], s)
+                for a in part:
+                    measured[a.name] = Stats.of(results[jobs[a.name].key].latencies_ms).median_ms
+                bar.update(len(part))
+        finally:
+            bar.close()
+    plain = replace(lut, summation=Summation())
+    rows = [Row(a.name, to_arch_string(a), round(measured[a.name], 4),
+                round(lut.price(a).total_ms, 4), round(plain.price(a).total_ms, 4))
+            for a in archs]
+    m = [r.measured_ms for r in rows]
+    summary = {"lut": metrics(m, [r.predicted_ms for r in rows]),
+               "plain_sum": metrics(m, [r.plain_sum_ms for r in rows])}
+    report = {"lut_path": str(args.lut), "lut_title": lut.title, "device": profile.name,
+              "samples": args.samples, "seed": args.seed, "networks": len(rows),
+              **summary["lut"], "plain_sum": summary["plain_sum"],
+              "summation": asdict(lut.summation) | {"fit": None},
+              "targets": TARGETS,
+              "meets_targets": bool(summary["lut"]["median_abs_error_pct"] <=
+                                    TARGETS["median_abs_error_pct"]
+                                    and summary["lut"]["within_10pct"] >= TARGETS["within_10pct"]
+                                    and summary["lut"].get("kendall_tau", 0) >=
+                                    TARGETS["kendall_tau"])}
+    if args.plot:
+        plot(rows, lut, summary, args.plot)
+        report["plot"] = str(args.plot)
+    if args.out:
+        atomic_write_json(args.out, {**report, "rows": [asdict(r) | {"error_pct": round(
+            r.error_pct, 3)} for r in rows]})
+        report["out"] = str(args.out)
+    return report, rows, lut
+
+
+@cli_entry
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore")
+    report, rows, lut = validate(args)
+    if args.json:
+        print(json.dumps(report | {"rows": [asdict(r) | {"error_pct": round(r.error_pct, 3)}
+                                            for r in rows]}, indent=1))
+        return 0
+    for r in rows:
+        if not r.name.startswith("random_"):
+            print(f"{r.name:<14} measured {r.measured_ms:8.3f} ms  LUT {r.predicted_ms:8.3f} ms "
+                  f"({r.error_pct:+.1f}%)")
+    p = report["plain_sum"]
+    print(f"{lut.title} on {report['device']}: {report['networks']} networks")
+    print(f"  LUT        MAPE {report['mape']:.2f}%  median |err| "
+          f"{report['median_abs_error_pct']:.2f}%  max {report['max_abs_error_pct']:.1f}%  "
+          f"within 10% {report['within_10pct']:.0%}  Kendall tau "
+          f"{report.get('kendall_tau', float('nan')):.3f}  Spearman "
+          f"{report.get('spearman', float('nan')):.3f}")
+    print(f"  plain sum  MAPE {p['mape']:.2f}%  median |err| {p['median_abs_error_pct']:.2f}%  "
+          f"within 10% {p['within_10pct']:.0%}  Kendall tau {p.get('kendall_tau', float('nan')):.3f}")
+    print(f"  targets (median |err| <= 5%, >= 90% within 10%, tau >= 0.9): "
+          f"{'met' if report['meets_targets'] else 'NOT met'}"
+          + (f"; plot {report['plot']}" if "plot" in report else "")
+          + (f"; rows in {report['out']}" if "out" in report else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
