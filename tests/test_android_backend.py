@@ -14,14 +14,13 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from fbnet.errors import UserError
 from fbnet.lut import load_lut
 from fbnet.space import SpaceConfig
-from fbnet.workloads import fixed_parts, space_workloads
+from fbnet.workloads import fixed_parts
 from profiler.backends.android import (DEVICE_DIR, PROBE_SCRIPT, THERMAL_SCRIPT, PhoneSession,
                                        RunnerBackend, cpu_mask, elf_machine, merge_results,
                                        parse_cpu_list, parse_probe, parse_thermal,
@@ -143,10 +142,12 @@ def artifacts(tmp_path_factory):
     """Three real 32 px workloads exported to XNNPACK .pte files (stem, a block, classifier)."""
     from profiler.export import ArtifactCache, ExportJob, export_all
 
+    from profiler.run import reference_workload
+
     space = SpaceConfig.create(32)
     parts = fixed_parts(space)
-    block = next(w for w in space_workloads(space) if w.key.startswith("ConvBlock"))
-    chosen = [parts.stem, block, parts.classifier]
+    # the block is profiler.run's drift reference, so a whole profiler.run exports nothing new
+    chosen = [parts.stem, reference_workload(space), parts.classifier]
     jobs = [ExportJob(w.key, tuple(w.input_shape)) for w in chosen]
     found, stats = export_all(jobs, ArtifactCache(tmp_path_factory.mktemp("cache")), workers=1)
     assert not stats.failures, stats.failures
@@ -199,31 +200,40 @@ def test_two_emulated_phones_split_a_job(tmp_path, runner_bin, programs):
     assert (tmp_path / "emu0" / PHONE_DIR / "fbnet_bench").exists()  # kept for the next run
 
 
-def test_backend_builds_a_valid_lut(tmp_path, runner_bin, artifacts, programs):
-    """The profiler's own LUT assembly (profiler.run) over two emulated phones: a LUT that
-    fbnet.lut loads, with per-op breakdowns from the pulled ETDumps and the phones recorded."""
-    from profiler.run import Settings, measured_entry, new_lut, run_programs
+def test_profiler_run_builds_a_valid_lut(tmp_path, runner_bin, artifacts, monkeypatch, capsys):
+    """`python -m profiler.run --device android:emu0,emu1` end to end - device lookup aside, the
+    two phones being LocalTransports - gives a LUT fbnet.lut loads, with per-op breakdowns
+    from the pulled ETDumps and the phones recorded."""
+    import profiler.backends.android as android
+    from profiler import run
 
-    settings = Settings(warmup=1, iters=6, rounds=3, etdump_iters=3)
-    space = SpaceConfig.create(32)
-    workloads = {w.key: w for w in space_workloads(space) + [fixed_parts(space).classifier]}
-    with _backend(tmp_path, runner_bin, ("emu0", "emu1"), cooldown_s=0.05) as backend:
-        lut = new_lut(backend, space, settings, SimpleNamespace(runner="native"))
-        results = run_programs(backend, artifacts, settings)
-        for artifact in artifacts:
-            key = artifact.job.key
-            lut.entries[key] = measured_entry(results[key], artifact, workloads[key], settings)
-        lut.save(tmp_path / "android_32.json")
-    loaded = load_lut(tmp_path / "android_32.json")
-    assert loaded.provenance.kind == "measured" and loaded.runtime.name == "executorch"
-    assert loaded.runtime.version and loaded.runtime.threads == 1
-    assert loaded.device.name == "android:emu0,emu1"
-    assert loaded.device.extra["serials"] == ["emu0", "emu1"]
-    assert set(loaded.entries) == {p.id for p in programs}
-    for key, entry in loaded.entries.items():
+    def emulated_phones(profile, options):
+        sessions = [PhoneSession(s, LocalTransport(tmp_path / s), runner_bin, PHONE_DIR,
+                                 options.workdir, threads=options.threads)
+                    for s in profile.serials]
+        return RunnerBackend(replace(profile, cooldown_s=0.05), options, sessions)
+
+    monkeypatch.setattr(android, "create_backend", emulated_phones)
+    out = tmp_path / "android_32.json"
+    keys = [a.job.key for a in artifacts]
+    code = run.main(["--device", "android:emu0,emu1", "--resolution", "32", "--only",
+                     ",".join(keys), "--warmup", "1", "--iters", "6", "--rounds", "3",
+                     "--calibrate", "0", "--quiet", "--cache", str(artifacts[0].folder.parent),
+                     "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert "0 exported" in capsys.readouterr().out
+    lut = load_lut(out)
+    assert lut.provenance.kind == "measured" and lut.runtime.name == "executorch"
+    assert lut.runtime.version and lut.runtime.threads == 1
+    assert lut.device.name == "android:emu0,emu1"
+    assert lut.device.extra["serials"] == ["emu0", "emu1"]
+    assert lut.device.extra["pinning"].startswith("taskset ")
+    jobs = lut.device.extra["jobs"]
+    assert jobs and all(p["seconds"] >= 0.1 for p in jobs[0]["phones"])  # 2 cool-downs each
+    assert set(lut.entries) == set(keys)
+    for key, entry in lut.entries.items():
         assert entry.n == 6 and 0 < entry.min_ms <= entry.latency_ms <= entry.max_ms
         assert entry.ops, f"no per-op breakdown for {key}"
-    assert backend.jobs[-1]["phones"][0]["seconds"] >= 0.1  # 2 cool-downs of 0.05 s
 
 
 def test_changed_program_on_phone_is_pushed_again(tmp_path, runner_bin, programs):
