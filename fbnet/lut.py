@@ -119,9 +119,11 @@ class Summation:
     transposes at the delegate boundary, input/output copies). The profiler measures them and
     records them here:
 
-        network = sum(max(entry - boundary - per_entry_offset_ms, 0)) + network_offset_ms
+        network = scale * sum(max(entry - boundary - per_entry_offset_ms, 0)) + network_offset_ms
 
-    where boundary is the entry's own `boundary_ms` when `subtract_boundary` is set (0 otherwise).
+    where boundary is the entry's own `boundary_ms` when `subtract_boundary` is set (0 otherwise)
+    and `scale` is a fitted factor for what blocks pay inside a network but not alone (weights
+    and activations no longer hot in cache).
     Imported and estimated LUTs use zeros: a plain sum. `fit` holds the data the offsets were
     fitted on (calibration networks, residuals), so a reader can judge them.
     """
@@ -130,12 +132,13 @@ class Summation:
     network_offset_ms: float = 0.0
     method: str = "plain sum of entries"
     subtract_boundary: bool = False
+    scale: float = 1.0
     fit: dict = field(default_factory=dict)
 
     def entry_ms(self, entry: "LutEntry") -> float:
         """What one entry contributes to a network's latency."""
         boundary = (entry.boundary_ms or 0.0) if self.subtract_boundary else 0.0
-        return max(entry.latency_ms - boundary - self.per_entry_offset_ms, 0.0)
+        return self.scale * max(entry.latency_ms - boundary - self.per_entry_offset_ms, 0.0)
 
 
 @dataclass

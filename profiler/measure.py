@@ -108,6 +108,10 @@ def run_manifest(manifest: Manifest, base_dir: Path, out_dir: Path | None = None
             entry.status, entry.error = "error", f"load failed: {err}"
         result.programs.append(entry)
     per_round = manifest.iters_per_round
+    if manifest.clock == "thread_cpu" and threads != 1:
+        raise ValueError("the thread_cpu clock needs 1 runtime thread (other threads' work "
+                         "would not be counted)")
+    clock = time.thread_time if manifest.clock == "thread_cpu" else time.perf_counter
     for rnd in range(manifest.rounds):
         for prog, entry in zip(loaded, result.programs):
             if prog is None or not entry.ok:
@@ -117,9 +121,9 @@ def run_manifest(manifest: Manifest, base_dir: Path, out_dir: Path | None = None
                     prog.execute()
                 times = []
                 for _ in range(per_round):
-                    t0 = time.perf_counter()
+                    t0 = clock()
                     prog.execute()
-                    times.append((time.perf_counter() - t0) * 1e3)
+                    times.append((clock() - t0) * 1e3)
             except Exception as err:  # noqa: BLE001
                 entry.status, entry.error = "error", f"execute failed: {err}"
                 continue
@@ -234,14 +238,22 @@ def profile_torchscript_ops(path: Path, inputs: list, warmup: int, iters: int,
     module = _load_for_lite_interpreter(str(path))
     for _ in range(warmup):
         module(*inputs)
-    with torch.autograd.profiler.profile() as prof:
+    with torch.autograd.profiler.profile(record_shapes=True) as prof:
         for _ in range(iters):
             module(*inputs)
     ops = []
-    for evt in prof.key_averages():
-        if evt.key.startswith("aten::") and evt.self_cpu_time_total > 0:
-            ms = evt.self_cpu_time_total / 1e3 / iters
-            ops.append(OpLatency(evt.key, op_type(evt.key, context), round(ms, 6)))
+    for evt in prof.key_averages(group_by_input_shape=True):
+        if not evt.key.startswith("aten::") or evt.self_cpu_time_total <= 0:
+            continue
+        shapes = [list(s) for s in evt.input_shapes or []]
+        kind = op_type(evt.key, context)
+        if "conv" in evt.key and len(shapes) > 1 and len(shapes[1]) == 4:
+            # aten names do not say depthwise / kxk: the weight shape (Cout, Cin/g, k, k) does
+            weight, channels = shapes[1], shapes[0][1] if shapes[0] else None
+            kind = ("dwconv" if weight[1] == 1 and weight[0] == channels else
+                    "conv_kxk" if weight[2] > 1 else "conv_1x1")
+        name = f"{evt.key} {shapes[0]}" if shapes and shapes[0] else evt.key
+        ops.append(OpLatency(name, kind, round(evt.self_cpu_time_total / 1e3 / iters, 6)))
     return ops
 
 

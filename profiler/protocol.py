@@ -42,6 +42,10 @@ class Manifest:
     etdump: bool = False
     etdump_iters: int = 10
     cooldown_s: float = 0.0
+    # wall: a monotonic clock around execute (the protocol's default, what a phone runner uses);
+    # thread_cpu: the calling thread's CPU time, for a shared host where other processes preempt
+    # long runs (valid with 1 runtime thread: XNNPACK then runs on the calling thread).
+    clock: str = "wall"
     schema: str = MANIFEST_SCHEMA
 
     @property
@@ -61,7 +65,7 @@ class Manifest:
                                      for i in p.get("inputs", [])])
                         for p in data["programs"]]
             rest = {k: data[k] for k in ("warmup", "iters", "rounds", "threads", "etdump",
-                                         "etdump_iters", "cooldown_s") if k in data}
+                                         "etdump_iters", "cooldown_s", "clock") if k in data}
         except (KeyError, TypeError) as err:
             raise UserError(f"malformed benchmark manifest: {err!r}") from None
         return cls(programs=programs, **rest)

@@ -48,7 +48,7 @@ from profiler.protocol import Manifest, ProgramSpec
 # Classifier sizes every measured LUT covers, so any common head prices (CIFAR-10/100, ImageNet).
 CLASSIFIER_CLASSES = (10, 100, 1000)
 DRIFT_WARN = 0.10  # warn when the reference workload moves more than this over the run
-CALIBRATION_NETWORKS = 4
+CALIBRATION_NETWORKS = 6
 
 
 @dataclass
@@ -62,11 +62,26 @@ class Settings:
     rounds: int = 5
     etdump_iters: int = 10
     ops: bool = True  # per-op breakdown (separate ETDump / profiler run)
+    clock: str = "wall"  # wall | thread_cpu (see profiler.protocol.Manifest)
 
     def manifest(self, programs: list[ProgramSpec], etdump: bool | None = None) -> Manifest:
         return Manifest(programs, warmup=self.warmup, iters=self.iters, rounds=self.rounds,
                         threads=self.threads, etdump=self.ops if etdump is None else etdump,
-                        etdump_iters=self.etdump_iters)
+                        etdump_iters=self.etdump_iters, clock=self.clock)
+
+
+CLOCKS = ("auto", "wall", "thread_cpu")
+
+
+def resolve_clock(clock: str, device_kind: str, runner: str, threads: int) -> str:
+    """auto: the thread's CPU time on the host with the in-process runner and 1 thread (a
+    shared machine preempts long runs, which wall time would count), wall time elsewhere."""
+    if clock == "auto":
+        return "thread_cpu" if (device_kind, runner, threads) == ("host", "python", 1) \
+            else "wall"
+    if clock == "thread_cpu" and (device_kind, runner, threads) != ("host", "python", 1):
+        raise UserError("--clock thread_cpu needs --device host, --runner python, --threads 1")
+    return clock
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -104,6 +119,9 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, default=10, help="untimed runs per program per round")
     p.add_argument("--iters", type=int, default=50, help="timed runs per program in all")
     p.add_argument("--rounds", type=int, default=5, help="round-robin rounds (default 5)")
+    p.add_argument("--clock", choices=CLOCKS, default="auto",
+                   help="wall, or thread_cpu: the runtime thread's CPU time, immune to other "
+                        "processes preempting it (auto: thread_cpu on the host, 1 thread)")
     p.add_argument("--no-ops", action="store_true", help="skip the per-op (ETDump) breakdown")
     p.add_argument("--calibrate", type=int, default=CALIBRATION_NETWORKS,
                    help="random networks measured to fit the summation (0: no fit)")
@@ -130,8 +148,10 @@ def parse_args(argv):
 
 
 def settings_from(args) -> Settings:
+    clock = resolve_clock(args.clock, resolve_device(args.device).kind, args.runner,
+                          args.threads)
     return Settings(args.dtype, args.backend, args.runtime, args.threads, args.warmup,
-                    args.iters, args.rounds, ops=not args.no_ops)
+                    args.iters, args.rounds, ops=not args.no_ops, clock=clock)
 
 
 def default_lut_path(device: str, resolution: int, s: Settings) -> Path:
@@ -202,10 +222,17 @@ def random_architecture(space: SpaceConfig, rng: random.Random, name: str) -> Ar
 
 
 def calibration_architectures(space: SpaceConfig, n: int, seed: int) -> list[Architecture]:
-    # A string seed gives a stream unrelated to validate's integer-seeded samples: the
-    # summation is never fitted on the networks it is validated on.
+    """The networks the summation is fitted on: the cheapest and the costliest non-skip nets
+    (so the fit spans the range) and random ones from a stream unrelated to validate's
+    integer-seeded samples, so the summation is never fitted on the networks it is judged by."""
+    if n <= 0:
+        return []
+    layers = space.num_layers
+    archs = [Architecture("calibration_k3_e1", space, ("k3_e1",) * layers),
+             Architecture("calibration_k5_e6", space, ("k5_e6",) * layers)][:n]
     rng = random.Random(f"calibration-{seed}")
-    return [random_architecture(space, rng, f"calibration_{i}") for i in range(n)]
+    archs += [random_architecture(space, rng, f"calibration_{i}") for i in range(n - len(archs))]
+    return archs
 
 
 # --- progress ---------------------------------------------------------------------------------
@@ -313,6 +340,8 @@ def resume_lut(path: Path, fresh: Lut) -> Lut:
         mismatch.append(f"runtime {old.runtime} vs {fresh.runtime}")
     if old.space != fresh.space:
         mismatch.append("the space (resolution/widths)")
+    if old.measurement.get("clock") != fresh.measurement.get("clock"):
+        mismatch.append(f"clock {old.measurement.get('clock')} vs {fresh.measurement.get('clock')}")
     if mismatch:
         raise UserError(f"cannot resume {path}: it was measured with different settings "
                         f"({'; '.join(mismatch)}); use another --out or drop --resume")
@@ -356,8 +385,9 @@ def build_lut(args) -> dict:
             lut = resume_lut(out, lut)
         lut.measurement["complete"] = False
         todo = [k for k in workloads if k not in lut.entries]
-        jobs = [export_job(k, workloads[k].input_shape, s) for k in dict.fromkeys(todo +
-                                                                                 [ref.key])]
+        jobs = [export_job(k, workloads[k].input_shape, s) for k in todo]
+        if ref.key not in todo:
+            jobs.append(export_job(ref.key, ref.input_shape, s))
         artifacts, export_stats = export_with_progress(jobs, cache, args.workers, args.quiet)
         lut.measurement["export"] = {"exported": export_stats.exported,
                                      "cached": export_stats.cached,
@@ -400,7 +430,7 @@ def build_lut(args) -> dict:
     return {"lut": str(out), "entries": len(lut.entries), "measured_now": len(todo),
             "exported": export_stats.exported, "cached": export_stats.cached,
             "wall_s": lut.measurement["wall_s"], "drift": drift,
-            "summation": {"method": lut.summation.method,
+            "summation": {"method": lut.summation.method, "scale": lut.summation.scale,
                           "network_offset_ms": lut.summation.network_offset_ms},
             "title": lut.title}
 
@@ -411,16 +441,18 @@ def fit_summation(lut: Lut, backend: Backend, space: SpaceConfig, s: Settings,
 
     A block measured alone pays a runtime call and the NCHW<->NHWC transposes at the XNNPACK
     delegate's edges (entry.boundary_ms, from its own ETDump); inside one network these are
-    paid once. The network's own share of those costs is `network_offset_ms`, fitted as the
-    median residual of `--calibrate` random networks (never validate's samples).
+    paid once. What is left is fitted on `--calibrate` networks (never validate's samples):
+    measured = scale * sum + network_offset_ms, where the offset is the network's own call and
+    edge transposes and the scale what blocks pay inside a network but not alone (weights and
+    activations no longer hot in cache).
     """
     has_boundary = any(e.boundary_ms is not None for e in lut.entries.values())
     base = Summation(method="sum of medians minus each block's boundary cost (runtime call + "
                      "delegate-edge transposes, from its ETDump) + one network offset",
                      subtract_boundary=has_boundary) if has_boundary else \
         Summation(method="plain sum of medians (no per-op data to find boundary costs)")
-    if args.calibrate == 0:
-        base.fit = {"networks": [], "note": "not calibrated (--calibrate 0)"}
+    if args.calibrate == 0 or args.only:
+        base.fit = {"networks": [], "note": "not calibrated (--calibrate 0 or --only)"}
         return base
     archs = calibration_architectures(space, args.calibrate, args.seed)
     artifacts, _ = export_with_progress([arch_job(a, s) for a in archs], cache, args.workers,
@@ -437,13 +469,22 @@ def fit_summation(lut: Lut, backend: Backend, space: SpaceConfig, s: Settings,
                      "sum_ms": round(summed, 4)})
     import numpy as np
 
-    residuals = [r["measured_ms"] - r["sum_ms"] for r in rows]
-    base.network_offset_ms = round(float(np.median(residuals)), 6)
+    measured = np.array([r["measured_ms"] for r in rows])
+    summed = np.array([r["sum_ms"] for r in rows])
+    slope, intercept = (np.polyfit(summed, measured, 1) if len(rows) >= 3 and np.ptp(summed) > 0
+                        else (1.0, 0.0))
+    if len(rows) >= 3 and 0.5 <= slope <= 2.0:
+        base.scale = round(float(slope), 6)
+        base.network_offset_ms = round(float(intercept), 6)
+        base.method += "; scale and offset fitted by least squares on calibration networks"
+        how = "least squares: measured = scale * sum + network_offset"
+    else:  # too few networks or an implausible slope: only the offset, robustly
+        base.network_offset_ms = round(float(np.median(measured - summed)), 6)
+        how = "median of measured - sum"
     for r in rows:
-        r["error_pct"] = round(100 * (r["sum_ms"] + base.network_offset_ms - r["measured_ms"])
-                               / r["measured_ms"], 2)
-    base.fit = {"networks": rows, "seed": f"calibration-{args.seed}",
-                "network_offset": "median of measured - sum over the networks"}
+        pred = base.scale * r["sum_ms"] + base.network_offset_ms
+        r["error_pct"] = round(100 * (pred - r["measured_ms"]) / r["measured_ms"], 2)
+    base.fit = {"networks": rows, "seed": f"calibration-{args.seed}", "how": how}
     return base
 
 
@@ -505,8 +546,8 @@ def main(argv=None) -> int:
               f"in {w['total']:.0f} s (export {w['export']:.0f} s, measure {w['measure']:.0f} s, "
               f"calibrate {w['calibrate']:.0f} s); {summary['title']}")
         print(f"drift of the reference block: {summary['drift']['max_change']:.1%}; summation: "
-              f"{summary['summation']['method']}, network offset "
-              f"{summary['summation']['network_offset_ms']:.3f} ms")
+              f"{summary['summation']['method']} (scale {summary['summation']['scale']:.3f}, "
+              f"network offset {summary['summation']['network_offset_ms']:.3f} ms)")
     return 0
 
 

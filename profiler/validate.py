@@ -33,8 +33,8 @@ from profiler.backends.base import RUNNERS, BackendOptions, create_backend
 from profiler.devices import resolve_device
 from profiler.export import DEFAULT_CACHE, ArtifactCache
 from profiler.measure import Stats
-from profiler.run import (Progress, Settings, arch_job, chunks, export_with_progress,
-                          random_architecture, run_programs)
+from profiler.run import (CLOCKS, Progress, Settings, arch_job, chunks, export_with_progress,
+                          random_architecture, resolve_clock, run_programs)
 
 TARGETS = {"median_abs_error_pct": 5.0, "within_10pct": 0.90, "kendall_tau": 0.90}
 
@@ -64,6 +64,8 @@ def parse_args(argv):
     p.add_argument("--iters", type=int, default=30, help="timed runs per network")
     p.add_argument("--rounds", type=int, default=3, help="round-robin rounds")
     p.add_argument("--runner", choices=RUNNERS, default="python")
+    p.add_argument("--clock", choices=CLOCKS, default="auto",
+                   help="default: the clock the LUT was measured with")
     p.add_argument("--native-runner", type=Path, help="path of the host-built fbnet_bench")
     p.add_argument("--workers", type=int, default=2, help="export processes")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="artifact cache folder")
@@ -150,9 +152,14 @@ def validate(args) -> tuple[dict, list[Row], Lut]:
               f"{profile.name}", file=sys.stderr)
     rt = lut.runtime
     runtime = "torchscript" if rt.name.startswith("torchscript") else "executorch"
+    threads = rt.threads or 1
+    # the LUT's clock unless told otherwise, so both sides are timed the same way
+    clock = resolve_clock(args.clock if args.clock != "auto" else
+                          lut.measurement.get("clock", "auto"), profile.kind, args.runner,
+                          threads)
     s = Settings(dtype=rt.dtype or "fp32", backend=rt.backend or "xnnpack", runtime=runtime,
-                 threads=rt.threads or 1, warmup=args.warmup, iters=args.iters,
-                 rounds=args.rounds, ops=False)
+                 threads=threads, warmup=args.warmup, iters=args.iters, rounds=args.rounds,
+                 ops=False, clock=clock)
     archs = architectures(lut, space, args.samples, args.seed, not args.no_named)
     if not archs:
         raise UserError("nothing to validate: use --samples 1 or more")
@@ -183,6 +190,7 @@ def validate(args) -> tuple[dict, list[Row], Lut]:
     summary = {"lut": metrics(m, [r.predicted_ms for r in rows]),
                "plain_sum": metrics(m, [r.plain_sum_ms for r in rows])}
     report = {"lut_path": str(args.lut), "lut_title": lut.title, "device": profile.name,
+              "clock": clock,
               "samples": args.samples, "seed": args.seed, "networks": len(rows),
               **summary["lut"], "plain_sum": summary["plain_sum"],
               "summation": asdict(lut.summation) | {"fit": None},

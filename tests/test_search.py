@@ -1,0 +1,295 @@
+"""Tiny spaces and synthetic LUTs for the search tests (no dependency on luts/ files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from fbnet.lut import DeviceInfo, Lut, LutEntry, Provenance, RuntimeInfo, Summation
+from fbnet.space import SpaceConfig
+from fbnet.workloads import ConvBlock, Skip, Workload, space_workloads
+
+TINY = dict(stem_channels=8, stage_widths=(8, 8, 16, 16, 16, 24, 24),
+            stage_depths=(1, 2, 1, 2, 1, 1, 1), head_channels=32)
+
+
+def tiny_space(resolution: int = 16, num_classes: int = 10) -> SpaceConfig:
+    return SpaceConfig.create(resolution, num_classes=num_classes, **TINY)
+
+
+def macs_cost(w: Workload) -> float:
+    return 0.05 + w.macs * 1e-5
+
+
+def kernel3_cheap(w: Workload) -> float:
+    """A device where 5x5 kernels are slow and expansion is cheap."""
+    if isinstance(w, ConvBlock):
+        return 1.0 + (4.0 if w.kernel == 5 else 0.0) + 0.1 * w.expansion + 0.5 * (w.groups - 1)
+    if isinstance(w, Skip):
+        return 3.0
+    return 0.2
+
+
+def expansion_cheap_k5(w: Workload) -> float:
+    """A device where expansion is slow and 5x5 kernels are free."""
+    if isinstance(w, ConvBlock):
+        return 1.0 + 0.8 * w.expansion + 0.5 * (w.groups - 1) - (0.5 if w.kernel == 5 else 0.0)
+    if isinstance(w, Skip):
+        return 6.0
+    return 0.2
+
+
+def make_lut(space: SpaceConfig, cost: Callable[[Workload], float] = macs_cost,
+             classes: tuple[int, ...] = (10,), name: str = "testdev",
+             summation: Summation | None = None, path: Path | None = None) -> Lut:
+    entries = {}
+    for c in classes:
+        for w in space_workloads(space.with_classes(c)):
+            entries[w.key] = LutEntry(latency_ms=cost(w))
+    lut = Lut(DeviceInfo(name), RuntimeInfo("synthetic"),
+              Provenance("estimated", {"model": "test cost function"}), entries,
+              space.to_dict(), summation=summation or Summation())
+    if path is not None:
+        lut.save(path)
+    return lut
+
+
+# --- supernet ---------------------------------------------------------------------------------
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fbnet.arch import Architecture
+from fbnet.errors import UserError
+from fbnet.space import CANDIDATE_NAMES
+from search.dnas import (Dist, Search, TrainConfig, latency_only_search, sample_architectures)
+from search.loss import LatencyModel, LossConfig, dnas_loss, latency_factor
+from search.supernet import TAU_FLOOR, SuperNet, temperature
+
+
+def test_temperature_schedule():
+    assert temperature(0) == 5.0
+    assert temperature(1) == pytest.approx(5.0 * math.exp(-0.045))
+    assert temperature(10_000) == TAU_FLOOR
+
+
+def test_soft_masks_are_per_example_and_safe():
+    net = SuperNet(tiny_space(), mode="soft")
+    masks = net.draw_masks(8, 5.0, torch.Generator().manual_seed(0), None)
+    assert masks.weights.shape == (8, net.space.num_layers, 9)
+    assert torch.allclose(masks.weights.sum(-1), torch.ones(8, net.space.num_layers))
+    assert not torch.allclose(masks.weights[0], masks.weights[1])  # one draw per example
+    with torch.no_grad():
+        net.theta.normal_(0, 50)  # extreme logits and a tau far below the floor
+    masks = net.draw_masks(8, 1e-9, None, None)
+    assert torch.isfinite(masks.weights).all()
+
+
+def test_sampled_masks_are_hard_with_gradient_on_the_sampled_set():
+    net = SuperNet(tiny_space(), mode="sampled", paths=2)
+    masks = net.draw_masks(16, 1.0, torch.Generator().manual_seed(1),
+                           torch.Generator().manual_seed(2))
+    w = masks.weights
+    assert torch.equal(w.detach(), F.one_hot(masks.choice, 9).float())
+    for l in range(net.space.num_layers):
+        assert len(masks.choice[:, l].unique()) <= 2
+    (w * torch.arange(9.0)).sum().backward()
+    touched = (net.theta.grad != 0).sum(-1)
+    assert (touched <= 2).all() and touched.sum() > 0
+
+
+def test_sampled_draw_is_shared_by_step_seed():
+    net = SuperNet(tiny_space(), mode="sampled", paths=2)
+    a = net.draw_masks(64, 1.0, torch.Generator().manual_seed(1), torch.Generator().manual_seed(7))
+    b = net.draw_masks(64, 1.0, torch.Generator().manual_seed(2), torch.Generator().manual_seed(7))
+    for l in range(net.space.num_layers):  # other ranks: same candidate set, own per-example draws
+        assert set(a.choice[:, l].tolist()) | set(b.choice[:, l].tolist()) <= \
+            set(a.choice[:, l].tolist()) | set(b.choice[:, l].tolist())
+        assert len(set(a.choice[:, l].tolist()) | set(b.choice[:, l].tolist())) <= 2
+    assert not torch.equal(a.choice, b.choice)
+
+
+def test_sampled_forward_runs_each_example_through_its_own_candidates():
+    torch.manual_seed(0)
+    net = SuperNet(tiny_space(), mode="sampled", paths=3).eval()
+    x = torch.randn(6, 3, 16, 16)
+    masks = net.draw_masks(6, 1.0, torch.Generator().manual_seed(3),
+                           torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        out = net(x, masks)
+        for b in range(6):
+            ref = net.forward_arch(x[b:b + 1], masks.choice[b].tolist())
+            assert torch.allclose(out[b], ref[0], atol=1e-5)
+
+
+def test_sampled_backward_with_tiny_sub_batches():
+    # Sub-batches of 1-3 examples through a strided 1x1 skip conv crashed torch's channels-last
+    # backward with 2 threads (heap corruption); the supernet keeps that conv NCHW.
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for _ in range(10):
+            net = SuperNet(tiny_space(), mode="sampled", paths=9)
+            masks = net.draw_masks(16, 5.0, None, None, theta_grad=False)
+            F.cross_entropy(net(torch.randn(16, 3, 16, 16), masks),
+                            torch.randint(0, 10, (16,))).backward()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_soft_forward_is_the_weighted_sum_of_candidates():
+    torch.manual_seed(0)
+    net = SuperNet(tiny_space(), mode="soft").eval()
+    x = torch.randn(2, 3, 16, 16)
+    one_hot = net.fixed_masks(2, [3] * net.space.num_layers)
+    with torch.no_grad():
+        soft = net(x, type(one_hot)(one_hot.weights))  # one-hot weights through the soft path
+        assert torch.allclose(soft, net.forward_arch(x, [3] * net.space.num_layers), atol=1e-5)
+
+
+# --- latency and loss -------------------------------------------------------------------------
+
+def test_expected_latency_of_a_one_hot_mask_is_the_lut_price():
+    from fbnet.lut import Summation
+
+    space = tiny_space()
+    lut = make_lut(space, summation=Summation(0.01, 0.7, "test"))
+    latency = LatencyModel(lut.layer_table(space))
+    picks = [0, 3, 8, 7, 2, 5, 1, 4, 6][:space.num_layers]
+    arch = Architecture("x", space, tuple(CANDIDATE_NAMES[i] for i in picks))
+    mask = F.one_hot(torch.tensor([picks]), 9).float()
+    assert float(latency(mask)[0]) == pytest.approx(lut.price(arch).total_ms, rel=1e-5)
+    assert latency.of_candidates(picks) == pytest.approx(lut.price(arch).total_ms, rel=1e-5)
+
+
+def test_lut_missing_keys_is_a_user_error():
+    space = tiny_space()
+    lut = make_lut(space, classes=(100,))  # no FC key for 10 classes
+    with pytest.raises(UserError, match="FC_Cin32_Cout10"):
+        lut.layer_table(space)
+
+
+def test_fbnet_loss_rule_below_e_ms():
+    cfg = LossConfig()
+    lat = torch.tensor([0.0, 0.3, 1.0, 2.0, 23.0, 500.0], requires_grad=True)
+    factor = latency_factor(cfg, lat)
+    assert torch.isfinite(factor).all() and (factor >= 0).all()
+    assert (factor[1:] > factor[:-1]).all()  # always a penalty that grows with latency
+    factor.sum().backward()
+    assert (lat.grad[1:] > 0).all()  # a gradient even for sub-millisecond networks
+    assert float(factor[4].detach()) == pytest.approx(0.2 * math.log(24.0) ** 0.6)
+    ce = torch.tensor([2.0])
+    assert float(dnas_loss(LossConfig(latency_weight=0), ce, torch.tensor([9.0]))) == 2.0
+
+
+def test_target_loss_only_penalizes_above_budget():
+    cfg = LossConfig("target", target_ms=5.0, latency_weight=2.0)
+    ce = torch.tensor([1.0, 1.0])
+    assert float(dnas_loss(cfg, ce, torch.tensor([4.0, 5.0]))) == pytest.approx(1.0)
+    assert float(dnas_loss(cfg, ce, torch.tensor([10.0, 10.0]))) == pytest.approx(3.0)
+    with pytest.raises(UserError):
+        LossConfig("target").check()
+
+
+# --- sanity behaviour (issue #8, item 7) --------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["soft", "sampled"])
+def test_sanity_a_latency_only_picks_the_cheapest_candidates(mode):
+    space = tiny_space()
+    latency = LatencyModel(make_lut(space, kernel3_cheap).layer_table(space))
+    torch.manual_seed(0)
+    net = SuperNet(space, mode=mode)
+    picks = latency_only_search(net, latency, LossConfig(latency_weight=4.0), steps=400, lr=0.1)
+    assert picks == latency.cheapest()
+
+
+def _search(space, lut, tmp_path, loss=LossConfig(), epochs=3, seed=0, data=None):
+    from search.data import load_data, split_train
+
+    bundle = data or load_data("synthetic:160", resolution=16, seed=0)
+    w, th = split_train(bundle.train, 0.8, 0)
+    cfg = TrainConfig(epochs=epochs, warmup_epochs=1, batch_size=16, seed=seed, theta_lr=0.05)
+    return Search(space, lut.layer_table(space), loss, cfg, w, th, bundle.val, tmp_path,
+                  torch.device("cpu"), {"test": 1}, progress=False)
+
+
+def test_sanity_b_argmax_latency_falls_as_latency_weight_grows(tmp_path):
+    space = tiny_space()
+    lut = make_lut(space, macs_cost)
+    latencies = []
+    for weight in (0.0, 1.0, 4.0, 16.0):
+        search = _search(space, lut, tmp_path / str(weight), LossConfig(latency_weight=weight))
+        latencies.append(search.run()[-1]["argmax_latency_ms"])
+    assert all(b <= a for a, b in zip(latencies, latencies[1:])), latencies
+    assert latencies[-1] < latencies[0]
+
+
+def test_sanity_c_two_devices_get_different_archs_each_faster_on_its_own(tmp_path):
+    space = tiny_space()
+    luts = {"a": make_lut(space, kernel3_cheap), "b": make_lut(space, expansion_cheap_k5)}
+    archs = {}
+    for name, lut in luts.items():
+        search = _search(space, lut, tmp_path / name, LossConfig(latency_weight=4.0))
+        search.run()
+        archs[name] = Architecture(name, space, search.model.argmax_candidates())
+    assert archs["a"].candidates != archs["b"].candidates
+    for own, other in (("a", "b"), ("b", "a")):
+        lut = luts[own]
+        assert lut.price(archs[own]).total_ms < lut.price(archs[other]).total_ms
+
+
+# --- training loop ----------------------------------------------------------------------------
+
+def test_interrupted_search_resumes_to_the_same_result(tmp_path, monkeypatch):
+    space = tiny_space()
+    lut = make_lut(space)
+    straight = _search(space, lut, tmp_path / "straight", epochs=2)
+    straight.run()
+
+    interrupted = _search(space, lut, tmp_path / "cut", epochs=2)
+    real_step, calls = Search._step, {"n": 0}
+
+    def step_then_interrupt(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 9:  # inside epoch 2's weight phase
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Search, "_step", step_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.run()
+    monkeypatch.setattr(Search, "_step", real_step)
+    resumed = _search(space, lut, tmp_path / "cut", epochs=2)
+    resumed.load_checkpoint()
+    history = resumed.run()
+    assert len(history) == 2
+    assert torch.allclose(resumed.model.theta, straight.model.theta)
+    assert history[-1]["argmax_arch"] == straight.history[-1]["argmax_arch"]
+
+
+def test_foreign_checkpoint_is_a_user_error(tmp_path):
+    space = tiny_space()
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    search = _search(space, make_lut(space), tmp_path)
+    with pytest.raises(UserError, match="not a readable search checkpoint"):
+        search.load_checkpoint()
+    torch.save({"format": "something/else"}, tmp_path / "checkpoint.pt")
+    with pytest.raises(UserError, match="another tool"):
+        search.load_checkpoint()
+
+
+def test_samples_follow_theta():
+    theta = torch.full((4, 9), -20.0)
+    theta[:, 2] = 20.0
+    assert sample_architectures(theta, 3, 0) == [[2, 2, 2, 2]] * 3
+
+
+def test_gradient_averaging_keeps_unused_parameters_untouched():
+    p, q = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+    p.grad = torch.ones(2)
+    Dist().average_gradients([p, q])  # one process: nothing to do, nothing invented
+    assert q.grad is None and torch.equal(p.grad, torch.ones(2))
