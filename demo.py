@@ -1,15 +1,208 @@
-"""`make demo`: the pipeline on the host (grows as the profiler and search land)."""
+"""`make demo`: the whole pipeline on this machine's CPU, in under 15 minutes on 2 cores.
+
+  1. profile the host: every block of the 32x32 search space, exported to ExecuTorch/XNNPACK
+     and timed in the real runtime -> a measured host LUT (the export cache makes re-runs fast)
+  2. search (FBNet DNAS on the bundled digits data) on the host LUT and on the shipped
+     Samsung S8 and iPhone X LUTs
+  3. train the three found networks briefly, 4. export them to .pte (checked against PyTorch)
+  5. measure them end to end on the host and compare with what the host LUT predicted
+  6. the cross-device table (paper Table 5) and 7. the device comparison figures
+
+Each step is the project's own CLI run as a subprocess (the commands are printed, so any step
+can be re-run alone); its full output goes to <out>/logs/. Re-running the demo resumes: finished
+steps are reused.
+
+Examples:
+  python -m demo                       # everything into runs/demo/
+  python -m demo --out runs/demo2 --search-epochs 6 --train-epochs 10
+  python -m demo --fresh               # start over (deletes <out> first)
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import shutil
+import subprocess
 import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from search.space import main as space_main
+from fbnet.errors import UserError, cli_entry
+
+# (name, LUT, what it is): the host LUT is measured by step 1, the phone LUTs ship in luts/
+SEARCH_TARGETS = (("host", None, "this machine, measured now"),
+                  ("s8", "luts/s8_32.json", "Samsung Galaxy S8"),
+                  ("iphone_x", "luts/iphone_x_32.json", "iPhone X"))
+RESOLUTION = 32
 
 
-def main() -> int:
-    print("== FBNet-B in the FBNet search space ==")
-    return space_main(["fbnet_b"])
+@dataclass
+class Step:
+    name: str
+    argv: list[str]  # after `python -m`
+    stdout_to: Path | None = None  # keep the step's stdout as a file (JSON results)
+    needs: list[str] = field(default_factory=list)  # steps that must have succeeded
+    status: str = "pending"  # ok | failed | skipped
+    seconds: float = 0.0
+    note: str = ""
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/demo", help="where everything goes (default runs/demo)")
+    p.add_argument("--search-epochs", type=int, default=3,
+                   help="DNAS epochs per search (default 3, the first weights-only)")
+    p.add_argument("--search-images", type=int, default=300,
+                   help="digits train images the search uses (default 300)")
+    p.add_argument("--train-epochs", type=int, default=2, help="epochs per found network")
+    p.add_argument("--fresh", action="store_true", help="delete --out first instead of resuming")
+    return p.parse_args(argv)
+
+
+def plan(out: Path, args) -> list[Step]:
+    host_lut = out / "luts" / f"host_{RESOLUTION}.json"
+    steps = [Step("profile host", [
+        "profiler.run", "--device", "host", "--resolution", str(RESOLUTION),
+        "--out", str(host_lut), "--quiet", *(["--resume"] if host_lut.exists() else [])])]
+    luts = {name: Path(lut) if lut else host_lut for name, lut, _ in SEARCH_TARGETS}
+    for name, _, _ in SEARCH_TARGETS:
+        run = out / "search" / name
+        steps.append(Step(f"search {name}", [
+            "search.run", "--lut", str(luts[name]), "--data", "digits", "--out", str(run),
+            "--epochs", str(args.search_epochs), "--warmup-epochs", "1",
+            "--train-images", str(args.search_images), "--no-progress",
+            *(["--resume"] if (run / "checkpoint.pt").exists() else [])],
+            needs=["profile host"] if name == "host" else []))
+    for name, _, _ in SEARCH_TARGETS:
+        arch, train = out / "search" / name / "arch.json", out / "train" / name
+        steps.append(Step(f"train {name}", [
+            "search.train", "--arch", str(arch), "--data", "digits", "--out", str(train),
+            "--epochs", str(args.train_epochs), "--resume"], needs=[f"search {name}"]))
+        steps.append(Step(f"export {name}", [
+            "search.export", "--weights", str(train / "checkpoint.pt"),
+            "--out", str(out / "export" / f"{name}.pte")], needs=[f"train {name}"]))
+        steps.append(Step(f"measure {name}", [
+            "profiler.run", "--device", "host", "--arch", str(arch), "--json", "--quiet"],
+            stdout_to=out / "measured" / f"{name}.json", needs=[f"search {name}", "profile host"]))
+    lut_paths = [str(luts[name]) for name, _, _ in SEARCH_TARGETS]
+    archs = [str(out / "train" / name) for name, _, _ in SEARCH_TARGETS]
+    measured = [str(out / "measured" / f"{name}.json") for name, _, _ in SEARCH_TARGETS]
+    table_args = ["search.crossdevice", "--luts", *lut_paths,
+                  "--archs", *archs, "fbnet_s8", "fbnet_iphonex", "--measured", *measured]
+    needs = ["profile host"] + [f"train {n}" for n, _, _ in SEARCH_TARGETS] + \
+        [f"measure {n}" for n, _, _ in SEARCH_TARGETS]
+    steps.append(Step("cross-device table", [*table_args, "--plot",
+                                             str(out / "crossdevice.png")], needs=needs))
+    steps.append(Step("cross-device json", [*table_args, "--json"],
+                      stdout_to=out / "crossdevice.json", needs=needs))
+    steps.append(Step("compare devices", [
+        "profiler.compare", *lut_paths, "--out", str(out / "compare"),
+        *[a for n, _, _ in SEARCH_TARGETS for a in ("--arch", str(out / "search" / n / "arch.json"))]],
+        needs=["profile host"] + [f"search {n}" for n, _, _ in SEARCH_TARGETS]))
+    return steps
+
+
+def run_step(step: Step, index: int, total: int, logs: Path) -> None:
+    cmd = [sys.executable, "-m", *step.argv]
+    shown = "python -m " + " ".join(step.argv) + (f" > {step.stdout_to}" if step.stdout_to else "")
+    print(f"\n[{index}/{total}] {step.name}: {shown}", flush=True)
+    log_path = logs / f"{index:02d}_{step.name.replace(' ', '_')}.log"
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+        lines = []
+        for line in proc.stdout:  # show the step's own summary as it comes
+            lines.append(line)
+            log.write(line)
+            if not step.stdout_to:
+                print("    " + line, end="", flush=True)
+        code = proc.wait()
+    step.seconds = time.perf_counter() - t0
+    if code == 0:
+        if step.stdout_to:
+            from fbnet.io import atomic_write_text
+
+            atomic_write_text(step.stdout_to, "".join(lines))
+        step.status = "ok"
+        print(f"    done in {step.seconds:.0f} s", flush=True)
+        return
+    step.status = "failed"
+    tail = [ln.strip() for ln in log_path.read_text().splitlines() if ln.strip()]
+    if any("No module named" in ln and step.argv[0] in ln for ln in tail):
+        step.note = f"python -m {step.argv[0]} does not exist in this checkout yet"
+    else:
+        errors = [ln for ln in tail if ln.startswith("error:")]
+        step.note = (errors or tail or [f"exit code {code}"])[-1][:300]
+    print(f"    FAILED after {step.seconds:.0f} s (exit {code}): {step.note}\n"
+          f"    full output: {log_path}", flush=True)
+
+
+def summary(steps: list[Step], out: Path, wall: float) -> None:
+    print(f"\n== demo finished in {wall / 60:.1f} min ==")
+    for s in steps:
+        print(f"  {s.status:<8} {s.seconds:6.0f} s  {s.name}" + (f"  ({s.note})" if s.note else ""))
+    where = [
+        (out / "luts", "measured host LUT (python -m profiler.lut show <file>)"),
+        (out / "search", "searches: arch.json, samples.json, probs.png, curves.png per device"),
+        (out / "train", "trained networks: checkpoint.pt, result.json (top-1), log.jsonl"),
+        (out / "export", "deployable .pte programs and their check reports (.pte.json)"),
+        (out / "measured", "end-to-end host latency of the found networks"),
+        (out / "crossdevice.json", "cross-device table (also crossdevice.png)"),
+        (out / "compare", "device comparison figures: report.html / report.md"),
+        (out / "logs", "every step's full output"),
+    ]
+    print("\nwhere everything is:")
+    for path, what in where:
+        if path.exists():
+            print(f"  {str(path):<28} {what}")
+
+
+def measured_vs_predicted(out: Path) -> None:
+    """One line per found network: host LUT prediction next to the host measurement."""
+    path = out / "crossdevice.json"
+    if not path.exists():
+        return
+    table = json.loads(path.read_text())
+    host = next((c["label"] for c in table["columns"] if c["device"] == "host"), None)
+    if host is None:
+        return
+    print("\nhost LUT prediction vs measurement of the found networks:")
+    for row in table["rows"]:
+        cell = row["cells"][host]
+        if cell["measured_ms"] and cell["latency_ms"]:
+            err = cell["latency_ms"] / cell["measured_ms"] - 1
+            print(f"  {row['label']:<18} predicted {cell['latency_ms']:.3f} ms, measured "
+                  f"{cell['measured_ms']:.3f} ms ({err:+.1%})")
+
+
+@cli_entry
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if min(args.search_epochs, args.train_epochs, args.search_images) < 1:
+        raise UserError("--search-epochs, --train-epochs and --search-images must be >= 1")
+    out = Path(args.out)
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    steps = plan(out, args)
+    by_name = {s.name: s for s in steps}
+    started = time.perf_counter()
+    print(f"fbnet-hw demo: profile this CPU, search for it and for two phones, train, export, "
+          f"measure; everything goes to {out}/")
+    for i, step in enumerate(steps, 1):
+        blocked = [n for n in step.needs if by_name[n].status != "ok"]
+        if blocked:
+            step.status, step.note = "skipped", f"needs {', '.join(blocked)}"
+            print(f"\n[{i}/{len(steps)}] {step.name}: skipped ({step.note})")
+            continue
+        run_step(step, i, len(steps), logs)
+    measured_vs_predicted(out)
+    summary(steps, out, time.perf_counter() - started)
+    return 0 if all(s.status == "ok" for s in steps) else 1
 
 
 if __name__ == "__main__":
