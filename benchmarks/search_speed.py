@@ -36,15 +36,18 @@ def parse_args(argv):
                    help="interleaved rounds over the configs; the fastest round counts, which "
                         "filters out other processes' load on a shared machine (default 2)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (search.run's default: 1)")
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
     p.add_argument("--json", action="store_true")
     p.add_argument("--child", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
-def measure(config: str, resolution: int, batch: int, steps: int, device: str) -> dict:
+def measure(config: str, resolution: int, batch: int, steps: int, device: str,
+            threads: int) -> dict:
     import torch
-    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)    import torch.nn.functional as F
 
     from fbnet.arch import named_architecture
     from fbnet.lut import LayerTable
@@ -98,7 +101,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.child:
         print(json.dumps(measure(args.child, args.resolution, args.batch_size, args.steps,
-                                 args.device)))
+                                 args.device, args.threads)))
         return 0
     best: dict[str, dict] = {}
     configs = args.configs.split(",")
@@ -106,7 +109,7 @@ def main(argv=None) -> int:
         for config in configs:
             cmd = [sys.executable, __file__, "--child", config, "--resolution",
                    str(args.resolution), "--batch-size", str(args.batch_size), "--steps",
-                   str(args.steps), "--device", args.device]
+                   str(args.steps), "--device", args.device, "--threads", str(args.threads)]
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
             row = json.loads(done.stdout.strip().splitlines()[-1])
             if config not in best or row["step_s"] < best[config]["step_s"]:

@@ -1,8 +1,8 @@
 """The DNAS training loop: alternate weights and theta, checkpoint, log, run under torchrun.
 
-Each epoch trains the supernet weights w (SGD momentum, cosine lr) on the weight split, then,
-after the warm-up epochs, theta (Adam) on the architecture split; both minimize the same
-latency-aware loss (search/loss.py). After every epoch the loop writes a checkpoint and one log
+Each epoch trains the supernet weights w (SGD momentum, cosine lr, on CE) on the weight split,
+then, after the warm-up epochs, theta (Adam, on the latency-aware loss of search/loss.py) on
+the architecture split. After every epoch the loop writes a checkpoint and one log
 row; Ctrl-C writes a checkpoint at the current step, so `--resume` loses nothing.
 
 Distributed (torchrun, DDP-style): every rank holds the whole supernet and a 1/world shard of
@@ -44,8 +44,8 @@ PHASES = ("w", "theta")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 6
-    warmup_epochs: int = 2
+    epochs: int = 10
+    warmup_epochs: int = 3
     batch_size: int = 32
     mode: str = "sampled"
     paths: int = 2
@@ -58,6 +58,7 @@ class TrainConfig:
     tau_decay: float = math.exp(-0.045)
     seed: int = 0
     workers: int = 0
+    threads: int = 1
 
     def check(self) -> None:
         if self.epochs < 1:
@@ -65,6 +66,8 @@ class TrainConfig:
         if not 0 <= self.warmup_epochs < self.epochs:
             raise UserError(f"--warmup-epochs must be in 0..{self.epochs - 1} (fewer than "
                             f"--epochs {self.epochs}) so theta trains at least one epoch")
+        if self.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {self.threads}")
         if self.batch_size < 2:
             raise UserError(f"--batch-size must be at least 2 (BatchNorm), got {self.batch_size}")
         if not self.tau0 > 0 or not 0 < self.tau_decay <= 1:
@@ -88,6 +91,10 @@ class Dist:
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         return cls(dist.get_rank(), dist.get_world_size())
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
 
     def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """Average .grad over ranks in one all-reduce. A parameter no rank used keeps grad None
@@ -173,6 +180,8 @@ class Search:
         self.out, self.device, self.fingerprint = Path(out), device, fingerprint
         self.dist = d or Dist()
         self.progress = progress and self.dist.main
+        if device.type == "cpu":
+            torch.set_num_threads(train_cfg.threads)
         torch.manual_seed(train_cfg.seed)  # identical initial weights on every rank
         self.model = SuperNet(space, train_cfg.mode, train_cfg.paths).to(device)
         self.latency = LatencyModel(table).to(device)
@@ -183,6 +192,7 @@ class Search:
         self.theta_opt = torch.optim.Adam([self.model.theta], lr=train_cfg.theta_lr,
                                           weight_decay=train_cfg.theta_weight_decay)
         self.pos = Position()
+        self.pos_rng = torch.get_rng_state()
         self.history: list[dict] = []
         self.steps_per_epoch = {p: self._num_batches(ds) for p, ds in
                                 (("w", w_data), ("theta", theta_data))}
@@ -206,8 +216,11 @@ class Search:
         # global batch i = order[i*bs*w : (i+1)*bs*w]; this rank takes its stride of it
         return [order[i * bs * w:(i + 1) * bs * w][r::w] for i in range(n)]
 
-    def _loader(self, ds: Dataset, batches: list[list[int]]):
-        return DataLoader(ds, batch_sampler=batches, num_workers=self.cfg.workers)
+    def _loader(self, ds: Dataset, batches: list[list[int]], seed: int = 0):
+        # its own generator: creating the iterator must not consume the global RNG, or a
+        # resumed run would augment differently from an uninterrupted one
+        return DataLoader(ds, batch_sampler=batches, num_workers=self.cfg.workers,
+                          generator=torch.Generator().manual_seed(seed))
 
     # --- steps -------------------------------------------------------------------------------
     def tau(self, epoch: int) -> float:
@@ -233,19 +246,21 @@ class Search:
             ce = F.cross_entropy(logits.float(), y, reduction="none")
             lat = self.latency(masks.weights)
             loss = dnas_loss(self.loss_cfg, ce, lat)
-        if not math.isfinite(float(loss)):
+            # weights train on CE alone (see search/loss.py); theta on the latency-aware loss
+            objective = loss if phase == "theta" else ce.mean()
+        if not math.isfinite(float(loss.detach())):
             raise RuntimeError(f"loss became {float(loss)} at epoch {epoch} {phase} step {step}")
         if train:
             if phase == "w":
                 for g in self.w_opt.param_groups:
                     g["lr"] = self._w_lr(epoch, step)
                 self.w_opt.zero_grad()
-                loss.backward()
+                objective.backward()
                 self.dist.average_gradients(self.w_params)
                 self.w_opt.step()
             else:
                 self.theta_opt.zero_grad()
-                loss.backward()
+                objective.backward()
                 self.dist.average_gradients([self.model.theta])
                 self.theta_opt.step()
         for p in self.w_params:
@@ -260,8 +275,14 @@ class Search:
         label = {"w": "weights", "theta": "theta" if train else "arch split (eval)"}[phase]
         bar = tqdm(total=len(batches), initial=start, disable=not self.progress, leave=False,
                    desc=f"epoch {epoch + 1}/{self.cfg.epochs} {label}", unit="step")
+        batches_iter = iter(self._loader(ds, batches[start:],
+                                         _seed(self.cfg.seed, epoch, phase, start, "loader")))
         try:
-            for step, (x, y) in enumerate(self._loader(ds, batches[start:]), start=start):
+            for step in range(start, len(batches)):
+                # the RNG state before this batch's augmentation: an interrupted step replays
+                # exactly after --resume
+                self.pos_rng = torch.get_rng_state()
+                x, y = next(batches_iter)
                 self.pos.phase, self.pos.step = phase, step
                 self._step(phase, x.to(self.device), y.to(self.device), epoch, step, stats, train)
                 self.pos.step = step + 1
@@ -271,6 +292,7 @@ class Search:
                     bar.set_postfix(loss=f"{stats.loss / stats.count:.3f}",
                                     lat=f"{stats.latency_ms / stats.count:.2f}ms",
                                     top1=f"{stats.correct / stats.count:.2f}")
+            self.pos_rng = torch.get_rng_state()
         finally:
             bar.close()
 
@@ -309,17 +331,29 @@ class Search:
                 row = self._log_row(epoch, searching, time.perf_counter() - started)
                 self.history.append(row)
                 self.pos = Position(epoch=epoch + 1)
+                self.pos_rng = torch.get_rng_state()
                 self.save_checkpoint()
                 self._write_log()
                 bar.update(1)
                 bar.set_postfix(lat=f"{row['argmax_latency_ms']:.2f}ms",
                                 H=f"{row['theta_entropy']:.2f}")
+            self.check_theta_in_sync()
         except KeyboardInterrupt:
             self.save_checkpoint()
             raise
         finally:
             bar.close()
         return self.history
+
+    def check_theta_in_sync(self) -> None:
+        """Every rank must end with the same theta; a mismatch is a bug, never silent."""
+        if self.dist.world == 1:
+            return
+        theta = self.model.theta.detach().clone()
+        gathered = [torch.empty_like(theta) for _ in range(self.dist.world)]
+        dist.all_gather(gathered, theta)
+        if any(not torch.equal(gathered[0], t) for t in gathered[1:]):
+            raise RuntimeError("theta differs across ranks after the search")
 
     def _log_row(self, epoch: int, searching: bool, seconds: float) -> dict:
         w = PhaseStats(**self.pos.stats["w"]).reduced(self.dist, self.device)
@@ -359,7 +393,7 @@ class Search:
             "w_opt": self.w_opt.state_dict(),
             "theta_opt": self.theta_opt.state_dict(),
             "history": self.history,
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": self.pos_rng,
         }
         self.out.mkdir(parents=True, exist_ok=True)
         tmp = self.checkpoint_path.with_suffix(".pt.tmp")
@@ -409,6 +443,25 @@ class Search:
                              f"{v:.6g}" if isinstance(v, float) else str(v))
             lines.append(",".join(cells))
         atomic_write_text(self.out / LOG_CSV, "\n".join(lines) + "\n")
+
+
+def latency_only_search(model: SuperNet, latency: LatencyModel, loss_cfg: LossConfig,
+                        steps: int = 200, batch: int = 16, lr: float = 0.05, tau: float = 1.0,
+                        seed: int = 0) -> list[int]:
+    """Sanity check (a): weights frozen, only the latency term trains theta (Adam). Returns the
+    argmax candidate index per layer, which must be each layer's LUT-cheapest candidate."""
+    from search.loss import latency_only_loss
+
+    opt = torch.optim.Adam([model.theta], lr=lr)
+    for step in range(steps):
+        gen = torch.Generator().manual_seed(_seed(seed, step, "ex"))
+        step_gen = torch.Generator().manual_seed(_seed(seed, step, "set"))
+        masks = model.draw_masks(batch, tau, gen, step_gen, theta_grad=True)
+        loss = latency_only_loss(loss_cfg, latency(masks.weights))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.theta.detach().argmax(-1).tolist()
 
 
 def sample_architectures(theta: torch.Tensor, k: int, seed: int) -> list[list[int]]:

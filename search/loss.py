@@ -6,15 +6,20 @@ Expected latency of a relaxed architecture, per example b (paper, Sec. 3.2):
 
 `fbnet` (the paper's loss, alpha 0.2, beta 0.6, latency in ms):
 
-    L_b = CE_b * (alpha * log(1 + LAT_b) ** beta) ** latency_weight
+    L_b = CE_b * alpha * log(1 + LAT_b) ** (beta * latency_weight)
 
   The paper writes log(LAT). log(LAT) is negative below 1 ms (a fractional power of it is NaN),
   and as LAT falls toward 1 ms the factor falls to 0 and wipes out CE, so the search would
   reward a network for being fast at any accuracy. Our rule: use
   log(1 + LAT_ms). It is positive and smooth for every latency, keeps a gradient for tiny
   networks, and differs from log(LAT) by log(1 + 1/LAT): < 4.4% of the log at 23 ms (FBNet-B on
-  the S8), so ImageNet-scale searches behave as in the paper. `latency_weight` = 1 is exactly
-  that form; 0 is plain CE; larger values push harder toward fast networks.
+  the S8), so ImageNet-scale searches behave as in the paper. `latency_weight` scales the
+  exponent beta, the paper's knob for the latency term's strength: 1 is the paper's loss, 0 is
+  alpha * CE (accuracy only), larger values push harder toward fast networks.
+
+Only theta is trained on this loss. The weight step minimizes plain CE: the latency factor does
+not depend on w and would only rescale each example's CE gradient (by a factor that moves with
+--latency-weight), i.e. silently change the weights' learning rate.
 
 `target` (drive the network to a budget T ms):
 
@@ -55,7 +60,7 @@ class LossConfig:
 
     def describe(self) -> str:
         if self.kind == "fbnet":
-            return (f"CE * ({self.alpha} * log(1 + LAT_ms)^{self.beta})^{self.latency_weight}")
+            return (f"CE * {self.alpha} * log(1 + LAT_ms)^({self.beta} * {self.latency_weight})")
         return f"CE + {self.latency_weight} * max(0, LAT_ms / {self.target_ms} - 1)"
 
 
@@ -81,8 +86,7 @@ class LatencyModel(torch.nn.Module):
 
 def latency_factor(cfg: LossConfig, latency_ms: torch.Tensor) -> torch.Tensor:
     """The fbnet loss's multiplier on CE (per example)."""
-    term = cfg.alpha * torch.log1p(latency_ms.clamp_min(0)).pow(cfg.beta)
-    return term.pow(cfg.latency_weight)
+    return cfg.alpha * torch.log1p(latency_ms.clamp_min(0)).pow(cfg.beta * cfg.latency_weight)
 
 
 def dnas_loss(cfg: LossConfig, ce: torch.Tensor, latency_ms: torch.Tensor) -> torch.Tensor:

@@ -73,9 +73,8 @@ def parse_args(argv):
                    help=f"epochs that train weights only (default {d.warmup_epochs})")
     g.add_argument("--batch-size", type=int, default=d.batch_size,
                    help=f"per-rank batch size (default {d.batch_size})")
-    g.add_argument("--train-images", type=int, default=1200,
-                   help="use at most this many train images, 0 = all (default 1200, the "
-                        "digits train split)")
+    g.add_argument("--train-images", type=int, default=0,
+                   help="use at most this many train images (default 0 = all)")
     g.add_argument("--arch-fraction", type=float, default=0.2,
                    help="share of the train split that trains theta (default 0.2)")
     g.add_argument("--lr", type=float, default=d.w_lr, help="weights: SGD lr, cosine (default 0.1)")
@@ -89,16 +88,19 @@ def parse_args(argv):
     g.add_argument("--samples", type=int, default=6,
                    help="architectures to sample from P_theta into samples.json (default 6)")
     g.add_argument("--workers", type=int, default=0, help="data loader processes (default 0)")
+    g.add_argument("--threads", type=int, default=d.threads,
+                   help="CPU threads per rank (default 1: small convs gain little from more, "
+                        "and a busy machine makes them several times slower)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda "
                    "when present; under torchrun each rank takes cuda:LOCAL_RANK)")
     g.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     l = p.add_argument_group("loss")
     l.add_argument("--loss", choices=LOSSES, default="fbnet",
-                   help="fbnet: CE*(alpha*log(1+LAT_ms)^beta)^w; target: CE + w*max(0, LAT/T-1)")
+                   help="fbnet: CE*alpha*log(1+LAT_ms)^(beta*w); target: CE + w*max(0, LAT/T-1)")
     l.add_argument("--alpha", type=float, default=0.2, help="fbnet loss alpha (0.2)")
     l.add_argument("--beta", type=float, default=0.6, help="fbnet loss beta (0.6)")
     l.add_argument("--latency-weight", type=float, default=1.0,
-                   help="strength w of the latency term (default 1; 0 = accuracy only)")
+                   help="strength w of the latency term (default 1 = the paper; 0 = accuracy only)")
     l.add_argument("--target-ms", type=float, help="latency budget for --loss target")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -193,7 +195,8 @@ def main(argv=None) -> int:
                             batch_size=args.batch_size, mode=args.mode, paths=args.paths,
                             w_lr=args.lr, theta_lr=args.theta_lr,
                             theta_weight_decay=args.theta_weight_decay, tau0=args.tau0,
-                            tau_decay=args.tau_decay, seed=args.seed, workers=args.workers)
+                            tau_decay=args.tau_decay, seed=args.seed, workers=args.workers,
+                            threads=args.threads)
     train_cfg.check()
     if not 0 < args.arch_fraction < 1:
         raise UserError(f"--arch-fraction must be between 0 and 1, got {args.arch_fraction}")
@@ -204,6 +207,14 @@ def main(argv=None) -> int:
     load_lut(lut_path)  # a missing or malformed LUT fails before the data loads
     device = pick_device(args.device)
     d = Dist.from_env(device)
+    try:
+        return run_search(args, loss_cfg, train_cfg, lut_path, out, device, d)
+    finally:
+        d.close()
+
+
+def run_search(args, loss_cfg: LossConfig, train_cfg: TrainConfig, lut_path: Path, out: Path,
+               device: torch.device, d: Dist) -> int:
 
     bundle = load_data(args.data, resolution=args.resolution, seed=args.seed)
     lut, note = resolve_lut(lut_path, bundle.resolution)

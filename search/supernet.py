@@ -26,7 +26,7 @@ from fbnet.blocks import build_workload_module
 from fbnet.errors import UserError
 from fbnet.model import FBNet
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
-from fbnet.workloads import candidate_workload, fixed_parts
+from fbnet.workloads import Skip, candidate_workload, fixed_parts
 
 MODES = ("soft", "sampled")
 NUM_CANDIDATES = len(CANDIDATE_NAMES)
@@ -55,11 +55,34 @@ class Masks:
     choice: torch.Tensor | None = None
 
 
+class Nchw(nn.Module):
+    """Runs a module in NCHW (contiguous) format inside the channels-last supernet.
+
+    torch 2.13's oneDNN backward of a strided 1x1 conv in channels-last corrupts the heap with
+    more than one thread (tests/test_search.py reproduces the shape); the strided `skip`
+    projection is the only such conv in the space, so it alone stays NCHW.
+    """
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.contiguous())
+
+
+def _candidate_module(shape, name: str) -> nn.Module:
+    workload = candidate_workload(shape, name)
+    module = build_workload_module(workload)
+    if isinstance(workload, Skip) and not workload.is_identity and workload.stride > 1:
+        return Nchw(module)
+    return module
+
+
 class MixedLayer(nn.Module):
     def __init__(self, shape):
         super().__init__()
-        self.ops = nn.ModuleList(build_workload_module(candidate_workload(shape, name))
-                                 for name in CANDIDATE_NAMES)
+        self.ops = nn.ModuleList(_candidate_module(shape, name) for name in CANDIDATE_NAMES)
 
     def forward_soft(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         out = None
@@ -106,6 +129,9 @@ class SuperNet(nn.Module):
         FBNet._init_weights(self)  # same init as the final networks
         # NHWC: depthwise-conv backward is several times faster on CPU (and fine on GPU)
         self.to(memory_format=torch.channels_last)
+        for module in self.modules():
+            if isinstance(module, Nchw):
+                module.to(memory_format=torch.contiguous_format)
 
     # --- parameters --------------------------------------------------------------------------
     def weight_parameters(self) -> list[nn.Parameter]:

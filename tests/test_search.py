@@ -70,6 +70,15 @@ from search.loss import LatencyModel, LossConfig, dnas_loss, latency_factor
 from search.supernet import TAU_FLOOR, SuperNet, temperature
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Search sets torch's thread count (--threads); keep other tests' setting intact."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_temperature_schedule():
     assert temperature(0) == 5.0
     assert temperature(1) == pytest.approx(5.0 * math.exp(-0.045))
@@ -132,7 +141,7 @@ def test_sampled_backward_with_tiny_sub_batches():
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        for _ in range(10):
+        for _ in range(2):
             net = SuperNet(tiny_space(), mode="sampled", paths=9)
             masks = net.draw_masks(16, 5.0, None, None, theta_grad=False)
             F.cross_entropy(net(torch.randn(16, 3, 16, 16), masks),
@@ -183,7 +192,8 @@ def test_fbnet_loss_rule_below_e_ms():
     assert (lat.grad[1:] > 0).all()  # a gradient even for sub-millisecond networks
     assert float(factor[4].detach()) == pytest.approx(0.2 * math.log(24.0) ** 0.6)
     ce = torch.tensor([2.0])
-    assert float(dnas_loss(LossConfig(latency_weight=0), ce, torch.tensor([9.0]))) == 2.0
+    plain = dnas_loss(LossConfig(latency_weight=0), ce, torch.tensor([9.0]))
+    assert float(plain) == pytest.approx(0.2 * 2.0)  # accuracy only
 
 
 def test_target_loss_only_penalizes_above_budget():
@@ -207,10 +217,10 @@ def test_sanity_a_latency_only_picks_the_cheapest_candidates(mode):
     assert picks == latency.cheapest()
 
 
-def _search(space, lut, tmp_path, loss=LossConfig(), epochs=3, seed=0, data=None):
+def _search(space, lut, tmp_path, loss=LossConfig(), epochs=4, seed=0, data=None):
     from search.data import load_data, split_train
 
-    bundle = data or load_data("synthetic:160", resolution=16, seed=0)
+    bundle = data or load_data("synthetic:480", resolution=16, seed=0)
     w, th = split_train(bundle.train, 0.8, 0)
     cfg = TrainConfig(epochs=epochs, warmup_epochs=1, batch_size=16, seed=seed, theta_lr=0.05)
     return Search(space, lut.layer_table(space), loss, cfg, w, th, bundle.val, tmp_path,
