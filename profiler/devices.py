@@ -12,7 +12,7 @@ its default measuring settings.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from fbnet.errors import UserError
 
@@ -76,7 +76,3 @@ def resolve_device(spec: str) -> DeviceProfile:
     raise UserError(f"unknown device {spec!r}; use one of {', '.join(PROFILES)}, "
                     "android:SERIAL[,SERIAL...] or ios:UDID")
 
-
-def with_serials(profile: DeviceProfile, serials: tuple[str, ...]) -> DeviceProfile:
-    """A named profile bound to specific devices (e.g. `s8` found at serial X)."""
-    return replace(profile, serials=serials)

@@ -43,8 +43,9 @@ class Manifest:
     etdump_iters: int = 10
     cooldown_s: float = 0.0
     # wall: a monotonic clock around execute (the protocol's default, what a phone runner uses);
-    # thread_cpu: the calling thread's CPU time, for a shared host where other processes preempt
-    # long runs (valid with 1 runtime thread: XNNPACK then runs on the calling thread).
+    # thread_cpu: the calling thread's CPU time (capped by wall time), for a shared host where
+    # other processes preempt long runs (valid with 1 runtime thread: XNNPACK then runs on the
+    # calling thread).
     clock: str = "wall"
     schema: str = MANIFEST_SCHEMA
 

@@ -48,6 +48,8 @@ from profiler.protocol import Manifest, ProgramSpec
 # Classifier sizes every measured LUT covers, so any common head prices (CIFAR-10/100, ImageNet).
 CLASSIFIER_CLASSES = (10, 100, 1000)
 DRIFT_WARN = 0.10  # warn when the reference workload moves more than this over the run
+RETRY_ABOVE = 0.25  # re-measure a job whose reference block is this much slower than the best
+RETRIES = 3
 CALIBRATION_NETWORKS = 6
 
 
@@ -312,6 +314,24 @@ def run_programs(backend: Backend, artifacts: list[Artifact], s: Settings,
     return result.by_id()
 
 
+def measure_chunk(backend: Backend, batch: list[Artifact], ref_key: str, s: Settings,
+                  drift: dict):
+    """Run one job; re-run it (up to RETRIES times) while its reference block is more than
+    RETRY_ABOVE slower than the best the run has seen: a burst of other load hit the whole job.
+    Keeps the attempt whose reference was fastest; retries are counted in `drift`."""
+    best = None
+    for attempt in range(RETRIES + 1):
+        results = run_programs(backend, batch, s)
+        ref_ms = Stats.of(results[ref_key].latencies_ms).median_ms
+        if best is None or ref_ms < best[1]:
+            best = (results, ref_ms)
+        floor = min([best[1], *drift.get("medians_ms", [])])
+        if best[1] <= floor * (1 + RETRY_ABOVE):
+            break
+        drift["retries"] = drift.get("retries", 0) + 1
+    return best
+
+
 def chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
@@ -400,12 +420,11 @@ def build_lut(args) -> dict:
                 batch = [artifacts[k] for k in part]
                 if ref.key not in part:
                     batch.append(artifacts[ref.key])
-                results = run_programs(backend, batch, s)
+                results, ref_ms = measure_chunk(backend, batch, ref.key, s, drift)
                 for key in part:
                     lut.entries[key] = measured_entry(results[key], artifacts[key],
                                                       workloads[key], s)
-                drift["medians_ms"].append(round(Stats.of(results[ref.key].latencies_ms)
-                                                 .median_ms, 6))
+                drift["medians_ms"].append(round(ref_ms, 6))
                 lut.save(out)  # every finished entry survives Ctrl-C or a crash
                 bar.update(len(part))
         finally:
