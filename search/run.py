@@ -32,6 +32,7 @@ import json
 import re
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -77,7 +78,8 @@ def parse_args(argv):
                    help="use at most this many train images (default 0 = all)")
     g.add_argument("--arch-fraction", type=float, default=0.2,
                    help="share of the train split that trains theta (default 0.2)")
-    g.add_argument("--lr", type=float, default=d.w_lr, help="weights: SGD lr, cosine (default 0.1)")
+    g.add_argument("--lr", type=float, help="weights: SGD lr, cosine (default: the paper's 0.1 "
+                   "at batch 192, scaled linearly to --batch-size x ranks)")
     g.add_argument("--theta-lr", type=float, default=d.theta_lr, help="theta: Adam lr (0.01)")
     g.add_argument("--theta-weight-decay", type=float, default=d.theta_weight_decay,
                    help="theta: Adam weight decay (5e-4)")
@@ -191,9 +193,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     loss_cfg = LossConfig(args.loss, args.alpha, args.beta, args.latency_weight, args.target_ms)
     loss_cfg.check()
+    d_lr = TrainConfig().w_lr
     train_cfg = TrainConfig(epochs=args.epochs, warmup_epochs=args.warmup_epochs,
                             batch_size=args.batch_size, mode=args.mode, paths=args.paths,
-                            w_lr=args.lr, theta_lr=args.theta_lr,
+                            w_lr=args.lr or d_lr, theta_lr=args.theta_lr,
                             theta_weight_decay=args.theta_weight_decay, tau0=args.tau0,
                             tau_decay=args.tau_decay, seed=args.seed, workers=args.workers,
                             threads=args.threads)
@@ -207,6 +210,8 @@ def main(argv=None) -> int:
     load_lut(lut_path)  # a missing or malformed LUT fails before the data loads
     device = pick_device(args.device)
     d = Dist.from_env(device)
+    if args.lr is None:
+        train_cfg = replace(train_cfg, w_lr=0.1 * args.batch_size * d.world / 192)
     try:
         return run_search(args, loss_cfg, train_cfg, lut_path, out, device, d)
     finally:
@@ -231,7 +236,8 @@ def run_search(args, loss_cfg: LossConfig, train_cfg: TrainConfig, lut_path: Pat
                    "train_images": len(train), "arch_fraction": args.arch_fraction,
                    "loss": loss_cfg.describe(), "mode": args.mode, "paths": args.paths,
                    "batch_size": args.batch_size, "world": d.world, "seed": args.seed,
-                   "warmup_epochs": args.warmup_epochs, "lr": args.lr, "theta_lr": args.theta_lr}
+                   "warmup_epochs": args.warmup_epochs, "lr": train_cfg.w_lr,
+                   "theta_lr": args.theta_lr}
     search = Search(space, table, loss_cfg, train_cfg, w_data, theta_data, bundle.val, out,
                     device, fingerprint, d, progress=not args.no_progress)
     ckpt = out / CHECKPOINT_NAME

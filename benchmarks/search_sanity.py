@@ -1,0 +1,143 @@
+"""The three sanity behaviours of the DNAS search (issue #8, item 7), on real LUTs.
+
+(a) weights frozen, latency term only: every layer's argmax is its LUT-cheapest candidate.
+(b) the argmax architecture's LUT latency falls monotonically as --latency-weight grows.
+(c) two LUTs with different block costs give different architectures, each faster on its own
+    LUT than the other's.
+
+(a) optimizes theta alone (no data). (b) and (c) run real searches on `digits` (theta on the
+latency-aware loss, weights on CE) with a short schedule, so they take a few minutes on a CPU.
+
+Examples:
+  python benchmarks/search_sanity.py                                  # luts/s8_32 vs iphone_x_32
+  python benchmarks/search_sanity.py --lut-a luts/pixel3_32.json --lut-b luts/edgegpu_32.json
+  python benchmarks/search_sanity.py --only a,c --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from fbnet.arch import Architecture
+from fbnet.lut import load_lut
+from fbnet.space import CANDIDATE_NAMES, SpaceConfig
+from search.data import load_data, split_train
+from search.dnas import Search, TrainConfig, latency_only_search
+from search.loss import LatencyModel, LossConfig
+from search.supernet import SuperNet
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lut-a", default="luts/s8_32.json")
+    p.add_argument("--lut-b", default="luts/iphone_x_32.json")
+    p.add_argument("--weights", default="0,1,4,16", help="latency weights for (b)")
+    p.add_argument("--epochs", type=int, default=3, help="search epochs for (b), (c)")
+    p.add_argument("--train-images", type=int, default=480)
+    p.add_argument("--only", default="a,b,c")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    return p.parse_args(argv)
+
+
+def space_for(lut, num_classes: int = 10) -> SpaceConfig:
+    s = SpaceConfig.from_dict(lut.space)
+    return SpaceConfig.create(s.resolution, stem_channels=s.stem_channels,
+                              stage_widths=s.stage_widths, stage_depths=s.stage_depths,
+                              head_channels=s.head_channels, num_classes=num_classes)
+
+
+def check_a(lut, mode: str, seed: int) -> dict:
+    space = space_for(lut)
+    latency = LatencyModel(lut.layer_table(space))
+    torch.manual_seed(seed)
+    picks = latency_only_search(SuperNet(space, mode=mode), latency, LossConfig(latency_weight=4),
+                                steps=400, lr=0.1, seed=seed)
+    cheapest = latency.cheapest()
+    return {"mode": mode, "lut": str(lut.path), "ok": picks == cheapest,
+            "layers_matching": sum(a == b for a, b in zip(picks, cheapest)),
+            "layers": len(picks), "argmax_ms": latency.of_candidates(picks),
+            "cheapest_ms": latency.of_candidates(cheapest)}
+
+
+def short_search(lut, loss: LossConfig, args, out: Path) -> Search:
+    bundle = load_data("digits", seed=args.seed)
+    space = space_for(lut, bundle.num_classes)
+    train = torch.utils.data.Subset(bundle.train, range(min(args.train_images, len(bundle.train))))
+    w, th = split_train(train, 0.8, args.seed)
+    cfg = TrainConfig(epochs=args.epochs, warmup_epochs=1, batch_size=32, seed=args.seed,
+                      w_lr=0.02, theta_lr=0.05)
+    search = Search(space, lut.layer_table(space), loss, cfg, w, th, None, out,
+                    torch.device("cpu"), {"benchmark": "sanity"}, progress=False)
+    search.run()
+    return search
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    only = set(args.only.split(","))
+    lut_a, lut_b = load_lut(args.lut_a), load_lut(args.lut_b)
+    report: dict = {}
+    tmp = Path(tempfile.mkdtemp(prefix="search_sanity_"))
+    started = time.perf_counter()
+    if "a" in only:
+        report["a"] = [check_a(lut, mode, args.seed) for lut in (lut_a, lut_b)
+                       for mode in ("soft", "sampled")]
+    if "b" in only:
+        rows = []
+        for w in [float(x) for x in args.weights.split(",")]:
+            s = short_search(lut_a, LossConfig(latency_weight=w), args, tmp / f"b{w}")
+            rows.append({"latency_weight": w, "argmax_ms": s.history[-1]["argmax_latency_ms"],
+                         "arch": list(s.model.argmax_candidates())})
+        lat = [r["argmax_ms"] for r in rows]
+        report["b"] = {"lut": str(lut_a.path), "rows": rows,
+                       "monotonic": all(b <= a for a, b in zip(lat, lat[1:]))}
+    if "c" in only:
+        archs = {}
+        for name, lut in (("a", lut_a), ("b", lut_b)):
+            s = short_search(lut, LossConfig(latency_weight=4), args, tmp / f"c{name}")
+            archs[name] = Architecture(f"for_{name}", s.space, s.model.argmax_candidates())
+        table = {f"{own} arch": {str(l.path): l.price(archs[own]).total_ms
+                                 for l in (lut_a, lut_b)} for own in ("a", "b")}
+        report["c"] = {"different": archs["a"].candidates != archs["b"].candidates,
+                       "a_faster_on_a": lut_a.price(archs["a"]).total_ms
+                       < lut_a.price(archs["b"]).total_ms,
+                       "b_faster_on_b": lut_b.price(archs["b"]).total_ms
+                       < lut_b.price(archs["a"]).total_ms,
+                       "latency_ms": table,
+                       "archs": {k: list(v.candidates) for k, v in archs.items()}}
+    report["seconds"] = time.perf_counter() - started
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    for row in report.get("a", []):
+        print(f"(a) {row['lut']} {row['mode']:<7}: {row['layers_matching']}/{row['layers']} layers "
+              f"pick the cheapest candidate ({row['argmax_ms']:.3f} vs {row['cheapest_ms']:.3f} "
+              f"ms) {'OK' if row['ok'] else 'FAIL'}")
+    if "b" in report:
+        b = report["b"]
+        print(f"(b) {b['lut']}: argmax latency by latency weight: " + ", ".join(
+            f"{r['latency_weight']:g} -> {r['argmax_ms']:.3f} ms" for r in b["rows"])
+            + f" {'OK (monotonic)' if b['monotonic'] else 'FAIL'}")
+    if "c" in report:
+        c = report["c"]
+        print("(c) argmax architectures priced on both LUTs (ms):")
+        for own, prices in c["latency_ms"].items():
+            print(f"    {own}: " + ", ".join(f"{k}: {v:.3f}" for k, v in prices.items()))
+        ok = c["different"] and c["a_faster_on_a"] and c["b_faster_on_b"]
+        print(f"    different: {c['different']}, each faster on its own LUT: "
+              f"{c['a_faster_on_a'] and c['b_faster_on_b']} {'OK' if ok else 'FAIL'}")
+    print(f"({report['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

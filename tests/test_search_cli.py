@@ -1,0 +1,114 @@
+"""End-to-end tests of `python -m search.run` on a tiny space, synthetic data and LUTs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fbnet.arch import load_architecture
+from fbnet.lut import load_lut
+from test_search import make_lut, tiny_space
+
+from conftest import ROOT
+
+FAST = ["--data", "synthetic:200", "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "16",
+        "--no-progress"]
+
+
+@pytest.fixture
+def luts(tmp_path):
+    """dev.json at 32x32 (the tiny space) and its sibling dev_16.json at 16x16."""
+    make_lut(tiny_space(32), path=tmp_path / "dev.json")
+    make_lut(tiny_space(16), path=tmp_path / "dev_16.json")
+    return tmp_path
+
+
+def test_search_writes_every_output(cli, luts, tmp_path):
+    out = tmp_path / "run"
+    done = cli("search.run", "--lut", str(luts / "dev_16.json"), "--resolution", "16",
+               "--out", str(out), *FAST)
+    assert done.returncode == 0, done.stderr
+    assert "chosen architecture" in done.stdout and f"wrote {out}" in done.stdout
+    for name in ("arch.json", "samples.json", "theta.json", "log.jsonl", "log.csv", "probs.png",
+                 "curves.png", "checkpoint.pt"):
+        assert (out / name).stat().st_size > 0, name
+    arch = load_architecture(str(out / "arch.json"))
+    assert arch.space == tiny_space(16)
+    sample = load_architecture(f"{out}/samples.json#2")
+    assert sample.space == arch.space
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[0]["phase"] == "warmup"
+    for key in ("loss", "ce", "expected_latency_ms", "tau", "w_top1", "theta_top1",
+                "theta_entropy", "argmax_arch", "argmax_latency_ms"):
+        assert rows[-1][key] is not None, key
+    lut = load_lut(luts / "dev_16.json")
+    assert rows[-1]["argmax_latency_ms"] == pytest.approx(lut.price(arch).total_ms, rel=1e-5)
+    shown = cli("search.space", str(out / "arch.json"))
+    assert shown.returncode == 0, shown.stderr
+
+    # --resume extends a finished search by one epoch; a different setting is refused
+    more = cli("search.run", "--lut", str(luts / "dev_16.json"), "--resolution", "16",
+               "--out", str(out), *FAST[:2], "--epochs", "3", "--warmup-epochs", "1",
+               "--batch-size", "16", "--no-progress", "--resume", "--json")
+    assert more.returncode == 0, more.stderr
+    assert json.loads(more.stdout)["epochs"] == 3
+    again = cli("search.run", "--lut", str(luts / "dev_16.json"), "--resolution", "16",
+                "--out", str(out), *FAST)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    other = cli("search.run", "--lut", str(luts / "dev_16.json"), "--resolution", "16",
+                "--out", str(out), *FAST, "--resume", "--mode", "soft")
+    assert other.returncode == 2 and "different search" in other.stderr
+    assert other.stderr.count("\n") == 1
+
+
+def test_lut_for_another_resolution_uses_its_sibling(cli, luts, tmp_path):
+    done = cli("search.run", "--lut", str(luts / "dev.json"), "--resolution", "16",
+               "--out", str(tmp_path / "sib"), *FAST, "--epochs", "2")
+    assert done.returncode == 0, done.stderr
+    assert "searching with its sibling" in done.stdout and "dev_16.json" in done.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--lut", "nope.json"], "does not exist"),
+    (["--lut", "{bad}"], "not valid JSON"),
+    (["--lut", "{dev}", "--resolution", "24"], "no dev_24.json"),
+    (["--lut", "{dev100}", "--resolution", "16"], "missing FC_Cin32_Cout10"),
+    (["--lut", "{dev16}", "--resolution", "16", "--data", "imagefolder:/nonexistent"],
+     "does not exist"),
+    (["--lut", "{dev16}", "--loss", "target"], "--target-ms"),
+    (["--lut", "{dev16}", "--warmup-epochs", "10"], "--warmup-epochs"),
+    (["--lut", "{dev16}", "--resolution", "16", "--resume"], "no checkpoint"),
+])
+def test_user_errors_are_one_line(luts, tmp_path, capsys, args, message):
+    from search.run import main
+
+    (tmp_path / "bad.json").write_text("{not json")
+    make_lut(tiny_space(16), classes=(100,), path=tmp_path / "big" / "dev100_16.json")
+    paths = {"{bad}": tmp_path / "bad.json", "{dev}": luts / "dev.json",
+             "{dev16}": luts / "dev_16.json", "{dev100}": tmp_path / "big" / "dev100_16.json"}
+    args = [str(paths.get(a, a)) for a in args]
+    code = main(["--data", "synthetic:200", "--batch-size", "8", *args,
+                 "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and err.count("\n") == 1 and err.startswith("error: "), err
+
+
+def test_ddp_two_cpu_ranks(luts, tmp_path):
+    """torchrun with 2 gloo ranks: finishes, theta in sync (checked by the run itself)."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "search.run", "--lut", str(luts / "dev_16.json"), "--resolution", "16",
+         "--out", str(out), "--data", "synthetic:200", "--epochs", "2", "--warmup-epochs", "1",
+         "--batch-size", "8", "--no-progress", "--device", "cpu", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout[done.stdout.index("{"):])
+    assert result["epochs"] == 2
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    # 2 ranks x 8 = global batch 16 over the theta split, every example counted once
+    assert rows[-1]["theta_top1"] is not None and rows[-1]["expected_latency_ms"] > 0
