@@ -46,8 +46,7 @@ def parse_args(argv):
 def measure(config: str, resolution: int, batch: int, steps: int, device: str,
             threads: int) -> dict:
     import torch
-
-    torch.set_num_threads(threads)    import torch.nn.functional as F
+    import torch.nn.functional as F
 
     from fbnet.arch import named_architecture
     from fbnet.lut import LayerTable
@@ -55,6 +54,7 @@ def measure(config: str, resolution: int, batch: int, steps: int, device: str,
     from search.loss import LatencyModel, LossConfig, dnas_loss
     from search.supernet import SuperNet
 
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     dev = torch.device(device)
     arch = named_architecture("fbnet_b", resolution=resolution, num_classes=10)
