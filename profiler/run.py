@@ -77,8 +77,9 @@ CLOCKS = ("auto", "wall", "thread_cpu")
 
 
 def resolve_clock(clock: str, device_kind: str, runner: str, threads: int) -> str:
-    """auto: the thread's CPU time on the host with the in-process runner and 1 thread (a
-    shared machine preempts long runs, which wall time would count), wall time elsewhere."""
+    """auto: the thread's CPU time (capped by wall time) on the host with the in-process runner
+    and 1 thread, where other processes and the sandbox add wall time that is not the block's
+    (see docs/profiler.md); wall time, the protocol's clock, everywhere else."""
     if clock == "auto":
         return "thread_cpu" if (device_kind, runner, threads) == ("host", "python", 1) \
             else "wall"
@@ -123,8 +124,8 @@ def parse_args(argv):
     p.add_argument("--iters", type=int, default=50, help="timed runs per program in all")
     p.add_argument("--rounds", type=int, default=5, help="round-robin rounds (default 5)")
     p.add_argument("--clock", choices=CLOCKS, default="auto",
-                   help="wall, or thread_cpu: the runtime thread's CPU time, immune to other "
-                        "processes preempting it (auto: thread_cpu on the host, 1 thread)")
+                   help="wall, or thread_cpu: the runtime thread's CPU time (auto: thread_cpu "
+                        "on the host with 1 thread; see docs/profiler.md)")
     p.add_argument("--no-ops", action="store_true", help="skip the per-op (ETDump) breakdown")
     p.add_argument("--calibrate", type=int, default=CALIBRATION_NETWORKS,
                    help="random networks measured to fit the summation (0: no fit)")
