@@ -141,11 +141,10 @@ def test_sampled_backward_with_tiny_sub_batches():
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        for _ in range(2):
-            net = SuperNet(tiny_space(), mode="sampled", paths=9)
-            masks = net.draw_masks(16, 5.0, None, None, theta_grad=False)
-            F.cross_entropy(net(torch.randn(16, 3, 16, 16), masks),
-                            torch.randint(0, 10, (16,))).backward()
+        net = SuperNet(tiny_space(), mode="sampled", paths=9)
+        masks = net.draw_masks(16, 5.0, None, None, theta_grad=False)
+        F.cross_entropy(net(torch.randn(16, 3, 16, 16), masks),
+                        torch.randint(0, 10, (16,))).backward()
     finally:
         torch.set_num_threads(threads)
 
