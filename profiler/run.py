@@ -119,6 +119,9 @@ def parse_args(argv):
     p.add_argument("--runner", choices=RUNNERS, default="python",
                    help="python: in-process runtime; native: the C++ fbnet_bench")
     p.add_argument("--native-runner", type=Path, help="path of the host-built fbnet_bench")
+    p.add_argument("--serial", help="Android phone serial (else ANDROID_SERIAL, else the one "
+                                    "phone matching --device)")
+    p.add_argument("--udid", help="iPhone UDID (else the one iPhone matching --device)")
     p.add_argument("--threads", type=int, default=1, help="runtime CPU threads (default 1)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs per program per round")
     p.add_argument("--iters", type=int, default=50, help="timed runs per program in all")
@@ -169,7 +172,23 @@ def default_lut_path(device: str, resolution: int, s: Settings) -> Path:
         parts.append(s.backend)
     if s.runtime != "executorch":
         parts.append(s.runtime)
-    return Path("luts") / ("_".join(parts) + ".json")
+    path = Path("luts") / ("_".join(parts) + ".json")
+    if _holds_unmeasured_lut(path):
+        # luts/s8.json ships as an estimate: a measurement goes beside it, never over it
+        path = path.with_name(path.stem + "_measured.json")
+    return path
+
+
+def _holds_unmeasured_lut(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+        return data.get("provenance", {}).get("kind") != "measured"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def backend_extra(args) -> dict:
+    return {k: v for k, v in (("serial", args.serial), ("udid", args.udid)) if v}
 
 
 def check_writable(path: Path) -> None:
@@ -422,7 +441,8 @@ def build_lut(args) -> dict:
     t_start = time.perf_counter()
     options = BackendOptions(runner=args.runner, runtime=s.runtime, backend=s.backend,
                              dtype=s.dtype, threads=s.threads, native_runner=args.native_runner,
-                             workdir=Path(tempfile.mkdtemp(prefix="fbnet-profile-")))
+                             workdir=Path(tempfile.mkdtemp(prefix="fbnet-profile-")),
+                             extra=backend_extra(args))
     with create_backend(profile, options) as backend:
         lut = new_lut(backend, space, s, args)
         if args.resume and out.exists():
@@ -541,7 +561,8 @@ def measure_arch(args) -> dict:
     job = arch_job(arch, s)
     options = BackendOptions(runner=args.runner, runtime=s.runtime, backend=s.backend,
                              dtype=s.dtype, threads=s.threads, native_runner=args.native_runner,
-                             workdir=Path(tempfile.mkdtemp(prefix="fbnet-arch-")))
+                             workdir=Path(tempfile.mkdtemp(prefix="fbnet-arch-")),
+                             extra=backend_extra(args))
     with create_backend(profile, options) as backend:
         artifacts, stats = export_all([job], cache, workers=1)
         if stats.failures:

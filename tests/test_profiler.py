@@ -142,9 +142,15 @@ def test_missing_backend_is_not_available_yet():
         create_backend(profile, BackendOptions())
 
 
-def test_cli_phone_without_phone_is_one_line(cli, tmp_path):
-    # no phone here: either "backend not available yet" or "no device connected", never a trace
-    _one_line_error(cli("profiler.run", "--device", "s8", "--out", str(tmp_path / "s8.json")))
+def test_default_path_never_overwrites_a_shipped_estimate(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = Settings()
+    assert default_lut_path("s8", 224, s) == Path("luts/s8.json")
+    (tmp_path / "luts").mkdir()
+    (tmp_path / "luts" / "s8.json").write_text(json.dumps({"provenance": {"kind": "estimated"}}))
+    assert default_lut_path("s8", 224, s) == Path("luts/s8_measured.json")
+    (tmp_path / "luts" / "host_32.json").write_text(json.dumps({"provenance": {"kind": "measured"}}))
+    assert default_lut_path("host", 32, s) == Path("luts/host_32.json")
 
 
 def test_cli_unwritable_output(cli, tmp_path):
