@@ -12,6 +12,7 @@ Examples:
   python benchmarks/search_sanity.py                                  # luts/s8_32 vs iphone_x_32
   python benchmarks/search_sanity.py --lut-a luts/pixel3_32.json --lut-b luts/edgegpu_32.json
   python benchmarks/search_sanity.py --only a,c --json
+  python benchmarks/search_sanity.py --only b,c --epochs 3 --train-images 320
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def parse_args(argv):
     p.add_argument("--lut-a", default="luts/s8_32.json")
     p.add_argument("--lut-b", default="luts/iphone_x_32.json")
     p.add_argument("--weights", default="0,1,4,16", help="latency weights for (b)")
+    p.add_argument("--c-weight", type=float, default=16.0, help="latency weight for (c)")
     p.add_argument("--epochs", type=int, default=3, help="search epochs for (b), (c)")
     p.add_argument("--train-images", type=int, default=480)
     p.add_argument("--only", default="a,b,c")
@@ -103,7 +105,7 @@ def main(argv=None) -> int:
     if "c" in only:
         archs = {}
         for name, lut in (("a", lut_a), ("b", lut_b)):
-            s = short_search(lut, LossConfig(latency_weight=4), args, tmp / f"c{name}")
+            s = short_search(lut, LossConfig(latency_weight=args.c_weight), args, tmp / f"c{name}")
             archs[name] = Architecture(f"for_{name}", s.space, s.model.argmax_candidates())
         table = {f"{own} arch": {str(l.path): l.price(archs[own]).total_ms
                                  for l in (lut_a, lut_b)} for own in ("a", "b")}
