@@ -88,10 +88,13 @@ def run_manifest(manifest: Manifest, base_dir: Path, out_dir: Path | None = None
                  on_program: Callable[[], None] | None = None) -> BenchResult:
     """Execute a manifest in this process; ETDumps go to out_dir/etdump/<index>.etdp."""
     threads = set_threads(manifest.threads)
-    if any(p.path.endswith(".ptl") for p in manifest.programs):
-        import torch
+    import torch
 
-        torch.set_num_threads(max(manifest.threads, 1))  # the lite interpreter's intra-op pool
+    # torch's intra-op pool runs the lite interpreter and, for ExecuTorch, the bindings' copies
+    # of inputs and outputs: left at its default (one OpenMP thread per core) a copy of over
+    # 32k elements wakes a spinning OpenMP worker, which on a busy host costs whole 4 ms
+    # scheduler ticks per run that belong to neither the block nor a network
+    torch.set_num_threads(max(manifest.threads, 1))
     result = BenchResult(RunnerInfo(PYTHON_RUNNER, runtime_version=_et_version(),
                                     threads=threads),
                          device=host_device_dict(), started=_now())
