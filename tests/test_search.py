@@ -102,12 +102,26 @@ def test_sampled_masks_are_hard_with_gradient_on_the_sampled_set():
     masks = net.draw_masks(16, 1.0, torch.Generator().manual_seed(1),
                            torch.Generator().manual_seed(2))
     w = masks.weights
-    assert torch.equal(w.detach(), F.one_hot(masks.choice, 9).float())
-    for l in range(net.space.num_layers):
+    hard = [l for l in range(net.space.num_layers) if l not in masks.soft_layers]
+    assert hard and masks.soft_layers  # the tiny space has both kinds of layers
+    assert torch.equal(w[:, hard].detach(), F.one_hot(masks.choice[:, hard], 9).float())
+    for l in hard:
         assert len(masks.choice[:, l].unique()) <= 2
-    (w * torch.arange(9.0)).sum().backward()
+    # stage boundaries mix all 9 candidates per example (softmax weights, no choice)
+    soft = list(masks.soft_layers)
+    assert (masks.choice[:, soft] == -1).all()
+    assert torch.allclose(w[:, soft].sum(-1), torch.ones(16, len(soft)))
+    assert (w[:, soft] > 0).all()
+    (w[:, hard] * torch.arange(9.0)).sum().backward()
     touched = (net.theta.grad != 0).sum(-1)
     assert (touched <= 2).all() and touched.sum() > 0
+
+
+def test_soft_layers_are_the_stage_boundaries():
+    net = SuperNet(tiny_space(), mode="sampled")
+    for l, shape in enumerate(net.space.layers()):
+        boundary = shape.stride != 1 or shape.c_in != shape.c_out
+        assert (l in net.soft_layers) == boundary
 
 
 def test_sampled_draw_is_shared_by_step_seed():
@@ -130,8 +144,38 @@ def test_sampled_forward_runs_each_example_through_its_own_candidates():
     with torch.no_grad():
         out = net(x, masks)
         for b in range(6):
-            ref = net.forward_arch(x[b:b + 1], masks.choice[b].tolist())
+            ref = net.stem(x[b:b + 1])
+            for l, layer in enumerate(net.layers):
+                ref = (layer.forward_soft(ref, masks.weights[b:b + 1, l])
+                       if l in masks.soft_layers else layer.forward_single(ref, int(masks.choice[b, l])))
+            ref = net.classifier(net.pool(net.head(ref)))
             assert torch.allclose(out[b], ref[0], atol=1e-5)
+
+
+def test_sampled_supernet_learns_an_easy_task():
+    """Regression: with a random path per step and example, the supernet stayed at chance
+    (residual candidates adding unit-variance noise, stage boundaries switching feature
+    basis). 4 classes of fixed patterns + noise: it must reach well above chance (0.25)."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    patterns = torch.randn(4, 3, 16, 16, generator=g)
+    y = torch.arange(96) % 4
+    x = patterns[y] + 0.8 * torch.randn(96, 3, 16, 16, generator=g)
+    net = SuperNet(tiny_space(num_classes=4), mode="sampled", paths=2)
+    opt = torch.optim.SGD(net.weight_parameters(), lr=0.02, momentum=0.9)
+    ex_gen, step_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    net.train()
+    for step in range(40):
+        idx = torch.randperm(96, generator=g)[:16]
+        masks = net.draw_masks(16, 5.0, ex_gen, step_gen, theta_grad=False)
+        loss = F.cross_entropy(net(x[idx], masks), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():  # fresh random paths on all 96 examples, batch statistics
+        masks = net.draw_masks(96, 5.0, ex_gen, step_gen, theta_grad=False)
+        top1 = float((net(x, masks).argmax(-1) == y).float().mean())
+    assert top1 > 0.6, top1
 
 
 def test_sampled_backward_with_tiny_sub_batches():
