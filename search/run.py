@@ -80,7 +80,9 @@ def parse_args(argv):
                    help="share of the train split that trains theta (default 0.2)")
     g.add_argument("--lr", type=float, help="weights: SGD lr, cosine (default: the paper's 0.1 "
                    "at batch 192, scaled linearly to --batch-size x ranks)")
-    g.add_argument("--theta-lr", type=float, default=d.theta_lr, help="theta: Adam lr (0.01)")
+    g.add_argument("--theta-lr", type=float, default=d.theta_lr,
+                   help=f"theta: Adam lr (default {d.theta_lr}; the paper's 0.01 suits its "
+                   "long schedules)")
     g.add_argument("--theta-weight-decay", type=float, default=d.theta_weight_decay,
                    help="theta: Adam weight decay (5e-4)")
     g.add_argument("--tau0", type=float, default=d.tau0, help="initial Gumbel temperature (5.0)")

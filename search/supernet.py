@@ -212,6 +212,21 @@ class SuperNet(nn.Module):
                 x = layer.forward_sampled(x, masks.weights[:, l], masks.choice[:, l])
         return self.classifier(self.pool(self.head(x)))
 
+    def forward_eval(self, x: torch.Tensor, candidates: list[int]) -> torch.Tensor:
+        """The architecture `candidates` as this supernet was trained to run it: in sampled mode
+        the stage boundaries mix their candidates by P_theta (no single boundary block ever fed
+        the next layer in training, so alone it would score at chance)."""
+        if self.mode == "soft" or not self.soft_layers:
+            return self.forward_arch(x, candidates)
+        probs = self.probabilities().to(x.device)
+        x = self.stem(x.contiguous(memory_format=torch.channels_last))
+        for l, (layer, k) in enumerate(zip(self.layers, candidates)):
+            if l in self.soft_layers:
+                x = layer.forward_soft(x, probs[l].expand(len(x), -1))
+            else:
+                x = layer.forward_single(x, k)
+        return self.classifier(self.pool(self.head(x)))
+
     def forward_arch(self, x: torch.Tensor, candidates: list[int]) -> torch.Tensor:
         """One architecture of the space with the supernet's shared weights."""
         x = self.stem(x.contiguous(memory_format=torch.channels_last))
