@@ -101,8 +101,10 @@ class ArtifactCache:
     def folder(self, job: ExportJob) -> Path:
         return self.root / job.artifact_id()
 
-    def lookup(self, job: ExportJob) -> tuple[Artifact | None, bool]:
-        """(artifact, was_corrupt): a verified artifact, or None after removing a bad one."""
+    def lookup(self, job: ExportJob, need_etrecord: bool = False) -> tuple[Artifact | None, bool]:
+        """(artifact, was_corrupt): a verified artifact, or None after removing a bad one (or
+        when it has no ETRecord and one is needed: the program is the same, so it is re-exported
+        with one)."""
         folder = self.folder(job)
         meta_path = folder / "meta.json"
         if not meta_path.is_file():
@@ -118,6 +120,8 @@ class ArtifactCache:
         if not ok:
             shutil.rmtree(folder, ignore_errors=True)
             return None, True
+        if need_etrecord and etrecord is None and job.runtime == "executorch":
+            return None, False
         return Artifact(job, folder, program, etrecord, meta["sha256"],
                         float(meta.get("export_s", 0.0)), cached=True), False
 
@@ -165,8 +169,12 @@ def _quantize_int8(module, example):
     return convert_pt2e(prepared)
 
 
-def export_to_folder(job: ExportJob, folder: str) -> dict:
-    """Export `job` into `folder`; returns the meta dict (also written as meta.json)."""
+def export_to_folder(job: ExportJob, folder: str, etrecord: bool = True) -> dict:
+    """Export `job` into `folder`; returns the meta dict (also written as meta.json).
+
+    etrecord=False skips the ETRecord: it does not change the program's bytes and costs ~25% of
+    a whole network's export, and networks timed without ETDump (calibration, validation) never
+    read it."""
     import warnings
 
     import torch
@@ -177,7 +185,7 @@ def export_to_folder(job: ExportJob, folder: str) -> dict:
     module = _build_module(job)
     example = torch.randn(job.input_shape, generator=torch.Generator().manual_seed(0))
     program = folder_path / f"program{job.suffix}"
-    etrecord = None
+    etrecord_path = None
     if job.runtime == "torchscript":
         if job.dtype != "fp32":
             raise ValueError("the TorchScript-lite path exports fp32 only")
@@ -195,13 +203,14 @@ def export_to_folder(job: ExportJob, folder: str) -> dict:
 
             partitioners = [XnnpackPartitioner()]
         edge = to_edge_transform_and_lower(exported, partitioner=partitioners,
-                                           generate_etrecord=True)
+                                           generate_etrecord=etrecord)
         et_program = edge.to_executorch()
         program.write_bytes(et_program.buffer)
-        etrecord = folder_path / "etrecord.bin"
-        et_program.get_etrecord().save(str(etrecord))
+        if etrecord:
+            etrecord_path = folder_path / "etrecord.bin"
+            et_program.get_etrecord().save(str(etrecord_path))
     meta = {"job": asdict(job), "program": program.name,
-            "etrecord": etrecord.name if etrecord else None, "sha256": sha256_file(program),
+            "etrecord": etrecord_path.name if etrecord_path else None, "sha256": sha256_file(program),
             "export_s": time.perf_counter() - start, "versions": runtime_versions(),
             "export_version": EXPORT_VERSION}
     (folder_path / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -215,16 +224,17 @@ def _worker_init() -> None:
 
 
 def export_all(jobs: list[ExportJob], cache: ArtifactCache, *, workers: int = 2,
-               on_done: Callable[[Artifact], None] | None = None) -> tuple[dict[str, Artifact],
-                                                                             ExportStats]:
+               on_done: Callable[[Artifact], None] | None = None,
+               etrecord: bool = True) -> tuple[dict[str, Artifact], ExportStats]:
     """Every job's artifact by key: cached ones verified, the rest exported in `workers`
-    processes. A job that fails to export is reported in stats.failures (the others go on)."""
+    processes. A job that fails to export is reported in stats.failures (the others go on).
+    etrecord: whether the artifacts need an ETRecord (see export_to_folder)."""
     stats = ExportStats()
     start = time.perf_counter()
     found: dict[str, Artifact] = {}
     todo: list[ExportJob] = []
     for job in jobs:
-        artifact, corrupt = cache.lookup(job)
+        artifact, corrupt = cache.lookup(job, need_etrecord=etrecord)
         stats.rebuilt_corrupt += corrupt
         if artifact is None:
             todo.append(job)
@@ -249,7 +259,7 @@ def export_all(jobs: list[ExportJob], cache: ArtifactCache, *, workers: int = 2,
         try:
             for job in todo:
                 (staging_root / job.artifact_id()).mkdir()
-            _run_exports(todo, staging_root, workers, finished)
+            _run_exports(todo, staging_root, workers, finished, etrecord)
         finally:
             shutil.rmtree(staging_root, ignore_errors=True)
     stats.wall_s = time.perf_counter() - start
@@ -257,11 +267,11 @@ def export_all(jobs: list[ExportJob], cache: ArtifactCache, *, workers: int = 2,
 
 
 def _run_exports(todo: list[ExportJob], staging_root: Path, workers: int,
-                 finished: Callable[[ExportJob, dict | str], None]) -> None:
+                 finished: Callable[[ExportJob, dict | str], None], etrecord: bool) -> None:
     if workers <= 1 or len(todo) == 1:
         for job in todo:
             try:
-                meta = export_to_folder(job, str(staging_root / job.artifact_id()))
+                meta = export_to_folder(job, str(staging_root / job.artifact_id()), etrecord)
             except Exception as err:  # noqa: BLE001 - reported per job, others continue
                 meta = f"{type(err).__name__}: {err}"
             finished(job, meta)
@@ -272,8 +282,8 @@ def _run_exports(todo: list[ExportJob], staging_root: Path, workers: int,
     pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)),
                                mp_context=mp.get_context("spawn"), initializer=_worker_init)
     try:
-        futures = {pool.submit(export_to_folder, job, str(staging_root / job.artifact_id())): job
-                   for job in todo}
+        futures = {pool.submit(export_to_folder, job, str(staging_root / job.artifact_id()),
+                               etrecord): job for job in todo}
         for fut in as_completed(futures):
             try:
                 meta = fut.result()

@@ -278,11 +278,11 @@ class Progress:
 
 
 def export_with_progress(jobs: list[ExportJob], cache: ArtifactCache, workers: int,
-                         quiet: bool):
+                         quiet: bool, etrecord: bool = True):
     bar = Progress(len(jobs), "export", quiet)
     try:
         artifacts, stats = export_all(jobs, cache, workers=workers,
-                                      on_done=lambda _a: bar.update())
+                                      on_done=lambda _a: bar.update(), etrecord=etrecord)
     finally:
         bar.close()
     if stats.failures:
@@ -519,8 +519,9 @@ def fit_summation(lut: Lut, backend: Backend, space: SpaceConfig, s: Settings,
         base.fit = {"networks": [], "note": "not calibrated (--calibrate 0 or --only)"}
         return base
     archs = calibration_architectures(space, args.calibrate, args.seed)
+    # timed without ETDump: no ETRecord needed
     artifacts, _ = export_with_progress([arch_job(a, s) for a in archs], cache, args.workers,
-                                        args.quiet)
+                                        args.quiet, etrecord=False)
     net = replace(s, warmup=max(2, s.warmup // 3), iters=max(10, s.iters // 2), rounds=2)
     results = run_programs(backend, list(artifacts.values()), net, etdump=False)
     rows = []
@@ -564,7 +565,7 @@ def measure_arch(args) -> dict:
                              workdir=Path(tempfile.mkdtemp(prefix="fbnet-arch-")),
                              extra=backend_extra(args))
     with create_backend(profile, options) as backend:
-        artifacts, stats = export_all([job], cache, workers=1)
+        artifacts, stats = export_all([job], cache, workers=1, etrecord=s.ops)
         if stats.failures:
             raise UserError(f"export of {arch.name} failed: {stats.failures[job.key]}")
         artifact = artifacts[job.key]

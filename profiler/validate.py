@@ -166,7 +166,8 @@ def validate(args) -> tuple[dict, list[Row], Lut]:
     lut.require({layer.key for a in archs for layer in a.layers()}, "the sampled networks")
     cache = ArtifactCache(args.cache)
     jobs = {a.name: arch_job(a, s) for a in archs}
-    artifacts, _ = export_with_progress(list(jobs.values()), cache, args.workers, args.quiet)
+    artifacts, _ = export_with_progress(list(jobs.values()), cache, args.workers, args.quiet,
+                                        etrecord=False)  # timed without ETDump
     options = BackendOptions(runner=args.runner, runtime=s.runtime, backend=s.backend,
                              dtype=s.dtype, threads=s.threads, native_runner=args.native_runner,
                              workdir=Path(tempfile.mkdtemp(prefix="fbnet-validate-")))

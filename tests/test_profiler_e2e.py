@@ -113,6 +113,22 @@ def test_corrupted_artifact_is_rebuilt(cache):
     assert again[job.key].sha256 == first[job.key].sha256  # deterministic export
 
 
+def test_etrecord_is_optional_and_added_when_needed(cache):
+    from profiler.export import ArtifactCache, ExportJob, export_all
+
+    job = ExportJob("FC_Cin16_Cout12", (1, 16))
+    store = ArtifactCache(cache)
+    bare, stats = export_all([job], store, workers=1, etrecord=False)
+    assert stats.exported == 1 and bare[job.key].etrecord is None
+    reused, stats = export_all([job], store, workers=1, etrecord=False)
+    assert stats.cached == 1
+    full, stats = export_all([job], store, workers=1)  # an ETRecord is needed: re-exported
+    assert stats.exported == 1 and full[job.key].etrecord.is_file()
+    assert full[job.key].sha256 == bare[job.key].sha256  # the ETRecord never changes the program
+    again, stats = export_all([job], store, workers=1, etrecord=False)
+    assert stats.cached == 1 and again[job.key].etrecord is not None
+
+
 @pytest.mark.parametrize("runtime,dtype", [("executorch", "int8"), ("torchscript", "fp32")])
 def test_other_runtimes_and_dtypes_run(cache, tmp_path, runtime, dtype):
     from profiler.export import ArtifactCache, ExportJob, export_all
