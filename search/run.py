@@ -14,13 +14,13 @@ for another resolution is swapped for its sibling at the data's resolution when 
 (luts/s8.json -> luts/s8_32.json, announced); otherwise give --resolution to resize the data.
 
 Examples:
-  python -m search.run --lut luts/s8.json                      # digits, ~7 min on 2 busy CPU cores
+  python -m search.run --lut luts/s8.json                      # digits, ~6 min on 2 busy CPU cores
   python -m search.run --lut luts/iphone_x_32.json --out runs/iphonex
   python -m search.run --lut luts/s8.json --loss target --target-ms 3 --epochs 10
   python -m search.run --lut luts/s8.json --data cifar10:~/data/cifar-10-batches-py \\
-      --epochs 90 --warmup-epochs 10 --batch-size 192 --train-images 0 --device cuda
+      --epochs 90 --warmup-epochs 10 --theta-lr 0.01 --batch-size 192 --device cuda
   torchrun --nproc-per-node 8 -m search.run --lut luts/s8.json --data imagefolder:/data/in100 \\
-      --resolution 224 --mode soft --epochs 90 --warmup-epochs 10
+      --resolution 224 --mode soft --epochs 90 --warmup-epochs 10 --theta-lr 0.01
   python -m search.run --lut luts/s8.json --resume              # continue after Ctrl-C
 """
 
