@@ -57,6 +57,9 @@ def parse_args(argv):
                    help="DNAS epochs per search (default 3, the first weights-only)")
     p.add_argument("--search-images", type=int, default=300,
                    help="digits train images the search uses (default 300)")
+    p.add_argument("--search-latency-weight", type=float, default=4.0,
+                   help="search.run --latency-weight (default 4: on digits the accuracy term "
+                        "shrinks fast and the paper's weight 1 leaves the nets device-agnostic)")
     p.add_argument("--train-epochs", type=int, default=4,
                    help="epochs per found network (default 4: ~95%% top-1 on digits)")
     p.add_argument("--fresh", action="store_true", help="delete --out first instead of resuming")
@@ -75,6 +78,7 @@ def plan(out: Path, args) -> list[Step]:
             "search.run", "--lut", str(luts[name]), "--data", "digits", "--out", str(run),
             "--epochs", str(args.search_epochs), "--warmup-epochs", "1",
             "--train-images", str(args.search_images), "--no-progress",
+            "--latency-weight", str(args.search_latency_weight),
             *(["--resume"] if (run / "checkpoint.pt").exists() else [])],
             needs=["profile host"] if name == "host" else []))
     for name, _, _ in SEARCH_TARGETS:
