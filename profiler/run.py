@@ -51,7 +51,7 @@ DRIFT_WARN = 0.10  # warn when the reference workload moves more than this over 
 RETRY_ABOVE = 0.25  # re-measure a job whose reference block is this much slower than the best
 RETRIES = 3
 DISTURBED = 2.0  # an entry whose median is this many times its fastest run is re-measured
-CALIBRATION_NETWORKS = 6
+CALIBRATION_NETWORKS = 12  # 6 gave fits that moved with the noise of single networks
 
 
 @dataclass
