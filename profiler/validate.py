@@ -147,10 +147,15 @@ def validate(args) -> tuple[dict, list[Row], Lut]:
         raise UserError(f"{args.lut} does not record its space; re-create it with profiler.run")
     space = SpaceConfig.from_dict(lut.space)
     profile = resolve_device(args.device)
+    rt = lut.runtime
+    if rt.name not in ("executorch", "torchscript-lite"):
+        raise UserError(
+            f"{args.lut} is {lut.provenance.kind} for {rt.name} on {lut.device.name}, which this "
+            "profiler cannot re-measure; validate a LUT built by profiler.run (e.g. measure the "
+            f"device with python -m profiler.run --device {lut.device.name})")
     if profile.name != lut.device.name:
         print(f"warning: {args.lut} was measured on {lut.device.name}, validating on "
               f"{profile.name}", file=sys.stderr)
-    rt = lut.runtime
     runtime = "torchscript" if rt.name.startswith("torchscript") else "executorch"
     threads = rt.threads or 1
     # the LUT's clock unless told otherwise, so both sides are timed the same way

@@ -204,3 +204,9 @@ def test_job_hit_by_a_load_burst_is_remeasured():
                                     "FC_Cin8_Cout4", Settings(), drift)
     assert ref_ms == 1.0 and drift["retries"] == 2 and backend.jobs == 3
     assert results["FC_Cin8_Cout2"].latencies_ms == [1.0] * 4
+
+
+def test_validate_refuses_a_lut_it_cannot_remeasure(cli):
+    # the shipped S8 LUT is an estimate for Caffe2 int8: nothing on this host can re-measure it
+    _one_line_error(cli("profiler.validate", "--lut", "luts/s8.json", "--device", "host"),
+                    "cannot re-measure")
