@@ -66,29 +66,10 @@ case "$ET_VERSION" in
 esac
 ET_VERSION="${ET_VERSION%%[a+]*}"   # "1.5.1a0" / "1.5.1+x" -> "1.5.1"
 
-if [[ -n "${PYTHON:-}" ]]; then
-  PY="$PYTHON"
-elif [[ -x "$REPO/.venv/bin/python" ]]; then
-  PY="$REPO/.venv/bin/python"
-else
-  PY="$(command -v python3 || true)"
-fi
-[[ -n "$PY" ]] && command -v "$PY" >/dev/null 2>&1 || die "no Python found (set PYTHON); ExecuTorch's code generators need one with torch installed"
+source "$HERE/toolchain.sh"  # PY and CM
 "$PY" -c 'import torchgen, yaml' 2>/dev/null \
   || die "$PY cannot import torchgen and yaml (install torch==2.13.0 and pyyaml into it)"
 
-version_ok() {  # $1 = cmake binary; true when >= 3.28
-  local v
-  v="$("$1" --version 2>/dev/null | head -n1 | sed -n 's/^cmake version \([0-9][0-9]*\)\.\([0-9][0-9]*\).*/\1 \2/p')"
-  [[ -n "$v" ]] || return 1
-  set -- $v
-  (( $1 > 3 || ($1 == 3 && $2 >= 28) ))
-}
-CM=""
-for cand in "${CMAKE:-}" "$(dirname "$PY")/cmake" "$(command -v cmake || true)"; do
-  if [[ -n "$cand" && -x "$cand" ]] && version_ok "$cand"; then CM="$cand"; break; fi
-done
-[[ -n "$CM" ]] || die "need CMake >= 3.28: $(dirname "$PY")/pip install cmake ninja"
 
 GEN_ARGS=()
 for cand in "$(dirname "$PY")/ninja" "$(command -v ninja || true)"; do

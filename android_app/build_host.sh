@@ -21,15 +21,8 @@ BIN="$BUILD_DIR/fbnet_bench"
 
 die() { echo "build_host.sh: error: $*" >&2; exit 1; }
 
-# ---------------------------------------------------------------- python
-if [[ -n "${PYTHON:-}" ]]; then
-  PY="$PYTHON"
-elif [[ -x "$REPO/.venv/bin/python" ]]; then
-  PY="$REPO/.venv/bin/python"
-else
-  PY="$(command -v python3 || true)"
-fi
-[[ -n "$PY" ]] && command -v "$PY" >/dev/null 2>&1 || die "no Python found (set PYTHON)"
+# ------------------------------------------------------- python, cmake
+source "$HERE/toolchain.sh"  # PY and CM
 
 # executorch is a namespace package (no __init__.py, __file__ is None), so
 # fall back to its __path__.
@@ -40,20 +33,7 @@ print(os.path.dirname(f) if f else list(executorch.__path__)[0])' 2>/dev/null)" 
 [[ -f "$ET_DIR/share/cmake/executorch-config.cmake" ]] \
   || die "$ET_DIR has no share/cmake/executorch-config.cmake (is this an executorch wheel with C++ libraries?)"
 
-# ----------------------------------------------------------------- cmake
-version_ok() {  # $1 = cmake binary; true when >= 3.28
-  local v
-  v="$("$1" --version 2>/dev/null | head -n1 | sed -n 's/^cmake version \([0-9][0-9]*\)\.\([0-9][0-9]*\).*/\1 \2/p')"
-  [[ -n "$v" ]] || return 1
-  set -- $v
-  (( $1 > 3 || ($1 == 3 && $2 >= 28) ))
-}
-CM=""
-for cand in "${CMAKE:-}" "$(dirname "$PY")/cmake" "$(command -v cmake || true)"; do
-  if [[ -n "$cand" && -x "$cand" ]] && version_ok "$cand"; then CM="$cand"; break; fi
-done
-[[ -n "$CM" ]] || die "need CMake >= 3.28 (the executorch wheel's targets require it): $(dirname "$PY")/pip install cmake"
-
+# ------------------------------------------------------------ generator
 GEN_ARGS=()
 NINJA=""
 for cand in "$(dirname "$PY")/ninja" "$(command -v ninja || true)"; do
