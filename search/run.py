@@ -2,7 +2,8 @@
 
 Trains a supernet (9 candidates per layer, theta per layer) on --data with the loss
 CE * alpha * log(1 + LAT_ms)^beta (or a latency budget), alternating weights (80% of the train
-split) and theta (20%), and writes to --out (default runs/<lut-stem>/):
+split) and theta (20%) step by step (--alternate epoch: epoch by epoch, as in the paper), and
+writes to --out (default runs/<lut-stem>/):
   arch.json      the argmax architecture (python -m search.space runs/s8/arch.json)
   samples.json   K architectures sampled from P_theta with LUT latencies (samples.json#K)
   theta.json     theta and P_theta per layer
@@ -20,7 +21,7 @@ Examples:
   python -m search.run --lut luts/s8.json --data cifar10:~/data/cifar-10-batches-py \\
       --epochs 90 --warmup-epochs 10 --theta-lr 0.01 --batch-size 192 --device cuda
   torchrun --nproc-per-node 8 -m search.run --lut luts/s8.json --data imagefolder:/data/in100 \\
-      --resolution 224 --mode soft --epochs 90 --warmup-epochs 10 --theta-lr 0.01
+      --resolution 224 --mode soft --alternate epoch --epochs 90 --warmup-epochs 10 --theta-lr 0.01
   python -m search.run --lut luts/s8.json --resume              # continue after Ctrl-C
 """
 
@@ -44,8 +45,8 @@ from fbnet.io import atomic_write_json
 from fbnet.lut import Lut, load_lut
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from search.data import DATA_SPECS, load_data, split_train
-from search.dnas import (CHECKPOINT_NAME, Dist, Search, TrainConfig, sample_architectures,
-                         write_theta)
+from search.dnas import (ALTERNATES, CHECKPOINT_NAME, Dist, Search, TrainConfig,
+                         sample_architectures, write_theta)
 from search.loss import LOSSES, LossConfig
 from search.plots import plot_curves, plot_probabilities
 from search.supernet import MODES
@@ -69,6 +70,10 @@ def parse_args(argv):
                         "Gumbel over --paths candidates per layer and step (default)")
     g.add_argument("--paths", type=int, default=d.paths,
                    help="sampled mode: candidates per layer and step (default 2)")
+    g.add_argument("--alternate", choices=ALTERNATES, default=d.alternate,
+                   help="step: one theta step after every weight step, cycling the arch split "
+                        "(default; short searches need the theta steps); epoch: a whole epoch "
+                        "of w, then one of theta (the paper)")
     g.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
     g.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs,
                    help=f"epochs that train weights only (default {d.warmup_epochs})")
@@ -198,6 +203,7 @@ def main(argv=None) -> int:
     d_lr = TrainConfig().w_lr
     train_cfg = TrainConfig(epochs=args.epochs, warmup_epochs=args.warmup_epochs,
                             batch_size=args.batch_size, mode=args.mode, paths=args.paths,
+                            alternate=args.alternate,
                             w_lr=args.lr or d_lr, theta_lr=args.theta_lr,
                             theta_weight_decay=args.theta_weight_decay, tau0=args.tau0,
                             tau_decay=args.tau_decay, seed=args.seed, workers=args.workers,
@@ -237,6 +243,7 @@ def run_search(args, loss_cfg: LossConfig, train_cfg: TrainConfig, lut_path: Pat
     fingerprint = {"space": space.to_dict(), "lut": entries_digest(lut), "data": bundle.name,
                    "train_images": len(train), "arch_fraction": args.arch_fraction,
                    "loss": loss_cfg.describe(), "mode": args.mode, "paths": args.paths,
+                   "alternate": args.alternate,
                    "batch_size": args.batch_size, "world": d.world, "seed": args.seed,
                    "warmup_epochs": args.warmup_epochs, "lr": train_cfg.w_lr,
                    "theta_lr": args.theta_lr}

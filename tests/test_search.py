@@ -260,12 +260,14 @@ def test_sanity_a_latency_only_picks_the_cheapest_candidates(mode):
     assert picks == latency.cheapest()
 
 
-def _search(space, lut, tmp_path, loss=LossConfig(), epochs=4, seed=0, data=None):
+def _search(space, lut, tmp_path, loss=LossConfig(), epochs=4, seed=0, data=None,
+            alternate="step"):
     from search.data import load_data, split_train
 
     bundle = data or load_data("synthetic:480", resolution=16, seed=0)
     w, th = split_train(bundle.train, 0.8, 0)
-    cfg = TrainConfig(epochs=epochs, warmup_epochs=1, batch_size=16, seed=seed, theta_lr=0.05)
+    cfg = TrainConfig(epochs=epochs, warmup_epochs=1, batch_size=16, seed=seed, theta_lr=0.05,
+                      alternate=alternate)
     return Search(space, lut.layer_table(space), loss, cfg, w, th, bundle.val, tmp_path,
                   torch.device("cpu"), {"test": 1}, progress=False)
 
@@ -297,31 +299,60 @@ def test_sanity_c_two_devices_get_different_archs_each_faster_on_its_own(tmp_pat
 
 # --- training loop ----------------------------------------------------------------------------
 
-def test_interrupted_search_resumes_to_the_same_result(tmp_path, monkeypatch):
+@pytest.mark.parametrize("alternate, cut", [
+    ("step", "w"), ("step", "theta"), ("epoch", "w"), ("epoch", "theta")])
+def test_interrupted_search_resumes_to_the_same_result(tmp_path, monkeypatch, alternate, cut):
     space = tiny_space()
     lut = make_lut(space)
-    straight = _search(space, lut, tmp_path / "straight", epochs=2)
+    straight = _search(space, lut, tmp_path / "straight", epochs=2, alternate=alternate)
     straight.run()
 
-    interrupted = _search(space, lut, tmp_path / "cut", epochs=2)
+    interrupted = _search(space, lut, tmp_path / "cut", epochs=2, alternate=alternate)
+    n_w, n_theta = (interrupted.steps_per_epoch[p] for p in ("w", "theta"))
+    # epoch 1 is warm-up (n_w weight steps, n_theta scoring steps); cut inside epoch 2 at a
+    # weight or theta step (interleaved: w, theta, w, theta, ...)
+    epoch2 = n_w + n_theta
+    at = {("step", "w"): epoch2 + 3, ("step", "theta"): epoch2 + 4,
+          ("epoch", "w"): epoch2 + 3, ("epoch", "theta"): epoch2 + n_w + 2}[alternate, cut]
     real_step, calls = Search._step, {"n": 0}
 
-    def step_then_interrupt(self, *args, **kwargs):
+    def step_then_interrupt(self, phase, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 9:  # inside epoch 2's weight phase
+        if calls["n"] == at:
+            assert phase == cut
             raise KeyboardInterrupt
-        return real_step(self, *args, **kwargs)
+        return real_step(self, phase, *args, **kwargs)
 
     monkeypatch.setattr(Search, "_step", step_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         interrupted.run()
     monkeypatch.setattr(Search, "_step", real_step)
-    resumed = _search(space, lut, tmp_path / "cut", epochs=2)
+    resumed = _search(space, lut, tmp_path / "cut", epochs=2, alternate=alternate)
     resumed.load_checkpoint()
     history = resumed.run()
     assert len(history) == 2
-    assert torch.allclose(resumed.model.theta, straight.model.theta)
+    assert torch.equal(resumed.model.theta, straight.model.theta)
     assert history[-1]["argmax_arch"] == straight.history[-1]["argmax_arch"]
+    assert history[-1]["theta_loss"] == pytest.approx(straight.history[-1]["theta_loss"])
+
+
+def test_step_alternation_takes_a_theta_step_after_every_weight_step(tmp_path, monkeypatch):
+    space = tiny_space()
+    search = _search(space, make_lut(space), tmp_path, epochs=2)
+    phases, real_step = [], Search._step
+
+    def record(self, phase, *args, **kwargs):
+        train = args[5] if len(args) > 5 else kwargs.get("train", True)
+        phases.append((phase, train))
+        return real_step(self, phase, *args, **kwargs)
+
+    monkeypatch.setattr(Search, "_step", record)
+    search.run()
+    n_w, n_theta = search.steps_per_epoch["w"], search.steps_per_epoch["theta"]
+    assert n_theta < n_w  # so the arch split must be cycled
+    warmup, searching = phases[:n_w + n_theta], phases[n_w + n_theta:]
+    assert warmup == [("w", True)] * n_w + [("theta", False)] * n_theta
+    assert searching == [("w", True), ("theta", True)] * n_w
 
 
 def test_foreign_checkpoint_is_a_user_error(tmp_path):
