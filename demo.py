@@ -55,8 +55,11 @@ def parse_args(argv):
     p.add_argument("--out", default="runs/demo", help="where everything goes (default runs/demo)")
     p.add_argument("--search-epochs", type=int, default=3,
                    help="DNAS epochs per search (default 3, the first weights-only)")
-    p.add_argument("--search-images", type=int, default=300,
-                   help="digits train images the search uses (default 300)")
+    p.add_argument("--search-images", type=int, default=600,
+                   help="digits train images the search uses (default 600)")
+    p.add_argument("--search-theta-lr", type=float, default=0.1,
+                   help="search.run --theta-lr (default 0.1: a short search needs theta to "
+                        "move fast)")
     p.add_argument("--search-latency-weight", type=float, default=4.0,
                    help="search.run --latency-weight (default 4: on digits the accuracy term "
                         "shrinks fast and the paper's weight 1 leaves the nets device-agnostic)")
@@ -79,6 +82,7 @@ def plan(out: Path, args) -> list[Step]:
             "--epochs", str(args.search_epochs), "--warmup-epochs", "1",
             "--train-images", str(args.search_images), "--no-progress",
             "--latency-weight", str(args.search_latency_weight),
+            "--theta-lr", str(args.search_theta_lr),
             *(["--resume"] if (run / "checkpoint.pt").exists() else [])],
             needs=["profile host"] if name == "host" else []))
     for name, _, _ in SEARCH_TARGETS:
