@@ -491,12 +491,25 @@ def build_lut(args) -> dict:
                                  "calibrate": round(calibrate_s, 1)}
     lut.provenance.details["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     lut.save(out)
+    warn_if_host_was_busy(profile.kind, lut.provenance.details)
     return {"lut": str(out), "entries": len(lut.entries), "measured_now": len(todo),
             "exported": export_stats.exported, "cached": export_stats.cached,
             "wall_s": lut.measurement["wall_s"], "drift": drift,
             "summation": {"method": lut.summation.method, "scale": lut.summation.scale,
                           "network_offset_ms": lut.summation.network_offset_ms},
             "title": lut.title}
+
+
+def warn_if_host_was_busy(kind: str, details: dict) -> None:
+    """Other processes on the host share its cores and caches: a 2-core VM measured blocks
+    1.4-2.2x slower, consistently, while a search ran beside the profiler (load 1.4 -> 3.0), so
+    the drift check of the reference block does not catch it."""
+    cores = os.cpu_count() or 1
+    load = max(details.get("load_avg_1m_start", 0.0), details.get("load_avg_1m_end", 0.0))
+    if kind == "host" and load > cores:
+        print(f"warning: the host was busy while measuring (1-minute load up to {load:.1f} on "
+              f"{cores} cores); other processes inflate host latencies (up to 2x seen), so "
+              "re-measure on a quiet machine for a clean LUT", file=sys.stderr)
 
 
 def fit_summation(lut: Lut, backend: Backend, space: SpaceConfig, s: Settings,

@@ -65,7 +65,7 @@ class TrainConfig:
     w_lr: float = 0.1
     w_momentum: float = 0.9
     w_weight_decay: float = 1e-4
-    # 5x the paper's 0.01: the default digits search takes ~36 theta steps, not thousands
+    # 5x the paper's 0.01: the default digits search takes 144 theta steps, not thousands
     theta_lr: float = 0.05
     theta_weight_decay: float = 5e-4
     tau0: float = 5.0

@@ -210,3 +210,14 @@ def test_validate_refuses_a_lut_it_cannot_remeasure(cli):
     # the shipped S8 LUT is an estimate for Caffe2 int8: nothing on this host can re-measure it
     _one_line_error(cli("profiler.validate", "--lut", "luts/s8.json", "--device", "host"),
                     "cannot re-measure")
+
+
+def test_busy_host_gets_a_warning_quiet_host_and_phones_none(capsys, monkeypatch):
+    from profiler.run import warn_if_host_was_busy
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    warn_if_host_was_busy("host", {"load_avg_1m_start": 1.35, "load_avg_1m_end": 3.03})
+    assert "host was busy" in capsys.readouterr().err
+    warn_if_host_was_busy("host", {"load_avg_1m_start": 1.0, "load_avg_1m_end": 1.2})
+    warn_if_host_was_busy("android", {"load_avg_1m_start": 5.0, "load_avg_1m_end": 5.0})
+    assert capsys.readouterr().err == ""
