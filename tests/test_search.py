@@ -67,7 +67,7 @@ from fbnet.errors import UserError
 from fbnet.space import CANDIDATE_NAMES
 from search.dnas import (Dist, Search, TrainConfig, latency_only_search, sample_architectures)
 from search.loss import LatencyModel, LossConfig, dnas_loss, latency_factor
-from search.supernet import TAU_FLOOR, SuperNet, temperature
+from search.supernet import TAU_FLOOR, EntangledBoundary, SuperNet, temperature
 
 
 @pytest.fixture(autouse=True)
@@ -203,6 +203,93 @@ def test_soft_forward_is_the_weighted_sum_of_candidates():
         assert torch.allclose(soft, net.forward_arch(x, [3] * net.space.num_layers), atol=1e-5)
 
 
+def _standalone_from_superblock(layer: EntangledBoundary, shape, k: int) -> torch.nn.Module:
+    """Candidate k built on its own (fbnet.blocks) with its slice of the superblock's weights."""
+    from fbnet.blocks import build_workload_module
+    from fbnet.space import CANDIDATES
+    from fbnet.workloads import candidate_workload
+
+    block = build_workload_module(candidate_workload(shape, CANDIDATE_NAMES[k])).eval()
+    cand = CANDIDATES[k]
+    mid, g = shape.c_in * cand.expansion, cand.groups
+    dense_mid = layer.expand.out_channels - (shape.c_in if any(
+        c.groups > 1 for c in CANDIDATES) else 0)
+    # hidden channel j (after the shuffle) of the candidate sits at superblock channel start + j;
+    # before the shuffle (expand conv and its BN), channel o is shuffled to j(o)
+    start = dense_mid if g > 1 else 0
+    after = torch.arange(mid) if g == 1 else torch.tensor(
+        [(o % (mid // g)) * g + o // (mid // g) for o in range(mid)])
+    rows = start + after
+    kernel = layer.kernels.index(cand.kernel)
+
+    def copy_bn(dst, src, index):
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(dst, name).copy_(getattr(src, name)[index])
+
+    with torch.no_grad():
+        w = layer.expand.weight[rows]  # [mid, c_in]: keep each row's own input group
+        per_group = shape.c_in // g
+        block.expand[0].weight.copy_(torch.stack(
+            [w[o, (o // (mid // g)) * per_group:(o // (mid // g) + 1) * per_group]
+             for o in range(mid)]))
+        copy_bn(block.expand[1], layer.expand_bn, rows)
+        cols = start + torch.arange(mid)
+        block.depthwise[0].weight.copy_(layer.depthwise[kernel].weight[cols])
+        copy_bn(block.depthwise[1], layer.depthwise_bn, cols)
+        out_per_group = shape.c_out // g
+        block.project[0].weight.copy_(torch.stack(
+            [layer.project.weight[q, start + (q // out_per_group) * (mid // g) + torch.arange(
+                mid // g)] for q in range(shape.c_out)]))
+        copy_bn(block.project[1], layer.project_bn, torch.arange(shape.c_out))
+    return block
+
+
+def test_entangled_boundary_runs_each_candidate_exactly_as_a_sub_network():
+    """A one-hot weight runs exactly candidate k: the block the final network will have,
+    holding its slice of the superblock (expand rows, depthwise channels, project columns;
+    the grouped candidates through block-diagonal masks with their shuffle folded in)."""
+    torch.manual_seed(0)
+    space = tiny_space()
+    shape = next(s for s in space.layers() if s.stride == 2)
+    layer = EntangledBoundary(shape).eval()
+    for module in layer.modules():  # non-trivial BN statistics and affine parameters
+        if isinstance(module, torch.nn.BatchNorm2d):
+            for t in (module.weight, module.bias, module.running_mean):
+                t.data.normal_(0, 0.5)
+            module.running_var.data.uniform_(0.5, 2.0)
+    x = torch.randn(3, shape.c_in, shape.height, shape.width)
+    with torch.no_grad():
+        for k, name in enumerate(CANDIDATE_NAMES):
+            got = layer.forward_single(x, k)
+            want = (layer.skip(x) if name == "skip" else
+                    _standalone_from_superblock(layer, shape, k)(x))
+            assert torch.allclose(got, want, atol=1e-5), name
+
+
+def test_entangled_boundary_mixes_skip_and_the_superblock_by_weight():
+    torch.manual_seed(0)
+    shape = next(s for s in tiny_space().layers() if s.stride == 2)
+    layer = EntangledBoundary(shape).eval()
+    x = torch.randn(2, shape.c_in, shape.height, shape.width)
+    skip = CANDIDATE_NAMES.index("skip")
+    weights = torch.zeros(2, 9)
+    weights[:, skip], weights[:, 3] = 0.3, 0.7
+    with torch.no_grad():
+        mixed = layer.forward_soft(x, weights)
+        want = 0.3 * layer.forward_single(x, skip) + 0.7 * layer.forward_single(x, 3)
+    assert torch.allclose(mixed, want, atol=1e-5)
+
+
+def test_theta_gets_a_gradient_for_every_candidate_at_the_boundaries():
+    torch.manual_seed(0)
+    net = SuperNet(tiny_space(), mode="sampled")
+    masks = net.draw_masks(8, 5.0, torch.Generator().manual_seed(0),
+                           torch.Generator().manual_seed(1))
+    F.cross_entropy(net(torch.randn(8, 3, 16, 16), masks), torch.randint(0, 10, (8,))).backward()
+    boundary = list(net.soft_layers)
+    assert (net.theta.grad[boundary] != 0).all()
+
+
 # --- latency and loss -------------------------------------------------------------------------
 
 def test_expected_latency_of_a_one_hot_mask_is_the_lut_price():
@@ -273,14 +360,16 @@ def _search(space, lut, tmp_path, loss=LossConfig(), epochs=4, seed=0, data=None
 
 
 def test_sanity_b_argmax_latency_falls_as_latency_weight_grows(tmp_path):
+    # One short search's argmax is noisy (theta gets ~60 steps): single seeds have inverted a
+    # neighbouring pair of weights, so the check is on the mean over three seeds.
     space = tiny_space()
     lut = make_lut(space, macs_cost)
-    latencies = []
-    for weight in (0.0, 1.0, 4.0, 16.0):
-        search = _search(space, lut, tmp_path / str(weight), LossConfig(latency_weight=weight))
-        latencies.append(search.run()[-1]["argmax_latency_ms"])
-    assert all(b <= a for a, b in zip(latencies, latencies[1:])), latencies
-    assert latencies[-1] < latencies[0]
+    weights, seeds = (0.0, 1.0, 4.0, 16.0), (0, 1, 2)
+    per_seed = [[_search(space, lut, tmp_path / f"{seed}_{weight}",
+                         LossConfig(latency_weight=weight), seed=seed).run()[-1]
+                 ["argmax_latency_ms"] for weight in weights] for seed in seeds]
+    mean = [sum(column) / len(seeds) for column in zip(*per_seed)]
+    assert all(b < a for a, b in zip(mean, mean[1:])), per_seed
 
 
 def test_sanity_c_two_devices_get_different_archs_each_faster_on_its_own(tmp_path):
