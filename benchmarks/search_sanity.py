@@ -53,6 +53,8 @@ def parse_args(argv):
     p.add_argument("--theta-lr", type=float, default=0.1, help="Adam lr of theta (0.1)")
     p.add_argument("--alternate", default="step", help="step or epoch (search.run's "
                    "--alternate; default step)")
+    p.add_argument("--boundary", default="separate", help="separate or entangled "
+                   "(search.run's --boundary; default separate)")
     p.add_argument("--only", default="a,b,c")
     p.add_argument("--seed", type=int, default=0, help="seed of (a)")
     p.add_argument("--seeds", default="0,1",
@@ -89,7 +91,8 @@ def short_search(lut, loss: LossConfig, args, out: Path, seed: int | None = None
     train = torch.utils.data.Subset(bundle.train, range(min(args.train_images, len(bundle.train))))
     w, th = split_train(train, 0.8, seed)
     cfg = TrainConfig(epochs=args.epochs, warmup_epochs=1, batch_size=32, seed=seed,
-                      w_lr=0.02, theta_lr=args.theta_lr, alternate=args.alternate)
+                      w_lr=0.02, theta_lr=args.theta_lr, alternate=args.alternate,
+                      boundary=args.boundary)
     search = Search(space, lut.layer_table(space), loss, cfg, w, th, None, out,
                     torch.device("cpu"), {"benchmark": "sanity"}, progress=False)
     search.run()

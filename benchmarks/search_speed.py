@@ -9,7 +9,7 @@ one warm-up step; per configuration: the fastest of --rounds processes.
 Examples:
   python benchmarks/search_speed.py                          # 32x32, batch 32, CPU
   python benchmarks/search_speed.py --resolution 224 --batch-size 8 --steps 2
-  python benchmarks/search_speed.py --configs single,sampled --rounds 3
+  python benchmarks/search_speed.py --configs single,sampled-entangled --rounds 3
   python benchmarks/search_speed.py --device cuda --resolution 224 --batch-size 64 --json
 """
 
@@ -23,7 +23,8 @@ import subprocess
 import sys
 import time
 
-CONFIGS = ("single", "sampled", "soft")
+# sampled: search.run's default (--boundary separate); sampled-entangled: --boundary entangled
+CONFIGS = ("single", "sampled", "sampled-entangled", "soft")
 
 
 def parse_args(argv):
@@ -62,7 +63,8 @@ def measure(config: str, resolution: int, batch: int, steps: int, device: str,
         model = FBNet(arch).to(dev).to(memory_format=torch.channels_last)
         params = list(model.parameters())
     else:
-        model = SuperNet(arch.space, mode=config).to(dev)
+        mode, _, boundary = config.partition("-")
+        model = SuperNet(arch.space, mode=mode, boundary=boundary or "separate").to(dev)
         params = model.weight_parameters()
         n = arch.space.num_layers
         latency = LatencyModel(LayerTable(1.0, [[float(i + 1) for i in range(9)]] * n)).to(dev)
@@ -127,12 +129,12 @@ def main(argv=None) -> int:
     print(f"FBNet-B space, input {args.resolution}x{args.resolution}, batch {args.batch_size}, "
           f"{args.device}, {rows[0]['threads']} threads, best of {args.rounds} rounds x median of "
           f"{args.steps} steps")
-    print(f"{'config':<8} {'s/step':>8} {'x single':>9} {'peak MB':>9} {'x single':>9} "
+    print(f"{'config':<16} {'s/step':>8} {'x single':>9} {'peak MB':>9} {'x single':>9} "
           f"{'Mparams':>8}")
     for r in rows:
         vs = f"{r['step_vs_single']:9.2f}" if base else f"{'':>9}"
         ms = f"{r['memory_vs_single']:9.2f}" if base else f"{'':>9}"
-        print(f"{r['config']:<8} {r['step_s']:8.3f} {vs} {r['peak_mb']:9.0f} {ms} "
+        print(f"{r['config']:<16} {r['step_s']:8.3f} {vs} {r['peak_mb']:9.0f} {ms} "
               f"{r['params_m']:8.2f}")
     print(f"(peak memory: {rows[0]['memory_kind']}; a process baseline of ~300-400 MB for "
           "python + torch is included on the CPU)")

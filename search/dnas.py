@@ -61,6 +61,7 @@ class TrainConfig:
     batch_size: int = 32
     mode: str = "sampled"
     paths: int = 2
+    boundary: str = "separate"
     alternate: str = "step"
     w_lr: float = 0.1
     w_momentum: float = 0.9
@@ -200,7 +201,7 @@ class Search:
         if device.type == "cpu":
             torch.set_num_threads(train_cfg.threads)
         torch.manual_seed(train_cfg.seed)  # identical initial weights on every rank
-        self.model = SuperNet(space, train_cfg.mode, train_cfg.paths).to(device)
+        self.model = SuperNet(space, train_cfg.mode, train_cfg.paths, train_cfg.boundary).to(device)
         self.latency = LatencyModel(table).to(device)
         self.w_params = self.model.weight_parameters()
         self.w_opt = torch.optim.SGD(self.w_params, lr=train_cfg.w_lr,

@@ -12,8 +12,9 @@ Masks are drawn per example (one Gumbel draw per example and layer, never one pe
   by all ranks; each example then draws a hard straight-through Gumbel choice among them
   (forward uses the one-hot, backward the soft gradient, as in GDAS/ProxylessNAS) and runs one
   block. The other layers (stride 2 or a new width: the stage boundaries) mix all 9 candidates
-  per example, as in `soft` mode, but through one weight-entangled superblock
-  (`EntangledBoundary`) that costs ~2.6 blocks instead of ~5.
+  per example, as in `soft` mode: with `boundary="separate"` (the default) as 9 independent
+  blocks, with `boundary="entangled"` through one weight-entangled superblock
+  (`EntangledBoundary`), which costs ~2.3 blocks' time instead of ~5.6.
 
 Why the boundaries stay soft, and why residual candidates start as identities: a random path
 per step (or per example) kept the supernet at chance top-1 for hundreds of steps. Each
@@ -23,9 +24,13 @@ next layers and the classifier see change at random every step. Measured on digi
 lr 0.017, 60 steps): one fixed path reaches ~0.7 train top-1; random paths stay at 0.10; random
 residual blocks with zero-init output BN but fixed boundaries reach 0.74; zero-init plus soft
 boundaries 0.90. So the residual candidates' last BN starts at gamma 0 (each starts as an
-identity and grows into the stream) and the 6 boundary layers mix all 9 candidates. Mixing 9
-independent blocks made the boundaries 70% of a sampled step; the entangled superblock mixes
-the same 9 at 0.5x that cost and learns faster (docs/search.md "Speed").
+identity and grows into the stream) and the 6 boundary layers mix all 9 candidates.
+
+Why separate is the default: 9 independent boundary blocks make the boundaries ~70% of a
+sampled step (2.9x a single network's step; entangled: 1.9x), but the entangled superblock
+biases theta toward its larger candidates (extra channels of a shared, always-trained block
+always help CE), and short searches then respond less to the latency term: on digits the S8
+search stopped being device-specific (docs/search.md "Speed").
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from fbnet.space import CANDIDATE_NAMES, CANDIDATES, SpaceConfig
 from fbnet.workloads import Skip, candidate_workload, fixed_parts
 
 MODES = ("soft", "sampled")
+# sampled mode's stage-boundary layers: 9 separate blocks, or one weight-entangled superblock
+BOUNDARIES = ("separate", "entangled")
 NUM_CANDIDATES = len(CANDIDATE_NAMES)
 # Below this temperature softmax((theta+g)/tau) turns into an argmax whose gradient vanishes
 # and whose logits overflow in float32 (a known failure of a re-implementation).
@@ -165,9 +172,8 @@ class EntangledBoundary(nn.Module):
     where U[c] is the share of the non-skip weight on candidates that use hidden channel c and
     K_k[c] the share of those with kernel k. A one-hot w runs exactly one candidate (its
     slice of the weights), so the final network's blocks are sub-networks of what was
-    trained. Why: mixing 9 independent blocks made the 6 boundaries 70% of a sampled step;
-    this costs about two blocks and, sharing one feature basis across candidates, learns
-    faster (docs/search.md "Speed").
+    trained. It costs ~2.3 blocks' time where 9 separate blocks cost ~5.6, and, sharing one
+    feature basis across candidates, the supernet learns faster (docs/search.md "Speed").
     """
 
     residual = False
@@ -248,18 +254,23 @@ class EntangledBoundary(nn.Module):
 
 
 class SuperNet(nn.Module):
-    def __init__(self, space: SpaceConfig, mode: str = "sampled", paths: int = 2):
+    def __init__(self, space: SpaceConfig, mode: str = "sampled", paths: int = 2,
+                 boundary: str = "separate"):
         super().__init__()
         if mode not in MODES:
             raise UserError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        if boundary not in BOUNDARIES:
+            raise UserError(f"unknown --boundary {boundary!r}; use one of "
+                            f"{', '.join(BOUNDARIES)}")
         if not 2 <= paths <= NUM_CANDIDATES:
             raise UserError(f"--paths must be between 2 and {NUM_CANDIDATES}, got {paths} "
                             "(with one path theta gets no gradient)")
-        self.space, self.mode, self.paths = space, mode, paths
+        self.space, self.mode, self.paths, self.boundary = space, mode, paths, boundary
         parts = fixed_parts(space)
         self.stem = build_workload_module(parts.stem)
         self.layers = nn.ModuleList(
-            EntangledBoundary(shape) if mode == "sampled" and not _is_residual(shape)
+            EntangledBoundary(shape) if (mode == "sampled" and boundary == "entangled"
+                                         and not _is_residual(shape))
             else MixedLayer(shape) for shape in space.layers())
         self.head = build_workload_module(parts.head)
         self.pool = build_workload_module(parts.pool)

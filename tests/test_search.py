@@ -67,7 +67,8 @@ from fbnet.errors import UserError
 from fbnet.space import CANDIDATE_NAMES
 from search.dnas import (Dist, Search, TrainConfig, latency_only_search, sample_architectures)
 from search.loss import LatencyModel, LossConfig, dnas_loss, latency_factor
-from search.supernet import TAU_FLOOR, EntangledBoundary, SuperNet, temperature
+from search.supernet import (TAU_FLOOR, EntangledBoundary, MixedLayer, SuperNet,
+                             temperature)
 
 
 @pytest.fixture(autouse=True)
@@ -152,7 +153,8 @@ def test_sampled_forward_runs_each_example_through_its_own_candidates():
             assert torch.allclose(out[b], ref[0], atol=1e-5)
 
 
-def test_sampled_supernet_learns_an_easy_task():
+@pytest.mark.parametrize("boundary", ["entangled", "separate"])
+def test_sampled_supernet_learns_an_easy_task(boundary):
     """Regression: with a random path per step and example, the supernet stayed at chance
     (residual candidates adding unit-variance noise, stage boundaries switching feature
     basis). 4 classes of fixed patterns + noise: it must reach well above chance (0.25)."""
@@ -161,7 +163,7 @@ def test_sampled_supernet_learns_an_easy_task():
     patterns = torch.randn(4, 3, 16, 16, generator=g)
     y = torch.arange(96) % 4
     x = patterns[y] + 0.8 * torch.randn(96, 3, 16, 16, generator=g)
-    net = SuperNet(tiny_space(num_classes=4), mode="sampled", paths=2)
+    net = SuperNet(tiny_space(num_classes=4), mode="sampled", paths=2, boundary=boundary)
     opt = torch.optim.SGD(net.weight_parameters(), lr=0.02, momentum=0.9)
     ex_gen, step_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
     net.train()
@@ -280,9 +282,21 @@ def test_entangled_boundary_mixes_skip_and_the_superblock_by_weight():
     assert torch.allclose(mixed, want, atol=1e-5)
 
 
-def test_theta_gets_a_gradient_for_every_candidate_at_the_boundaries():
+@pytest.mark.parametrize("boundary,kind", [("entangled", EntangledBoundary),
+                                            ("separate", MixedLayer)])
+def test_boundary_option_picks_the_stage_boundary_layer(boundary, kind):
+    net = SuperNet(tiny_space(), mode="sampled", boundary=boundary)
+    assert all(isinstance(net.layers[l], kind) for l in net.soft_layers)
+    soft = SuperNet(tiny_space(), mode="soft", boundary=boundary)  # soft mode: always separate
+    assert all(isinstance(layer, MixedLayer) for layer in soft.layers)
+    with pytest.raises(UserError, match="--boundary"):
+        SuperNet(tiny_space(), boundary="shared")
+
+
+@pytest.mark.parametrize("boundary", ["entangled", "separate"])
+def test_theta_gets_a_gradient_for_every_candidate_at_the_boundaries(boundary):
     torch.manual_seed(0)
-    net = SuperNet(tiny_space(), mode="sampled")
+    net = SuperNet(tiny_space(), mode="sampled", boundary=boundary)
     masks = net.draw_masks(8, 5.0, torch.Generator().manual_seed(0),
                            torch.Generator().manual_seed(1))
     F.cross_entropy(net(torch.randn(8, 3, 16, 16), masks), torch.randint(0, 10, (8,))).backward()
