@@ -74,7 +74,8 @@ def parse_args(argv):
                    help="sampled mode's 6 stage-boundary layers mix all 9 candidates. "
                         "separate: 9 independent blocks, as in soft mode (default; ~5.6 "
                         "blocks' time); entangled: one weight-shared superblock (~2.3; a "
-                        "~1.9x faster step, but short searches respond less to latency)")
+                        "sampled step at ~2x a single network's instead of ~3.3x, but short "
+                        "searches respond less to latency)")
     g.add_argument("--alternate", choices=ALTERNATES, default=d.alternate,
                    help="step: one theta step after every weight step, cycling the arch split "
                         "(default; short searches need the theta steps); epoch: a whole epoch "
