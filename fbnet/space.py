@@ -96,6 +96,11 @@ class LayerShape:
         return f"L{self.index + 1}"
 
     @property
+    def is_residual(self) -> bool:
+        """Stride 1 and the same width: blocks add their input, skip is the identity."""
+        return self.stride == 1 and self.c_in == self.c_out
+
+    @property
     def out_height(self) -> int:
         return conv_out(self.height, self.stride)
 

@@ -108,15 +108,11 @@ def _select_examples(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).index_select(0, idx).permute(0, 3, 1, 2)
 
 
-def _is_residual(shape) -> bool:
-    return shape.stride == 1 and shape.c_in == shape.c_out
-
-
 class MixedLayer(nn.Module):
     def __init__(self, shape):
         super().__init__()
         self.ops = nn.ModuleList(_candidate_module(shape, name) for name in CANDIDATE_NAMES)
-        self.residual = _is_residual(shape)
+        self.residual = shape.is_residual
 
     def zero_init_residuals(self) -> None:
         """Each residual candidate starts as the identity (its output BN's gamma at 0)."""
@@ -270,7 +266,7 @@ class SuperNet(nn.Module):
         self.stem = build_workload_module(parts.stem)
         self.layers = nn.ModuleList(
             EntangledBoundary(shape) if (mode == "sampled" and boundary == "entangled"
-                                         and not _is_residual(shape))
+                                         and not shape.is_residual)
             else MixedLayer(shape) for shape in space.layers())
         self.head = build_workload_module(parts.head)
         self.pool = build_workload_module(parts.pool)
