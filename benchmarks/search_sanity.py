@@ -35,7 +35,7 @@ from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from search.data import load_data, split_train
 from search.dnas import Search, TrainConfig, latency_only_search
 from search.loss import LatencyModel, LossConfig
-from search.supernet import SuperNet
+from search.supernet import BOUNDARIES, SuperNet
 
 
 def parse_args(argv):
@@ -53,8 +53,8 @@ def parse_args(argv):
     p.add_argument("--theta-lr", type=float, default=0.1, help="Adam lr of theta (0.1)")
     p.add_argument("--alternate", default="step", help="step or epoch (search.run's "
                    "--alternate; default step)")
-    p.add_argument("--boundary", default="separate", help="separate or entangled "
-                   "(search.run's --boundary; default separate)")
+    p.add_argument("--boundary", choices=BOUNDARIES, default=TrainConfig.boundary,
+                   help=f"search.run's --boundary (default {TrainConfig.boundary})")
     p.add_argument("--only", default="a,b,c")
     p.add_argument("--seed", type=int, default=0, help="seed of (a)")
     p.add_argument("--seeds", default="0,1",

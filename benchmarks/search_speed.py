@@ -3,7 +3,9 @@
 Each configuration runs in its own process so peak memory is its own: on the CPU the process's
 peak resident set (ru_maxrss), on a GPU torch.cuda.max_memory_allocated. A step is a weight
 step (forward, backward, SGD) on the same input; the supernet also draws per-example masks and
-prices them with a LUT-shaped table. Per process: the median of --steps timed steps after
+prices them with a LUT-shaped table. For the supernet the last column is a theta step
+(forward, backward to theta only, Adam): `--alternate step` runs one of each. Peak memory is
+that of the weight steps (they run first). Per process: the median of --steps timed steps after
 one warm-up step; per configuration: the fastest of --rounds processes.
 
 Examples:
@@ -23,8 +25,8 @@ import subprocess
 import sys
 import time
 
-# sampled: search.run's default (--boundary separate); sampled-entangled: --boundary entangled
-CONFIGS = ("single", "sampled", "sampled-entangled", "soft")
+# sampled-separate: search.run's default; sampled-entangled: --boundary entangled
+CONFIGS = ("single", "sampled-separate", "sampled-entangled", "soft")
 
 
 def parse_args(argv):
@@ -64,7 +66,8 @@ def measure(config: str, resolution: int, batch: int, steps: int, device: str,
         params = list(model.parameters())
     else:
         mode, _, boundary = config.partition("-")
-        model = SuperNet(arch.space, mode=mode, boundary=boundary or "separate").to(dev)
+        model = SuperNet(arch.space, mode=mode, **({"boundary": boundary} if boundary else {}))
+        model = model.to(dev)
         params = model.weight_parameters()
         n = arch.space.num_layers
         latency = LatencyModel(LayerTable(1.0, [[float(i + 1) for i in range(9)]] * n)).to(dev)
@@ -94,7 +97,28 @@ def measure(config: str, resolution: int, batch: int, steps: int, device: str,
             times.append(time.perf_counter() - t0)
     peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"config": config, "step_s": statistics.median(times), "peak_mb": peak / 2**20,
+    theta_times = []
+    if config != "single":  # a theta step: forward, backward to theta only, Adam
+        theta_opt = torch.optim.Adam([model.theta], lr=0.01)
+        for p in params:
+            p.requires_grad_(False)
+        for i in range(steps + 1):
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            t0 = time.perf_counter()
+            masks = model.draw_masks(batch, 5.0, None, None, theta_grad=True)
+            ce = F.cross_entropy(model(x, masks), y, reduction="none")
+            loss = dnas_loss(cfg, ce, latency(masks.weights))
+            theta_opt.zero_grad()
+            loss.backward()
+            theta_opt.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            if i:
+                theta_times.append(time.perf_counter() - t0)
+    return {"config": config, "step_s": statistics.median(times),
+            "theta_step_s": statistics.median(theta_times) if theta_times else None,
+            "peak_mb": peak / 2**20,
             "memory_kind": "cuda max allocated" if dev.type == "cuda" else "process peak RSS",
             "params_m": sum(p.numel() for p in params) / 1e6, "threads": torch.get_num_threads()}
 
@@ -129,13 +153,14 @@ def main(argv=None) -> int:
     print(f"FBNet-B space, input {args.resolution}x{args.resolution}, batch {args.batch_size}, "
           f"{args.device}, {rows[0]['threads']} threads, best of {args.rounds} rounds x median of "
           f"{args.steps} steps")
-    print(f"{'config':<16} {'s/step':>8} {'x single':>9} {'peak MB':>9} {'x single':>9} "
-          f"{'Mparams':>8}")
+    print(f"{'config':<18} {'s/step':>8} {'x single':>9} {'peak MB':>9} {'x single':>9} "
+          f"{'Mparams':>8} {'theta s/step':>13}")
     for r in rows:
         vs = f"{r['step_vs_single']:9.2f}" if base else f"{'':>9}"
         ms = f"{r['memory_vs_single']:9.2f}" if base else f"{'':>9}"
-        print(f"{r['config']:<16} {r['step_s']:8.3f} {vs} {r['peak_mb']:9.0f} {ms} "
-              f"{r['params_m']:8.2f}")
+        theta = f"{r['theta_step_s']:13.3f}" if r["theta_step_s"] is not None else f"{'-':>13}"
+        print(f"{r['config']:<18} {r['step_s']:8.3f} {vs} {r['peak_mb']:9.0f} {ms} "
+              f"{r['params_m']:8.2f} {theta}")
     print(f"(peak memory: {rows[0]['memory_kind']}; a process baseline of ~300-400 MB for "
           "python + torch is included on the CPU)")
     return 0
