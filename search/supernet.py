@@ -27,10 +27,12 @@ boundaries 0.90. So the residual candidates' last BN starts at gamma 0 (each sta
 identity and grows into the stream) and the 6 boundary layers mix all 9 candidates.
 
 Why separate is the default: 9 independent boundary blocks make the boundaries ~70% of a
-sampled step (3.0-3.3x a single network's step; entangled: 1.9-2.0x), but the superblock
+sampled step (2.9-3.3x a single network's step; entangled: 1.87-1.98x), but the superblock
 biases theta toward its larger candidates (extra channels of a shared, always-trained block
 always help CE), and short searches then respond less to the latency term: on digits the S8
-search stopped being device-specific (docs/search.md "Speed").
+search stopped being device-specific (docs/search.md "Speed"). Training theta on sampled
+sub-networks of the superblock instead does not work: alone they are at chance, since the
+next layer only ever saw the mix (docs/search.md, "Tried and discarded").
 """
 
 from __future__ import annotations
