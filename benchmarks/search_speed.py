@@ -75,26 +75,39 @@ def measure(config: str, resolution: int, batch: int, steps: int, device: str,
     x = torch.randn(batch, 3, resolution, resolution, device=dev)
     y = torch.randint(0, 10, (batch,), device=dev)
     cfg = LossConfig()
-    times = []
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    for i in range(steps + 1):
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        t0 = time.perf_counter()
+
+    def timed(step) -> list[float]:
+        """Seconds of each of `steps` calls of step(), after one untimed warm-up call (the
+        first allocates and warms caches)."""
+        times = []
+        for i in range(steps + 1):
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            t0 = time.perf_counter()
+            step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            if i:
+                times.append(time.perf_counter() - t0)
+        return times
+
+    def supernet_loss(theta_grad: bool) -> torch.Tensor:
+        masks = model.draw_masks(batch, 5.0, None, None, theta_grad=theta_grad)
+        ce = F.cross_entropy(model(x, masks), y, reduction="none")
+        return dnas_loss(cfg, ce, latency(masks.weights))
+
+    def weight_step() -> None:
         if config == "single":
             loss = F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), y)
         else:
-            masks = model.draw_masks(batch, 5.0, None, None, theta_grad=False)
-            ce = F.cross_entropy(model(x, masks), y, reduction="none")
-            loss = dnas_loss(cfg, ce, latency(masks.weights))
+            loss = supernet_loss(theta_grad=False)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        if i:  # the first step allocates and warms caches
-            times.append(time.perf_counter() - t0)
+
+    times = timed(weight_step)
     peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     theta_times = []
@@ -102,20 +115,14 @@ def measure(config: str, resolution: int, batch: int, steps: int, device: str,
         theta_opt = torch.optim.Adam([model.theta], lr=0.01)
         for p in params:
             p.requires_grad_(False)
-        for i in range(steps + 1):
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            t0 = time.perf_counter()
-            masks = model.draw_masks(batch, 5.0, None, None, theta_grad=True)
-            ce = F.cross_entropy(model(x, masks), y, reduction="none")
-            loss = dnas_loss(cfg, ce, latency(masks.weights))
+
+        def theta_step() -> None:
+            loss = supernet_loss(theta_grad=True)
             theta_opt.zero_grad()
             loss.backward()
             theta_opt.step()
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            if i:
-                theta_times.append(time.perf_counter() - t0)
+
+        theta_times = timed(theta_step)
     return {"config": config, "step_s": statistics.median(times),
             "theta_step_s": statistics.median(theta_times) if theta_times else None,
             "peak_mb": peak / 2**20,
