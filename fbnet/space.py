@@ -79,6 +79,12 @@ def conv_out(size: int, stride: int) -> int:
     return (size - 1) // stride + 1
 
 
+def keeps_shape(stride: int, c_in: int, c_out: int) -> bool:
+    """The one rule for residual layers: stride 1 and the same width (a block adds its input,
+    skip is the identity)."""
+    return stride == 1 and c_in == c_out
+
+
 @dataclass(frozen=True)
 class LayerShape:
     """The shape one searchable layer sees: input H x W x C_in, output C_out, stride."""
@@ -98,7 +104,7 @@ class LayerShape:
     @property
     def is_residual(self) -> bool:
         """Stride 1 and the same width: blocks add their input, skip is the identity."""
-        return self.stride == 1 and self.c_in == self.c_out
+        return keeps_shape(self.stride, self.c_in, self.c_out)
 
     @property
     def out_height(self) -> int:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from fbnet.errors import UserError
-from fbnet.space import LayerShape, SpaceConfig, conv_out, get_candidate
+from fbnet.space import LayerShape, SpaceConfig, conv_out, get_candidate, keeps_shape
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class ConvBlock:
 
     @property
     def has_residual(self) -> bool:
-        return self.stride == 1 and self.c_in == self.c_out
+        return keeps_shape(self.stride, self.c_in, self.c_out)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -88,7 +88,7 @@ class Skip:
 
     @property
     def is_identity(self) -> bool:
-        return self.stride == 1 and self.c_in == self.c_out
+        return keeps_shape(self.stride, self.c_in, self.c_out)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
