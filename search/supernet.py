@@ -263,7 +263,7 @@ class SuperNet(nn.Module):
         if not 2 <= paths <= NUM_CANDIDATES:
             raise UserError(f"--paths must be between 2 and {NUM_CANDIDATES}, got {paths} "
                             "(with one path theta gets no gradient)")
-        self.space, self.mode, self.paths, self.boundary = space, mode, paths, boundary
+        self.space, self.mode, self.paths = space, mode, paths
         parts = fixed_parts(space)
         self.stem = build_workload_module(parts.stem)
         self.layers = nn.ModuleList(
