@@ -25,8 +25,8 @@ import subprocess
 import sys
 import time
 
-# sampled-separate: search.run's default; sampled-entangled: --boundary entangled
-CONFIGS = ("single", "sampled-separate", "sampled-entangled", "soft")
+# sampled-entangled: search.run's default; sampled-separate: --boundary separate
+CONFIGS = ("single", "sampled-entangled", "sampled-separate", "soft")
 
 
 def parse_args(argv):

@@ -45,7 +45,7 @@ from fbnet.io import atomic_write_json, atomic_write_text
 from fbnet.lut import LayerTable
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from search.loss import LatencyModel, LossConfig, dnas_loss
-from search.supernet import SuperNet, temperature, theta_entropy
+from search.supernet import DEFAULT_BOUNDARY, SuperNet, temperature, theta_entropy
 
 CHECKPOINT_FORMAT = "fbnet-dnas-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -61,7 +61,7 @@ class TrainConfig:
     batch_size: int = 32
     mode: str = "sampled"
     paths: int = 2
-    boundary: str = "separate"
+    boundary: str = DEFAULT_BOUNDARY
     alternate: str = "step"
     w_lr: float = 0.1
     w_momentum: float = 0.9

@@ -72,10 +72,11 @@ def parse_args(argv):
                    help="sampled mode: candidates per layer and step (default 2)")
     g.add_argument("--boundary", choices=BOUNDARIES, default=d.boundary,
                    help="sampled mode's 6 stage-boundary layers mix all 9 candidates. "
-                        "separate: 9 independent blocks, as in soft mode (default; ~5.6 "
-                        "blocks' time); entangled: one weight-shared superblock (~2.3; a "
-                        "sampled step at ~2x a single network's instead of ~3.3x, but short "
-                        "searches respond less to latency)")
+                        "entangled: one weight-shared superblock whose slices are the "
+                        "candidates (default; ~2.3 blocks' time, a sampled step at ~1.9x a "
+                        "single network's); separate: 9 independent blocks, as in soft mode "
+                        "(~5.6 blocks' time, ~3x; a somewhat stronger response to a large "
+                        "--latency-weight on short searches)")
     g.add_argument("--alternate", choices=ALTERNATES, default=d.alternate,
                    help="step: one theta step after every weight step, cycling the arch split "
                         "(default; short searches need the theta steps); epoch: a whole epoch "

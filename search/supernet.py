@@ -12,9 +12,9 @@ Masks are drawn per example (one Gumbel draw per example and layer, never one pe
   by all ranks; each example then draws a hard straight-through Gumbel choice among them
   (forward uses the one-hot, backward the soft gradient, as in GDAS/ProxylessNAS) and runs one
   block. The other layers (stride 2 or a new width: the stage boundaries) mix all 9 candidates
-  per example, as in `soft` mode: with `boundary="separate"` (the default) as 9 independent
-  blocks, with `boundary="entangled"` through one weight-entangled superblock
-  (`EntangledBoundary`), which costs ~2.3 blocks' time instead of ~5.6.
+  per example, as in `soft` mode: with `boundary="entangled"` (the default) through one
+  weight-entangled superblock (`EntangledBoundary`, ~2.3 blocks' time), with
+  `boundary="separate"` as 9 independent blocks (~5.6 blocks' time).
 
 Why the boundaries stay soft, and why residual candidates start as identities: a random path
 per step (or per example) kept the supernet at chance top-1 for hundreds of steps. Each
@@ -26,13 +26,14 @@ residual blocks with zero-init output BN but fixed boundaries reach 0.74; zero-i
 boundaries 0.90. So the residual candidates' last BN starts at gamma 0 (each starts as an
 identity and grows into the stream) and the 6 boundary layers mix all 9 candidates.
 
-Why separate is the default: 9 independent boundary blocks make the boundaries ~70% of a
-sampled step (2.9-3.3x a single network's step; entangled: 1.87-1.98x), but the superblock
-biases theta toward its larger candidates (extra channels of a shared, always-trained block
-always help CE), and short searches then respond less to the latency term: on digits the S8
-search stopped being device-specific (docs/search.md "Speed"). Training theta on sampled
-sub-networks of the superblock instead does not work: alone they are at chance, since the
-next layer only ever saw the mix (docs/search.md, "Tried and discarded").
+Why entangled is the default: 9 independent boundary blocks make the boundaries ~70% of a
+sampled step (2.9-3.3x a single network's step, against the 2x target; entangled: 1.87-1.98x).
+The superblock's candidates are slices of one block, so the argmax architecture's boundary
+blocks work alone with the supernet's weights (0.82-0.96 val top-1, separate: 0.24), and on
+4-seed sanity runs its latency response matches separate's up to latency weight 4; it is
+weaker at 16 (docs/search.md "Speed"). Training theta on sampled sub-networks of the
+superblock does not work: alone they are at chance, since the next layer only ever saw the
+mix (docs/search.md, "Tried and discarded").
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ from fbnet.space import CANDIDATE_NAMES, CANDIDATES, SpaceConfig
 from fbnet.workloads import Skip, candidate_workload, fixed_parts
 
 MODES = ("soft", "sampled")
-# sampled mode's stage-boundary layers: 9 separate blocks, or one weight-entangled superblock
-BOUNDARIES = ("separate", "entangled")
+# sampled mode's stage-boundary layers: one weight-entangled superblock, or 9 separate blocks
+BOUNDARIES = ("entangled", "separate")
+DEFAULT_BOUNDARY = "entangled"
 NUM_CANDIDATES = len(CANDIDATE_NAMES)
 # Below this temperature softmax((theta+g)/tau) turns into an argmax whose gradient vanishes
 # and whose logits overflow in float32 (a known failure of a re-implementation).
@@ -103,6 +105,22 @@ def _candidate_module(shape, name: str) -> nn.Module:
     if isinstance(workload, Skip) and not workload.is_identity and workload.stride > 1:
         return Nchw(module)
     return module
+
+
+def _dilate_on_cpu(conv: nn.Conv2d, args: tuple) -> None:
+    conv.dilation = (2, 2) if args[0].is_cpu else (1, 1)
+
+
+def _pointwise_convs_to_onednn(net: nn.Module) -> None:
+    """Run every stride-1 1x1 conv with dilation 2 on the CPU. It computes exactly the same (a
+    1x1 kernel has no taps to spread) but steers torch's backend choice: with one thread and
+    fewer than 16 examples, torch 2.13 runs an undilated 1x1 conv through its THNN path, 2-3x
+    slower forward + backward than oneDNN on channels-last input here, and sampled mode's
+    residual layers run each candidate on about half the batch. Only the supernet does this:
+    the networks that are trained and exported keep dilation 1."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride == (1, 1):
+            m.register_forward_pre_hook(_dilate_on_cpu)
 
 
 def _select_examples(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -253,7 +271,7 @@ class EntangledBoundary(nn.Module):
 
 class SuperNet(nn.Module):
     def __init__(self, space: SpaceConfig, mode: str = "sampled", paths: int = 2,
-                 boundary: str = "separate"):
+                 boundary: str = DEFAULT_BOUNDARY):
         super().__init__()
         if mode not in MODES:
             raise UserError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
@@ -280,6 +298,7 @@ class SuperNet(nn.Module):
                 layer.zero_init_residuals()
         # sampled mode: the stage boundaries stay soft (module docstring)
         self.soft_layers = tuple(l for l, layer in enumerate(self.layers) if not layer.residual)
+        _pointwise_convs_to_onednn(self)
         # NHWC: depthwise-conv backward is several times faster on CPU (and fine on GPU)
         self.to(memory_format=torch.channels_last)
         for module in self.modules():

@@ -64,6 +64,7 @@ import torch.nn.functional as F
 
 from fbnet.arch import Architecture
 from fbnet.errors import UserError
+from fbnet.model import FBNet
 from fbnet.space import CANDIDATE_NAMES
 from search.dnas import (Dist, Search, TrainConfig, latency_only_search, sample_architectures)
 from search.loss import LatencyModel, LossConfig, dnas_loss, latency_factor
@@ -193,6 +194,28 @@ def test_sampled_backward_with_tiny_sub_batches():
                         torch.randint(0, 10, (16,))).backward()
     finally:
         torch.set_num_threads(threads)
+
+
+def test_pointwise_convs_run_dilated_on_cpu_with_identical_outputs():
+    # Dilation 2 steers torch's 1x1 convs on < 16 examples to oneDNN (search/supernet.py); a
+    # 1x1 kernel must compute exactly what it did undilated, and only the supernet does this.
+    torch.manual_seed(0)
+    net = SuperNet(tiny_space(), mode="sampled")
+    layer = next(l for l in net.layers if isinstance(l, MixedLayer) and l.residual)
+    block = layer.ops[CANDIDATE_NAMES.index("k3_e6")].train()
+    x = torch.randn(5, block.expand[0].in_channels, 8, 8).contiguous(
+        memory_format=torch.channels_last)
+    hooked = block(x)
+    convs = [m for m in block.modules() if isinstance(m, torch.nn.Conv2d)
+             and m.kernel_size == (1, 1)]
+    assert convs and all(m.dilation == (2, 2) for m in convs)
+    for m in convs:
+        m._forward_pre_hooks.clear()
+        m.dilation = (1, 1)
+    assert torch.equal(hooked, block(x))
+    final = Architecture("a", net.space, ["k3_e6"] * net.space.num_layers)
+    assert all(m.dilation == (1, 1) for m in FBNet(final).modules()
+               if isinstance(m, torch.nn.Conv2d))
 
 
 def test_soft_forward_is_the_weighted_sum_of_candidates():
