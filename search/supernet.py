@@ -31,9 +31,9 @@ sampled step (2.9-3.3x a single network's step, against the 2x target; entangled
 The superblock's candidates are slices of one block, so the argmax architecture's boundary
 blocks work alone with the supernet's weights (0.82-0.96 val top-1, separate: 0.24), and on
 4-seed sanity runs its latency response matches separate's up to latency weight 4; it is
-weaker at 16 and in the demo's 3-epoch searches (docs/search.md "Speed"). Training theta on sampled sub-networks of the
-superblock does not work: alone they are at chance, since the next layer only ever saw the
-mix (docs/search.md, "Tried and discarded").
+weaker at 16 and in the demo's 3-epoch searches (docs/search.md "Speed"). Training theta on
+sampled sub-networks of the superblock does not work: alone they are at chance, since the
+next layer only ever saw the mix (docs/search.md, "Tried and discarded").
 """
 
 from __future__ import annotations
