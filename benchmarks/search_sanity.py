@@ -7,8 +7,8 @@
 
 (a) optimizes theta alone (no data). (b) and (c) run real searches on `digits` (theta on the
 latency-aware loss, weights on CE) with a short schedule: 960 images, 4 epochs (1 warm-up),
-theta lr 0.1, one theta step per weight step, over two seeds. With the defaults it takes
-about 30 minutes on 2 CPU cores; `--only c --seeds 0` about 4.
+theta lr 0.1, one theta step per weight step, over two seeds. With the defaults (entangled
+boundaries) it takes about 15-25 minutes on 2 CPU cores; `--only c --seeds 0` about 3.
 
 Examples:
   python benchmarks/search_sanity.py                                  # luts/s8_32 vs iphone_x_32
