@@ -25,6 +25,7 @@ from profiler.backends.android import (DEVICE_DIR, PROBE_SCRIPT, THERMAL_SCRIPT,
                                        RunnerBackend, cpu_mask, elf_machine, merge_results,
                                        parse_cpu_list, parse_probe, parse_thermal,
                                        split_programs)
+from profiler.backends.adb_transport import v1_command
 from profiler.backends.base import BackendOptions, LocalTransport, TransportError
 from profiler.devices import resolve_device
 from profiler.protocol import Manifest, ProgramSpec
@@ -358,3 +359,83 @@ def test_native_host_backend_runs_the_phone_code_path(tmp_path, runner_bin, prog
     missing = BackendOptions(runner="native", native_runner=tmp_path / "nope")
     with pytest.raises(UserError, match="build it with android_app/build_host.sh"):
         create_backend(resolve_device("host"), missing)
+
+
+# --- every command the backend sends, through real shells on the old adb shell protocol ------
+V1_EXIT = "X4EXIT:"  # what adbutils appends on the old protocol: `<cmd>; echo X4EXIT:$?`
+SHELLS = ("mksh", "dash", "bash")  # mksh is Android's /system/bin/sh
+
+
+def _shell_or_skip(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"no {name} here (Debian package `{name}`; `make setup` installs it as root)")
+    return path
+
+
+def _with_sh(tmp_path: Path, shell: str) -> dict:
+    """An environment whose `sh` is `shell`, as /system/bin/sh is mksh on a phone."""
+    bindir = tmp_path / f"{Path(shell).name}-bin"
+    bindir.mkdir(exist_ok=True)
+    if not (bindir / "sh").exists():
+        (bindir / "sh").symlink_to(shell)
+    return dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+
+
+def _old_protocol(shell: str, cmd: str, cwd: Path, env: dict, timeout_s: float = 600.0):
+    """`cmd` as adbd runs it on the old protocol - `sh -c "<cmd>; echo X4EXIT:$?"` - with the
+    exit status parsed from the output like adbutils does; the shell must accept the text."""
+    proc = subprocess.run([shell, "-c", v1_command(cmd) + f"; echo {V1_EXIT}$?"], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout_s)
+    assert proc.returncode == 0 and V1_EXIT in proc.stdout, (cmd, proc.stderr)
+    output, _, code = proc.stdout.rpartition(V1_EXIT)
+    return int(code), output + proc.stderr
+
+
+@pytest.mark.parametrize("name", SHELLS)
+def test_old_protocol_suffix_fits_every_script(tmp_path, name):
+    shell = _shell_or_skip(name)
+    env = _with_sh(tmp_path, shell)
+    # the scripts as sent: a trailing newline would put `; echo` at the start of a line
+    raw = subprocess.run([shell, "-c", PROBE_SCRIPT + f"; echo {V1_EXIT}$?"], env=env,
+                         capture_output=True, text=True)
+    assert V1_EXIT not in raw.stdout and "unexpected" in raw.stderr
+    for cmd, code in [(PROBE_SCRIPT, 0), (THERMAL_SCRIPT, 0), ("exit 3", 3), ("false\n", 1),
+                      ("true # a comment", 0), ("(sleep 0 & wait $!; exit 7)", 7)]:
+        assert _old_protocol(shell, cmd, tmp_path, env)[0] == code, cmd
+    assert parse_probe(_old_protocol(shell, PROBE_SCRIPT, tmp_path, env)[1]).cores
+
+
+class OldProtocolTransport(LocalTransport):
+    """This host with `sh` being one shell, every command run as the old adb protocol runs it."""
+
+    shell_path = "/bin/sh"
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.env = _with_sh(self.root.parent, self.shell_path)
+        self.replies: list[tuple[str, int]] = []
+
+    def shell(self, cmd, timeout_s=600.0):
+        code, out = _old_protocol(self.shell_path, cmd, self.root, self.env, timeout_s)
+        self.replies.append((cmd, code))
+        return code, out
+
+
+@pytest.mark.parametrize("name", SHELLS)
+def test_backend_commands_in_real_shells_on_the_old_protocol(tmp_path, runner_bin, programs,
+                                                              name):
+    transport_cls = type("Transport", (OldProtocolTransport,),
+                         {"shell_path": _shell_or_skip(name)})
+    backend = _backend(tmp_path, runner_bin, transport_cls=transport_cls)
+    with backend:
+        backend.push_artifacts(programs[:1])
+        result = backend.run_job(_manifest(programs[:1]))
+        assert result.programs[0].ok
+        assert backend.device_info.extra["cpu_mask"]  # `taskset MASK true` succeeded
+    replies = backend.sessions[0].transport.replies
+    sent = "\n".join(cmd for cmd, _ in replies)
+    for marker in (PROBE_SCRIPT, THERMAL_SCRIPT, "taskset ", "sha256sum", "mkdir -p",
+                   "--version", "--manifest", "cat ", "runner.pid", "rm -rf"):
+        assert marker in sent, f"the backend sent no command with {marker!r}"
+    assert all(code == 0 for _, code in replies), replies

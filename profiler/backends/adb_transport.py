@@ -8,6 +8,7 @@ wheel bundles one too). adbutils talks to it on ANDROID_ADB_SERVER_HOST:ANDROID_
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,13 +128,27 @@ def _require_ready(dev: AttachedDevice) -> None:
                              "(or `adb reconnect`) until `adb devices` lists it as 'device'")
 
 
+def v1_command(cmd: str) -> str:
+    """`cmd` as one simple command for the old shell protocol, on which adbutils learns the exit
+    status by appending `; echo X4EXIT:$?`. Run as is, a script ending in a newline would put
+    that `;` at the start of a line (a syntax error in every shell), and one that calls `exit`
+    would skip the echo; inside `sh -c` neither can happen."""
+    return "sh -c " + shlex.quote(cmd)
+
+
 class AdbTransport(Transport):
     """A phone reached through the adb server: push/pull with the sync protocol, shell commands
-    with their exit status."""
+    with their exit status (from shell protocol v2 where the phone offers it, Android 7+)."""
 
     def __init__(self, client: adbutils.AdbClient, serial: str):
         self.serial = serial
         self.device = client.device(serial)
+        self._shell_v2: bool | None = None  # read from the device's features on first use
+
+    def uses_shell_v2(self) -> bool:
+        if self._shell_v2 is None:
+            self._shell_v2 = "shell_v2" in self.device.get_features().split(",")
+        return self._shell_v2
 
     def push(self, local: Path, remote: str) -> None:
         mode = 0o755 if os.access(local, os.X_OK) else 0o644
@@ -152,7 +167,10 @@ class AdbTransport(Transport):
 
     def shell(self, cmd: str, timeout_s: float = 600.0) -> tuple[int, str]:
         try:
-            ret = self.device.shell2(cmd, timeout=timeout_s)
+            if self.uses_shell_v2():
+                ret = self.device.shell2(cmd, timeout=timeout_s, v2=True)
+            else:
+                ret = self.device.shell2(v1_command(cmd), timeout=timeout_s)
         except AdbTimeout:
             raise TransportError(f"{self.serial}: command timed out after {timeout_s:.0f} s: "
                                  f"{cmd}") from None
