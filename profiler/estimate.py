@@ -65,8 +65,8 @@ def parse_args(argv):
                    help="print the model's validation (HW-NAS-Bench) and calibration tables")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--hw-nas-bench", dest="hw_nas_bench", metavar="PATH",
-                   help="HW-NAS-Bench FBNet dump (default ../shared/data/hw-nas-bench/"
-                        "fbnet_cached_metrics.json)")
+                   help="HW-NAS-Bench FBNet dump (default: the shipped "
+                        "data/hw-nas-bench/fbnet_cached_metrics.json)")
     return p.parse_args(argv)
 
 

@@ -4,7 +4,7 @@ HW-NAS-Bench (Li et al., ICLR 2021) ships one flat table per `<device>_<metric>`
 exactly our block keys (fbnet.workloads), covering the 224x224 ImageNet and the 32x32 CIFAR-100
 layouts in one dict. Importing means: check every key parses, split the keys by the space they
 belong to, attach the energy table as an extra metric, and record where it all came from.
-See /work/shared/data/hw-nas-bench/README.md for the dump this reads.
+The dump this reads ships in the repository: data/hw-nas-bench/ (README: source, license MIT).
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from fbnet.errors import UserError
 from fbnet.lut import DeviceInfo, Lut, LutEntry, Provenance, RuntimeInfo, Summation
 from fbnet.space import SpaceConfig
 from fbnet.workloads import FullyConnected, parse_key, space_workloads
+
+# HW-NAS-Bench's FBNet-space tables as shipped with the project (MIT; data/hw-nas-bench/README.md).
+DEFAULT_SOURCE = Path(__file__).resolve().parents[1] / "data" / "hw-nas-bench" / "fbnet_cached_metrics.json"
 
 # The two layouts HW-NAS-Bench priced: ImageNet (1000 classes) and CIFAR-100 (small layout).
 RESOLUTIONS = (224, 32)
@@ -96,7 +99,7 @@ def read_source(path: Path | str) -> dict[str, dict[str, float]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} does not exist; give the HW-NAS-Bench dump, e.g. "
-                        "../shared/data/hw-nas-bench/fbnet_cached_metrics.json")
+                        f"{DEFAULT_SOURCE}")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

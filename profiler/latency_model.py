@@ -33,6 +33,7 @@ from fbnet.errors import UserError
 from fbnet.space import SpaceConfig
 from fbnet.workloads import (AvgPool, ConvBlock, ConvNorm, FullyConnected, Skip, Workload,
                              conv_out, parse_key, space_workloads)
+from profiler.hwnasbench import DEFAULT_SOURCE
 
 MODEL_NAME = "fbnet-hw per-operator roofline/1"
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
@@ -316,8 +317,7 @@ def fit(observations: Sequence[Observation], *, name: str, dtype: str = "fp32",
 
 # --- real data: HW-NAS-Bench ----------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_HWNAS_PATH = ROOT.parent / "shared" / "data" / "hw-nas-bench" / "fbnet_cached_metrics.json"
+DEFAULT_HWNAS_PATH = DEFAULT_SOURCE  # the dump in data/hw-nas-bench/
 # Devices of HW-NAS-Bench measured on a real CPU, which this model describes.
 MEASURED_DEVICES = ("pixel3", "raspi4")
 
@@ -327,7 +327,7 @@ def load_hwnasbench(path: Path | str | None = None) -> dict[str, dict[str, float
     path = Path(path) if path else DEFAULT_HWNAS_PATH
     if not path.is_file():
         raise UserError(f"HW-NAS-Bench data {path} not found; pass --hw-nas-bench "
-                        "PATH/fbnet_cached_metrics.json (see ../shared/data/hw-nas-bench)")
+                        "PATH/fbnet_cached_metrics.json (HW-NAS-Bench's FBNet tables)")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -537,8 +537,8 @@ DEVICE_SPECS: dict[str, DeviceSpec] = {
             CalibrationTarget("fbnet_a", 19.8, _TIGHT, "paper Table 3"),
             CalibrationTarget("fbnet_b", 23.1, _TIGHT, "paper Table 3"),
             CalibrationTarget("fbnet_c", 28.1, _TIGHT, "paper Table 3"),
-            CalibrationTarget("fbnet_s8", 22.12, _TIGHT, "paper Table 4 [?]"),
-            CalibrationTarget("fbnet_iphonex", 23.33, _TIGHT, "paper Table 4 [?]"),
+            CalibrationTarget("fbnet_s8", 22.12, _TIGHT, "paper Table 5, marked [?] in our facts"),
+            CalibrationTarget("fbnet_iphonex", 23.33, _TIGHT, "paper Table 5, marked [?] in our facts"),
         ],
         prior_factors={**{t: _SD835_VS_SD845 * _INT8_MAC_GAIN for t in THROUGHPUTS}},
         prior_notes=[
@@ -558,8 +558,8 @@ DEVICE_SPECS: dict[str, DeviceSpec] = {
         runtime="unknown", backend=None, dtype="int8",
         model="iPhone10,3", soc="Apple A11 Bionic", cpu="2 performance + 4 efficiency cores",
         targets=[
-            CalibrationTarget("fbnet_s8", 27.53, _TIGHT, "paper Table 4 [?]"),
-            CalibrationTarget("fbnet_iphonex", 19.84, _TIGHT, "paper Table 4 [?]"),
+            CalibrationTarget("fbnet_s8", 27.53, _TIGHT, "paper Table 5, marked [?] in our facts"),
+            CalibrationTarget("fbnet_iphonex", 19.84, _TIGHT, "paper Table 5, marked [?] in our facts"),
         ],
         prior_factors={**{t: 1.5 * _INT8_MAC_GAIN for t in THROUGHPUTS}},
         prior_notes=[

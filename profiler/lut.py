@@ -1,7 +1,7 @@
 """LUT library tools: import HW-NAS-Bench, inspect, diff, merge and export latency LUTs.
 
 Examples:
-  python -m profiler.lut import hwnasbench ../shared/data/hw-nas-bench/fbnet_cached_metrics.json --out-dir luts/
+  python -m profiler.lut import hwnasbench data/hw-nas-bench/fbnet_cached_metrics.json --out-dir luts/
   python -m profiler.lut show luts/pixel3.json
   python -m profiler.lut show luts/raspi4_32.json --json
   python -m profiler.lut diff luts/pixel3.json luts/raspi4.json --top 10

@@ -1,5 +1,6 @@
 """The per-operator latency model, its fitting and calibration, and the shipped estimated LUTs."""
 
+import dataclasses
 import json
 import math
 
@@ -14,9 +15,6 @@ from fbnet.workloads import ConvBlock, ConvNorm, FullyConnected, Skip, parse_key
 from profiler import latency_model as lm
 from profiler.estimate import CLASS_COUNTS, space_workloads_with_heads
 from tests.conftest import ROOT
-
-HAVE_DATA = lm.DEFAULT_HWNAS_PATH.is_file()
-needs_data = pytest.mark.skipif(not HAVE_DATA, reason="HW-NAS-Bench dump not present")
 
 TRUE = {"conv1x1_gmacs": 12.0, "gconv1x1_gmacs": 5.0, "dwconv3_gmacs": 2.0,
         "dwconv5_gmacs": 3.0, "conv_full_gmacs": 6.0, "fc_gmacs": 1.5,
@@ -124,11 +122,24 @@ def _price(lut, name):
     return lut.price(named_architecture(name)).total_ms
 
 
-def test_shipped_luts_keep_the_cross_device_finding():
-    s8, ipx = load_lut(ROOT / "luts/s8.json"), load_lut(ROOT / "luts/iphone_x.json")
-    # FBNet paper: on the S8 the S8 net is faster; on the iPhone X the iPhoneX net is ~1.4x faster
-    assert _price(s8, "fbnet_s8") < _price(s8, "fbnet_iphonex")
-    assert 1.3 < _price(ipx, "fbnet_s8") / _price(ipx, "fbnet_iphonex") < 1.5
+def test_s8_model_predicts_the_held_out_published_s8_latencies():
+    """Calibrated on the paper's Table 3 S8 latencies alone, the S8 model predicts the two
+    Table 5 S8 latencies it never saw (FBNet-S8 22.12 ms, FBNet-iPhoneX 23.33 ms) within the
+    documented whole-network accuracy (5%), and ranks them as the paper does (4% apart).
+
+    The shipped `iphone_x` LUT has no such check: its only targets are its two Table 5
+    latencies, so its cross-device ratio is the fit itself (docs/estimated-luts.md)."""
+    held_out = {"fbnet_s8": 22.12, "fbnet_iphonex": 23.33}
+    reference = lm.fit_blocks(lm.load_hwnasbench()["pixel3"], "pixel3").model
+    spec = lm.device_spec("s8")
+    assert {t.arch_name: t.latency_ms for t in spec.targets if t.arch_name in held_out} == held_out
+    table3 = dataclasses.replace(spec, targets=[t for t in spec.targets
+                                                if t.arch_name not in held_out])
+    model = lm.calibrate(table3, reference)[0].model
+    predicted = {name: model.network_latency_ms(named_architecture(name)) for name in held_out}
+    for name, published_ms in held_out.items():
+        assert predicted[name] == pytest.approx(published_ms, rel=0.05), name
+    assert predicted["fbnet_s8"] < predicted["fbnet_iphonex"]
 
 
 @pytest.mark.parametrize("device,resolution", sorted(SHIPPED))
@@ -151,7 +162,6 @@ def test_shipped_lut_covers_the_space_and_says_it_is_an_estimate(device, resolut
     assert details["validation"]["pixel3"][0]["split"] == "leave-one-shape-out"
 
 
-@needs_data
 def test_shipped_luts_are_what_the_model_produces_today():
     from profiler.estimate import build_model
 
@@ -162,14 +172,19 @@ def test_shipped_luts_are_what_the_model_produces_today():
             assert model.coefficients[name] == pytest.approx(value, rel=1e-3), (device, name)
 
 
-@needs_data
 def test_model_generalizes_to_held_out_pixel3_shapes():
+    """Leave-one-shape-out on HW-NAS-Bench's Pixel 3 blocks, against the figures documented in
+    docs/estimated-luts.md (MAPE 11.6%, 89.4% within 20%, Spearman 0.995; whole networks
+    -4.7% to +0.3%). The fit is deterministic, so the bounds allow only for the optimizer's
+    run-to-run wobble, not for a worse model."""
     table = lm.load_hwnasbench()["pixel3"]
     loso = lm.validate(table, "pixel3", seeds=1)[0]
     assert loso.split == "leave-one-shape-out" and loso.blocks == 216
-    assert loso.spearman > 0.95
-    assert loso.mape_pct < 25
-    assert all(abs(e) < 0.08 for e in loso.networks.values())
+    assert loso.spearman > 0.99
+    assert loso.mape_pct < 12.0
+    assert loso.within_20_pct > 87.0
+    assert set(loso.networks) == set(lm.VALIDATION_NETWORKS)
+    assert all(abs(e) < 0.05 for e in loso.networks.values()), loso.networks
 
 
 def test_bad_hw_nas_bench_path_is_a_user_error(tmp_path):
@@ -205,7 +220,6 @@ def test_cli_unknown_device_and_missing_out_exit_2(cli, tmp_path):
     assert r.returncode == 2 and "unknown architecture" in r.stderr
 
 
-@needs_data
 def test_cli_arch_lut_covers_exactly_that_architecture(cli, tmp_path):
     out = tmp_path / "f96.json"
     r = cli("profiler.estimate", "--device", "iphone_x", "--arch", "fbnet_96", "--out", str(out),
@@ -219,13 +233,14 @@ def test_cli_arch_lut_covers_exactly_that_architecture(cli, tmp_path):
     assert lut.space["resolution"] == 96
 
 
-@needs_data
 def test_cli_report_json(cli):
     r = cli("profiler.estimate", "--report", "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert {s["split"] for s in report["validation"]["raspi4"]} >= {"leave-one-shape-out",
                                                                     "224 -> 32", "32 -> 224"}
+    # the cross-device table prices the calibration's own targets: it checks that the report
+    # shows the calibrated models (the held-out check is the test above), not a prediction
     cross = report["cross_device_ms"]
-    assert cross["s8"]["fbnet_s8"] < cross["s8"]["fbnet_iphonex"]
-    assert cross["iphone_x"]["fbnet_s8"] / cross["iphone_x"]["fbnet_iphonex"] > 1.3
+    assert cross["s8"]["fbnet_s8"] == pytest.approx(22.12, rel=0.03)
+    assert cross["iphone_x"]["fbnet_iphonex"] == pytest.approx(19.84, rel=0.03)
