@@ -62,14 +62,6 @@ def runner_bin() -> Path:
     return binary
 
 
-def _pattern_input():
-    import torch
-
-    n = math.prod(INPUT_SHAPE)
-    flat = torch.tensor([((i % 255) / 255.0) - 0.5 for i in range(n)], dtype=torch.float32)
-    return flat.reshape(INPUT_SHAPE)
-
-
 @pytest.fixture(scope="session")
 def programs(tmp_path_factory) -> dict[str, Path]:
     """Three tiny real programs: conv+relu on XNNPACK, the same without a
@@ -423,40 +415,65 @@ def test_result_written_after_every_round(runner_bin, programs, tmp_path):
         assert len(entry["latencies_ms"]) == len(entry["rounds"])  # 1 timed run per round
 
 
-def test_compare_with_python_runtime(runner_bin, programs, tmp_path):
-    """Median latency, native runner vs executorch.runtime on the same .pte
-    (printed only: no timing assertion)."""
+@pytest.fixture(scope="module")
+def cost_ladder(tmp_path_factory) -> dict[str, tuple[Path, list[int]]]:
+    """Five XNNPACK 3x3 convs at 16x16 whose MACs grow 4x a step (16 to 256 channels)."""
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    out = tmp_path_factory.mktemp("ladder")
+    torch.manual_seed(0)
+    ladder = {}
+    for channels in (16, 32, 64, 128, 256):
+        shape = [1, channels, 16, 16]
+        conv = torch.nn.Conv2d(channels, channels, 3, padding=1).eval()
+        ep = torch.export.export(conv, (torch.randn(*shape),))
+        prog = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()
+        path = out / f"conv{channels}.pte"
+        path.write_bytes(prog.buffer)
+        ladder[f"conv{channels}"] = (path, shape)
+    return ladder
+
+
+def test_native_and_python_runtime_rank_programs_alike(runner_bin, cost_ladder, tmp_path):
+    """The native runner and executorch.runtime rank the same programs the same way.
+
+    benchmarks/native_vs_python.py documents Spearman 0.999 over the whole 32x32 LUT, whose
+    entries include near-ties. These programs are 4x apart in MACs, so the expectation is the
+    MAC order and a perfect ranking on both runners; the bound (0.9) allows one swap of
+    neighbours from a load spike on a shared machine. Latencies themselves are not asserted.
+    """
+    import torch
     from executorch.extension.pybindings import portable_lib
     from executorch.runtime import Runtime
+    from scipy.stats import spearmanr
 
-    names = ["xnn_conv", "portable_conv"]
-    manifest = _manifest(
-        [_prog(n, programs[n]) for n in names], warmup=10, iters=50, rounds=5, threads=1
-    )
-    mpath = _write_manifest(tmp_path, manifest)
-    proc = _run(runner_bin, "--manifest", mpath)
+    names = list(cost_ladder)  # ascending MACs
+    manifest = _manifest([_prog(n, path, shape) for n, (path, shape) in cost_ladder.items()],
+                         warmup=5, iters=20, rounds=3, threads=1)
+    proc = _run(runner_bin, "--manifest", _write_manifest(tmp_path, manifest))
     assert proc.returncode == 0, proc.stderr
-    native = {
-        e["id"]: statistics.median(e["latencies_ms"])
-        for e in json.loads((tmp_path / "result.json").read_text())["programs"]
-    }
+    # the minimum: what other load on a shared machine cannot make faster
+    native = {e["id"]: min(e["latencies_ms"])
+              for e in json.loads((tmp_path / "result.json").read_text())["programs"]}
 
     portable_lib._unsafe_reset_threadpool(1)  # before loading, as the runner does
     runtime = Runtime.get()
-    x = _pattern_input()
-    print()
-    for name in names:
-        method = runtime.load_program(str(programs[name])).load_method("forward")
-        for _ in range(10):
+    python = {}
+    for name, (path, shape) in cost_ladder.items():
+        method = runtime.load_program(str(path)).load_method("forward")
+        x = torch.randn(*shape)
+        for _ in range(5):
             method.execute([x])
         times = []
-        for _ in range(50):
+        for _ in range(60):
             t0 = time.perf_counter()
             method.execute([x])
             times.append((time.perf_counter() - t0) * 1e3)
-        py = statistics.median(times)
-        print(
-            f"{name}: native median {native[name]:.4f} ms, "
-            f"executorch.runtime median {py:.4f} ms (ratio {py / native[name]:.2f})"
-        )
-        assert native[name] > 0 and py > 0
+        python[name] = min(times)
+    order = list(range(len(names)))
+    for runner in (native, python):
+        assert spearmanr(order, [runner[n] for n in names]).statistic >= 0.9, runner
+    assert spearmanr([native[n] for n in names], [python[n] for n in names]).statistic >= 0.9, \
+        (native, python)
