@@ -96,19 +96,64 @@ def test_user_errors_are_one_line(luts, tmp_path, capsys, args, message):
     assert message in err and err.count("\n") == 1 and err.startswith("error: "), err
 
 
+@pytest.mark.parametrize("phase", ["w", "theta"])
+def test_two_ranks_see_each_example_once_and_the_single_process_batches(tmp_path, phase):
+    """Rank 0 and rank 1 of a 2-rank search with batch 8 together take exactly the global
+    batch a single process with batch 16 takes at each step, each example once; evaluation
+    splits the same subset between the ranks without overlap."""
+    import torch
+    from search.data import load_data, split_train
+    from search.dnas import Dist, Search, TrainConfig
+    from search.loss import LossConfig
+
+    space = tiny_space(16)
+    table = make_lut(space).layer_table(space)
+    bundle = load_data("synthetic:200", resolution=16, seed=0)
+    w, th = split_train(bundle.train, 0.8, 0)
+
+    def search(rank: int, world: int, batch: int) -> Search:
+        cfg = TrainConfig(epochs=2, warmup_epochs=1, batch_size=batch, seed=0)
+        return Search(space, table, LossConfig(), cfg, w, th, bundle.val, tmp_path / f"{rank}",
+                      torch.device("cpu"), {"test": 1}, Dist(rank, world), progress=False)
+
+    single, ranks = search(0, 1, 16), [search(r, 2, 8) for r in range(2)]
+    for epoch in range(2):
+        alone = single._batches(phase, epoch)
+        shards = [r._batches(phase, epoch) for r in ranks]
+        assert len(alone) == len(shards[0]) == len(shards[1]) > 0
+        for step, batch in enumerate(alone):
+            a, b = shards[0][step], shards[1][step]
+            assert len(a) == len(b) == 8 and not set(a) & set(b)
+            assert sorted(a + b) == sorted(batch)
+    evaluated = [i for r in ranks for batch in r._eval_batches(bundle.val) for i in batch]
+    assert sorted(evaluated) == sorted(i for batch in single._eval_batches(bundle.val)
+                                       for i in batch) == list(range(len(bundle.val)))
+
+
+def _search_run(out, *extra, ranks: int = 1) -> subprocess.CompletedProcess:
+    launcher = (["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
+                if ranks > 1 else [])
+    return subprocess.run(
+        [sys.executable, *launcher, "-m", "search.run", "--out", str(out),
+         "--data", "synthetic:200", "--epochs", "2", "--warmup-epochs", "1", "--no-progress",
+         "--json", *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
 def test_ddp_two_cpu_ranks(luts, tmp_path):
-    """torchrun with 2 gloo ranks: finishes, theta in sync (checked by the run itself)."""
-    out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "search.run", "--lut", str(luts / "dev_16.json"), "--resolution", "16",
-         "--out", str(out), "--data", "synthetic:200", "--epochs", "2", "--warmup-epochs", "1",
-         "--batch-size", "8", "--no-progress", "--device", "cpu", "--json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    """torchrun with 2 gloo ranks of batch 8 against one process of batch 16: the same number
+    of weight and theta steps (each rank takes half of every global batch, not the whole
+    split), theta in sync (checked by the run itself)."""
+    lut = ["--lut", str(luts / "dev_16.json"), "--resolution", "16"]
+    done = _search_run(tmp_path / "ddp", *lut, "--batch-size", "8", ranks=2)
     assert done.returncode == 0, done.stderr[-3000:]
+    alone = _search_run(tmp_path / "one", *lut, "--batch-size", "16")
+    assert alone.returncode == 0, alone.stderr[-3000:]
     result = json.loads(done.stdout[done.stdout.index("{"):])
     assert result["epochs"] == 2
-    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    # 2 ranks x 8 = global batch 16 over the theta split, every example counted once
+    rows = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
+    single = [json.loads(line) for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
+    assert [r["theta_steps"] for r in rows] == [r["theta_steps"] for r in single]
+    assert rows[-1]["theta_steps"] > 0
     assert rows[-1]["theta_top1"] is not None and rows[-1]["expected_latency_ms"] > 0
