@@ -1,4 +1,5 @@
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,3 +95,71 @@ def test_empty_imagefolder_and_broken_cifar(tmp_path):
     (broken / "data_batch_1").write_bytes(b"not a pickle")
     with pytest.raises(UserError, match="not a CIFAR-10 python batch"):
         load_data(f"cifar10:{broken}")
+
+
+# --- Fashion-MNIST -------------------------------------------------------------------------------
+
+def _write_idx(path, array: np.ndarray, gz: bool) -> None:
+    import gzip
+
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(raw))
+    else:
+        path.write_bytes(raw)
+
+
+def _fake_fashion(folder, gz: bool, n_train=30, n_val=10):
+    """Four IDX files in the standard names: class c's images are filled with 10*c."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_val)):
+        labels = np.arange(n) % 10
+        images = np.repeat((labels * 10)[:, None, None], 28, 1).repeat(28, 2)
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte", images, gz)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels, gz)
+    return folder
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_reads_idx_files_gzipped_or_not(tmp_path, gz):
+    data = load_data(f"fashion-mnist:{_fake_fashion(tmp_path / 'f', gz)}")
+    assert (len(data.train), len(data.val), data.num_classes, data.resolution) == (30, 10, 10, 32)
+    x, y = data.val[3]
+    assert x.shape == (3, 32, 32) and y == 3
+    # 28x28 zero-padded to 32x32: the 2-pixel border is the normalized value of a 0 pixel
+    border = (0 - 0.2860) / 0.3530
+    assert x[0, 0, 0].item() == pytest.approx(border, abs=1e-5)
+    assert x[0, 16, 16].item() == pytest.approx((30 / 255 - 0.2860) / 0.3530, abs=1e-5)
+
+
+def test_fashion_mnist_bad_input_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="dataset-fashion-mnist"):
+        load_data(f"fashion-mnist:{tmp_path / 'absent'}")
+    folder = _fake_fashion(tmp_path / "partial", gz=True)
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(UserError, match="lacks the Fashion-MNIST file t10k-labels-idx1-ubyte"):
+        load_data(f"fashion-mnist:{folder}")
+    folder = _fake_fashion(tmp_path / "truncated", gz=False)
+    path = folder / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(UserError, match="truncated or corrupt"):
+        load_data(f"fashion-mnist:{folder}")
+    folder = _fake_fashion(tmp_path / "corrupt", gz=True)
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(UserError, match="corrupt"):
+        load_data(f"fashion-mnist:{folder}")
+    folder = _fake_fashion(tmp_path / "header", gz=False)
+    (folder / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x0d\x03" + bytes(12))
+    with pytest.raises(UserError, match="bad header"):
+        load_data(f"fashion-mnist:{folder}")
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="Debian's dataset-fashion-mnist is not installed (make setup installs "
+                           "it where apt-get runs as root)")
+def test_fashion_mnist_from_debian_package():
+    data = load_data("fashion-mnist")
+    assert (len(data.train), len(data.val)) == (60000, 10000)
+    assert torch.bincount(data.val.labels).tolist() == [1000] * 10
