@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +29,6 @@ from profiler.backends.base import BackendOptions, LocalTransport, TransportErro
 from profiler.devices import resolve_device
 from profiler.protocol import Manifest, ProgramSpec
 
-ROOT = Path(__file__).resolve().parents[1]
 PHONE_DIR = DEVICE_DIR.lstrip("/")  # the phone's layout under each LocalTransport root
 
 # `adb shell` output of PROBE_SCRIPT on a Galaxy S8 (Exynos 8895: 4 big M2 + 4 little A53).
@@ -127,15 +125,8 @@ def test_split_and_merge_keep_manifest_order():
 
 # --- the whole backend over a local transport --------------------------------------------------
 @pytest.fixture(scope="module")
-def runner_bin(tmp_path_factory) -> Path:
-    """The host-built runner (android_app/build_host.sh), copied so a rebuild cannot race us."""
-    env = dict(os.environ, PYTHON=sys.executable)
-    proc = subprocess.run(["bash", str(ROOT / "android_app" / "build_host.sh")],
-                          capture_output=True, text=True, env=env, timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    copy = tmp_path_factory.mktemp("runner") / "fbnet_bench"
-    shutil.copy2(proc.stdout.strip().splitlines()[-1], copy)
-    return copy
+def runner_bin(host_runner) -> Path:
+    return host_runner
 
 
 @pytest.fixture(scope="module")

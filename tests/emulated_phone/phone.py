@@ -1,0 +1,280 @@
+"""An emulated Android phone for tests: adbd.py in a bubblewrap sandbox laid out like a phone,
+and a private adb server (the real `adb` binary) that reaches it with `adb connect`.
+
+The sandbox's view of the machine:
+- /system/bin/sh is mksh (Android's shell); /system/bin holds getprop (answers from
+  /system/build.prop) and links to this host's coreutils for the toybox commands a phone has;
+- /proc/cpuinfo and /sys are files written here: a big.LITTLE CPU (per-core cpuinfo_max_freq,
+  scaling_governor) over the CPUs this process may use, so `taskset` pins for real, and thermal
+  zones;
+- /data/local/tmp is a folder of this host that outlives the daemon (a phone's storage), or a
+  small tmpfs (a full phone);
+- adbd runs as uid 2000 (`shell`) in its own pid namespace: killing it takes every command it
+  started with it, as a phone vanishing from USB does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DAEMON = HERE / "adbd.py"
+SHELL_UID = 2000  # AID_SHELL: the user an adb shell runs as
+# toybox commands of a phone's /system/bin that the profiler's shell commands use (and a few more)
+TOYBOX = ("basename cat chmod cp cut date dd df dirname du echo env grep head id kill ln ls "
+          "md5sum mkdir mv nproc ps pwd readlink rm rmdir sed sha1sum sha256sum sleep sort stat "
+          "tail taskset tee test touch tr true false uname uniq wc which xargs").split()
+GETPROP = """#!/system/bin/sh
+# getprop [NAME]: Android's property reader, answering from /system/build.prop
+if [ $# -eq 0 ]; then
+  while IFS== read -r k v; do
+    case $k in ''|'#'*) ;; *) echo "[$k]: [$v]" ;; esac
+  done </system/build.prop
+  exit 0
+fi
+while IFS== read -r k v; do
+  [ "$k" = "$1" ] && { echo "$v"; exit 0; }
+done </system/build.prop
+echo "${2-}"
+"""
+PIXEL3_PROPS = {  # the properties the profiler reads, as a Pixel 3 reports them
+    "ro.product.model": "Pixel 3", "ro.product.manufacturer": "Google",
+    "ro.product.name": "blueline", "ro.product.device": "blueline",
+    "ro.soc.manufacturer": "Qualcomm", "ro.soc.model": "SDM845",
+    "ro.board.platform": "sdm845", "ro.hardware": "blueline",
+    "ro.build.version.release": "12", "ro.build.version.sdk": "31",
+    # the runner pushed here is the host's x86-64 build, so the phone says what it runs
+    "ro.product.cpu.abi": "x86_64",
+}
+LITTLE_KHZ, BIG_KHZ = 1766400, 2803200  # SDM845's Cortex-A55 and Cortex-A75 clusters
+
+
+def missing_tools() -> list[str]:
+    """What this host lacks to emulate a phone, each with the Debian package that has it."""
+    return [f"{tool} (Debian package `{pkg}`)" for tool, pkg in
+            (("bwrap", "bubblewrap"), ("mksh", "mksh"), ("adb", "adb")) if not shutil.which(tool)]
+
+
+def sandbox_error() -> str | None:
+    """Why bubblewrap cannot make a sandbox here (e.g. user namespaces are off), or None."""
+    proc = subprocess.run(["bwrap", "--ro-bind", "/", "/", "--unshare-user", "--unshare-pid",
+                           "true"], capture_output=True, text=True)
+    return None if proc.returncode == 0 else (proc.stderr.strip() or f"exit {proc.returncode}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait(what: str, ready, timeout_s: float, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if time.monotonic() > deadline:
+            tail = log.read_text()[-800:] if log and log.exists() else ""
+            raise RuntimeError(f"{what} did not happen within {timeout_s:.0f} s. {tail}")
+        time.sleep(0.05)
+
+
+# --- the adb server -----------------------------------------------------------------------------
+@contextmanager
+def adb_server(adb: str, home: Path):
+    """A real adb server on a private port; yields the environment pointing clients at it."""
+    port = free_port()
+    env = dict(os.environ, HOME=str(home), ANDROID_ADB_SERVER_PORT=str(port), ADB_MDNS="0")
+    env.pop("ANDROID_SERIAL", None)
+    log_path = home / "server.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen([adb, "-P", str(port), "server", "nodaemon"], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait("the adb server starting", lambda: listening(port) or server.poll() is not None,
+                  20, log_path)
+            if server.poll() is not None:
+                raise RuntimeError(f"adb server exited: {log_path.read_text()[-500:]}")
+            yield env
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def adb(env: dict, *args: str, timeout_s: float = 30) -> str:
+    proc = subprocess.run(["adb", "-P", env["ANDROID_ADB_SERVER_PORT"], *args], env=env,
+                          capture_output=True, text=True, timeout=timeout_s)
+    return proc.stdout + proc.stderr
+
+
+def device_state(env: dict, serial: str) -> str | None:
+    for line in adb(env, "devices").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == serial:
+            return parts[1]
+    return None
+
+
+# --- the phone ------------------------------------------------------------------------------------
+@dataclass
+class Phone:
+    """One emulated phone: its files on this host and, while it is up, its adbd."""
+
+    root: Path  # /system, /sys, /proc/cpuinfo and /data of the phone live under here
+    runner: Path  # the runner it will be sent: the libraries it links are made visible
+    props: dict = field(default_factory=lambda: dict(PIXEL3_PROPS))
+    shell_v2: bool = True  # advertise shell protocol v2 (Android 7+)
+    data_bytes: int | None = None  # /data/local/tmp as a tmpfs of this size: a full phone
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def serial(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def data(self) -> Path:
+        """The phone's /data/local/tmp, seen from this host."""
+        return self.root / "data" / "local" / "tmp"
+
+    def build(self) -> None:
+        """Write the phone's read-only files (idempotent)."""
+        bindir = self.root / "system" / "bin"
+        bindir.mkdir(parents=True, exist_ok=True)
+        self.data.mkdir(parents=True, exist_ok=True)
+        links = {"sh": shutil.which("mksh")}
+        links.update({tool: shutil.which(tool) for tool in TOYBOX})
+        for name, target in links.items():
+            if target and not (bindir / name).is_symlink():
+                (bindir / name).symlink_to(target)
+        (bindir / "getprop").write_text(GETPROP)
+        (bindir / "getprop").chmod(0o755)
+        shutil.copyfile(DAEMON, bindir / "adbd.py")
+        (self.root / "system" / "build.prop").write_text(
+            "".join(f"{k}={v}\n" for k, v in self.props.items()))
+        self._write_cpus()
+
+    def _write_cpus(self) -> None:
+        # The CPUs this process may use, split into a little and a big cluster, so the probe
+        # finds big.LITTLE and `taskset <big mask>` runs on real cores of this host.
+        cpus = sorted(os.sched_getaffinity(0))
+        n_little = len(cpus) // 2
+        sysfs = self.root / "sys"
+        cpu_dir = sysfs / "devices" / "system" / "cpu"
+        listing = ",".join(map(str, cpus))
+        for name in ("online", "possible", "present"):
+            _write(cpu_dir / name, listing)
+        cpuinfo = []
+        for i, cpu in enumerate(cpus):
+            khz = LITTLE_KHZ if i < n_little else BIG_KHZ
+            freq = cpu_dir / f"cpu{cpu}" / "cpufreq"
+            for name, value in (("cpuinfo_max_freq", khz), ("cpuinfo_min_freq", 300000),
+                                ("scaling_max_freq", khz), ("scaling_cur_freq", khz),
+                                ("scaling_governor", "schedutil")):
+                _write(freq / name, value)
+            cpuinfo.append(f"processor\t: {cpu}\nBogoMIPS\t: 38.40\n"
+                           f"CPU part\t: {'0xd05' if i < n_little else '0xd0a'}\n")
+        cpuinfo.append("Hardware\t: Qualcomm Technologies, Inc SDM845\n")
+        _write(self.root / "cpuinfo", "\n".join(cpuinfo))
+        for zone, (kind, milli_c) in enumerate([("cpu0-silver-usr", 41200),
+                                                ("cpu4-gold-usr", 43800),
+                                                ("battery", 31000)]):
+            _write(sysfs / "class" / "thermal" / f"thermal_zone{zone}" / "type", kind)
+            _write(sysfs / "class" / "thermal" / f"thermal_zone{zone}" / "temp", milli_c)
+
+    def big_cpus(self) -> list[int]:
+        cpus = sorted(os.sched_getaffinity(0))
+        return cpus[len(cpus) // 2:]
+
+    def sandbox_args(self) -> list[str]:
+        args = ["bwrap", "--unshare-user", "--uid", str(SHELL_UID), "--gid", str(SHELL_UID),
+                "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "localhost",
+                "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr"]
+        for top in ("/bin", "/lib", "/lib64", "/sbin", "/etc"):
+            if os.path.islink(top):
+                args += ["--symlink", os.readlink(top), top]
+            elif os.path.isdir(top):
+                args += ["--ro-bind", top, top]
+        args += ["--proc", "/proc", "--ro-bind", str(self.root / "cpuinfo"), "/proc/cpuinfo",
+                 "--dev", "/dev", "--tmpfs", "/tmp",
+                 "--ro-bind", str(self.root / "sys"), "/sys",
+                 "--ro-bind", str(self.root / "system"), "/system",
+                 "--dir", "/data/local"]
+        if self.data_bytes:
+            args += ["--size", str(self.data_bytes), "--tmpfs", "/data/local/tmp"]
+        else:
+            args += ["--bind", str(self.data), "/data/local/tmp"]
+        # The daemon's Python, and the libraries the host-built runner links (an NDK build for a
+        # phone links them statically): both at their paths on this host.
+        for folder in sorted({_python_prefix(), *_library_dirs(self.runner)}):
+            args += ["--ro-bind", folder, folder]
+        return args + ["--chdir", "/", "--clearenv", "--setenv", "PATH", "/system/bin"]
+
+    def start(self, timeout_s: float = 20) -> None:
+        self.build()
+        log = self.root / "adbd.log"
+        python = os.path.realpath(sys.executable)
+        cmd = self.sandbox_args() + [python, "-I", "-S", "/system/bin/adbd.py", str(self.port)]
+        if not self.shell_v2:
+            cmd.append("--no-shell-v2")
+        with open(log, "a") as out:
+            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        _wait(f"adbd of {self.serial} listening",
+              lambda: self.process.poll() is not None or "listening" in log.read_text(),
+              timeout_s, log)
+        if self.process.poll() is not None:
+            raise RuntimeError(f"adbd of {self.serial} exited: {log.read_text()[-800:]}")
+
+    def connect(self, env: dict, timeout_s: float = 20) -> None:
+        """`adb connect` it and wait until the server lists it as a ready device."""
+        def ready():
+            if device_state(env, self.serial) == "device":
+                return True
+            adb(env, "connect", self.serial)
+            return device_state(env, self.serial) == "device"
+
+        _wait(f"adb connect {self.serial}", ready, timeout_s, self.root / "adbd.log")
+
+    def kill(self) -> None:
+        """The phone vanishes: adbd and every command it runs die at once."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+def _write(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{value}\n")
+
+
+def _python_prefix() -> str:
+    return str(Path(os.path.realpath(sys.executable)).parents[1])
+
+
+def _library_dirs(binary: Path) -> set[str]:
+    """Folders of the shared libraries `binary` loads from outside the system's /usr."""
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True).stdout
+    found = set()
+    for path in re.findall(r"=> (/\S+)", out):
+        real = os.path.realpath(path)
+        if not real.startswith(("/usr/", "/lib")):
+            found.add(os.path.dirname(real))
+    return found

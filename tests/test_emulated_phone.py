@@ -1,0 +1,232 @@
+"""The Android path against a live device: a real adb server (Debian's `adb`) connected over TCP
+to an emulated phone (tests/emulated_phone/: an adbd in a bubblewrap sandbox, mksh as its
+shell), measured by `python -m profiler.run --device android:127.0.0.1:PORT` with the host-built
+runner. What this leaves to a real phone is in docs/android.md ("The emulated phone").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from emulated_phone.phone import Phone, adb, adb_server, missing_tools, sandbox_error
+from fbnet.lut import load_lut
+from profiler.backends.adb_transport import AdbTransport, adb_client
+from profiler.backends.android import DEVICE_DIR, PhoneSession
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--resolution", "8", "--stage-depths", "1,1,1,1,1,1,1",
+        "--stage-widths", "8,8,8,8,8,8,8"]
+FAST = ["--warmup", "1", "--iters", "6", "--calibrate", "0", "--quiet"]
+# Two rounds put the phone profile's 1 s cool-down inside every job: time to kill mid-run.
+SLOW_JOBS = ["--rounds", "2", "--chunk", "1"]
+BLOCKS = ["ConvNorm_H8_W8_Cin3_Cout16_kernel3_stride1_group1",
+          "ConvBlock_H8_W8_Cin8_Cout8_exp1_kernel3_stride1_group1",
+          "ConvBlock_H8_W8_Cin8_Cout8_exp1_kernel5_stride1_group2",
+          "Skip_H8_W8_Cin8_Cout8_stride1"]
+PHONE_DIR = DEVICE_DIR.lstrip("/").removeprefix("data/local/tmp/")  # under Phone.data
+
+_missing = missing_tools()
+pytestmark = pytest.mark.skipif(bool(_missing), reason="an emulated phone needs "
+                                + ", ".join(_missing) + "; `make setup` installs them as root")
+
+
+@pytest.fixture(scope="module")
+def adb_env(tmp_path_factory):
+    why = sandbox_error()
+    if why:
+        pytest.skip(f"bubblewrap cannot make a sandbox here ({why}); unprivileged user "
+                    "namespaces may be off (sysctl kernel.unprivileged_userns_clone=1)")
+    with adb_server("adb", tmp_path_factory.mktemp("adb_home")) as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def cache():
+    return ROOT / ".cache" / "artifacts"  # profiler.run's own cache: exported once, kept
+
+
+@pytest.fixture
+def phones(tmp_path, host_runner, adb_env):
+    """Start emulated phones (connected to the adb server); all are killed afterwards."""
+    started = []
+
+    def start(name: str, **kw) -> Phone:
+        phone = Phone(tmp_path / name, host_runner, **kw)
+        phone.start()
+        phone.connect(adb_env)
+        started.append(phone)
+        return phone
+
+    yield start
+    for phone in started:
+        phone.kill()
+        adb(adb_env, "disconnect", phone.serial)
+
+
+def profile_args(device: str, out: Path, cache: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "profiler.run", "--device", device, *TINY, *FAST, "--only",
+            ",".join(BLOCKS), "--cache", str(cache), "--out", str(out), *(extra or ["--rounds",
+                                                                                  "1"])]
+
+
+def profile_env(adb_env: dict, runner: Path) -> dict:
+    return dict(adb_env, FBNET_ANDROID_RUNNER=str(runner))
+
+
+def run_profiler(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def one_line_error(proc) -> str:
+    """The run failed as a user error: exit 2, one line, no traceback; returns that line."""
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return [line for line in proc.stderr.splitlines() if line.strip()][-1]
+
+
+def entries(path: Path) -> dict:
+    return json.loads(path.read_text())["entries"] if path.exists() else {}
+
+
+def wait_for(what: str, condition, proc, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before {what}: {proc.stderr.read()[-2000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} within {timeout_s:.0f} s")
+        time.sleep(0.02)
+
+
+def test_profiler_run_measures_an_emulated_phone(tmp_path, phones, adb_env, host_runner,
+                                                 cache, monkeypatch):
+    phone = phones("a")
+    # What answers: the adb server, the phone's shell and protocol
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", adb_env["ANDROID_ADB_SERVER_PORT"])
+    client = adb_client()
+    assert client.server_version() >= 39
+    transport = AdbTransport(client, phone.serial)
+    assert transport.uses_shell_v2()
+    assert "MIRBSD KSH" in transport.shell("echo $KSH_VERSION")[1]
+    assert transport.shell("exit 3") == (3, "")
+
+    env = profile_env(adb_env, host_runner)
+    out = tmp_path / "phone.json"
+    proc = run_profiler(profile_args(f"android:{phone.serial}", out, cache), env)
+    assert proc.returncode == 0, proc.stderr
+    lut = load_lut(out)
+    info = lut.device
+    assert (info.model, info.soc, info.os) == ("Pixel 3", "Qualcomm SDM845",
+                                               "Android 12 (API 31)")
+    assert "SDM845" in info.cpu and "2.803 GHz" in info.cpu
+    assert set(info.extra["governor"]) == {"schedutil"}
+    assert info.extra["big_cores"] == phone.big_cpus()
+    assert info.extra["pinning"].startswith(f"taskset {info.extra['cpu_mask']} (cores ")
+    assert info.extra["thermal_c"]["cpu4-gold-usr"] == 43.8
+    assert lut.runtime.version == "1.5.1"
+    assert set(lut.entries) == set(BLOCKS) and lut.measurement["complete"]
+    for key, entry in lut.entries.items():
+        assert entry.n == 6 and entry.latency_ms > 0
+        if not key.startswith("Skip"):  # an identity block runs no operator
+            assert entry.ops, f"no per-op breakdown (ETDump) for {key}"
+    jobs = info.extra["jobs"]
+    assert sum(p["pushed"] for job in jobs for p in job["phones"]) == len(BLOCKS) + 1  # + ref
+    assert jobs[0]["phones"][0]["thermal_before_c"]["battery"] == 31.0
+    # on the phone: the runner and the programs stay, the job's files are gone
+    kept = phone.data / PHONE_DIR
+    assert os.access(kept / "fbnet_bench", os.X_OK)
+    assert len(list((kept / "programs").glob("*.pte"))) == len(BLOCKS) + 1
+    assert not (kept / "result.json").exists() and not (kept / "runner.pid").exists()
+
+    # A second phone joins: picking "the" Pixel 3 is now ambiguous, and both measure together;
+    # the first has everything already, the second receives the runner and its share.
+    second = phones("b")
+    line = one_line_error(run_profiler(profile_args("pixel3", tmp_path / "x.json", cache), env))
+    assert "2 devices match --device pixel3" in line and second.serial in line, line
+    both = tmp_path / "two.json"
+    proc = run_profiler(profile_args(f"android:{phone.serial},{second.serial}", both, cache),
+                        env)
+    assert proc.returncode == 0, proc.stderr
+    lut = load_lut(both)
+    assert lut.device.extra["serials"] == [phone.serial, second.serial]
+    assert set(lut.entries) == set(BLOCKS)
+    pushed = {p["serial"]: p["pushed"] for job in lut.device.extra["jobs"] for p in job["phones"]}
+    assert pushed[phone.serial] == 0 and pushed[second.serial] > 0
+    assert os.access(second.data / PHONE_DIR / "fbnet_bench", os.X_OK)
+
+
+def test_phone_without_shell_v2(tmp_path, phones, adb_env, host_runner, monkeypatch):
+    """A phone before Android 7: the old shell protocol, exit status from adbutils' suffix."""
+    phone = phones("old", shell_v2=False)
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", adb_env["ANDROID_ADB_SERVER_PORT"])
+    transport = AdbTransport(adb_client(), phone.serial)
+    assert not transport.uses_shell_v2()
+    assert transport.shell("echo out; echo err >&2; exit 4") == (4, "out\nerr\n")
+    session = PhoneSession(phone.serial, transport, host_runner, DEVICE_DIR, tmp_path / "work")
+    probe = session.prepare()
+    assert probe.model == "Pixel 3" and probe.big_cores() == phone.big_cpus()
+    assert session.runner_version == "1.5.1" and session.mask
+    assert session.thermal()["cpu0-silver-usr"] == 41.2
+    session.cleanup()
+
+
+def test_vanished_then_full_phone_lose_nothing(tmp_path, phones, adb_env, host_runner, cache):
+    """The phone vanishes mid-run (adbd killed): finished entries stay. It comes back with
+    /data full: the resumed run stops with a one-line error and keeps them. With space again,
+    --resume finishes the LUT and measures only what was missing."""
+    phone = phones("v")
+    env = profile_env(adb_env, host_runner)
+    out = tmp_path / "phone.json"
+    args = profile_args(f"android:{phone.serial}", out, cache, *SLOW_JOBS)
+    run = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    wait_for("a finished entry", lambda: entries(out), run)
+    phone.kill()
+    resume = profile_args(f"android:{phone.serial}", out, cache, "--rounds", "2", "--resume")
+    stdout, stderr = run.communicate(timeout=300)
+    line = one_line_error(subprocess.CompletedProcess(args, run.returncode, stdout, stderr))
+    assert phone.serial in line, line
+    finished = entries(out)
+    assert finished and len(finished) < len(BLOCKS)
+
+    phone.data_bytes = 64 * 1024  # a tmpfs smaller than the runner
+    phone.start()
+    phone.connect(adb_env)
+    line = one_line_error(run_profiler(resume, env))
+    assert "cannot push" in line and "free space" in line, line
+    assert entries(out) == finished
+
+    phone.kill()
+    phone.data_bytes = None  # the phone's own storage again, with the runner already there
+    phone.start()
+    phone.connect(adb_env)
+    proc = run_profiler(resume, env)
+    assert proc.returncode == 0, proc.stderr
+    done = entries(out)
+    assert set(done) == set(BLOCKS)
+    assert {k: done[k] for k in finished} == finished  # kept as measured
+
+
+def test_runner_crash_keeps_finished_entries(tmp_path, phones, adb_env, host_runner, cache):
+    phone = phones("c")
+    env = profile_env(adb_env, host_runner)
+    out = tmp_path / "phone.json"
+    args = profile_args(f"android:{phone.serial}", out, cache, *SLOW_JOBS)
+    run = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    pid_file = phone.data / PHONE_DIR / "runner.pid"
+    wait_for("a finished entry", lambda: entries(out), run)
+    wait_for("the next job's runner", pid_file.exists, run)
+    adb(env, "-s", phone.serial, "shell", f"kill -SEGV $(cat {DEVICE_DIR}/runner.pid)")
+    stdout, stderr = run.communicate(timeout=300)
+    line = one_line_error(subprocess.CompletedProcess(args, run.returncode, stdout, stderr))
+    assert "the runner exited with code 139" in line, line  # 128 + SIGSEGV
+    finished = entries(out)
+    assert finished and len(finished) < len(BLOCKS)
