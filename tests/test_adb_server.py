@@ -4,15 +4,14 @@ The server is the adb binary of the adbutils wheel (or `adb` on PATH, e.g. Debia
 started here on a free port and stopped after; nothing touches a user's default server on 5037.
 """
 
-import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from emulated_phone.phone import adb_server as start_adb_server
+from emulated_phone.phone import free_port
 from fbnet.errors import UserError
 from profiler.backends.adb_transport import (HOW_TO_CONNECT, AdbTransport, AttachedDevice,
                                              adb_client, find_adb_binary, list_attached,
@@ -24,43 +23,11 @@ pytestmark = pytest.mark.skipif(ADB is None, reason="no adb binary: the adbutils
                                 "one on x86-64 Linux; elsewhere install Debian's `adb` package")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture(scope="module")
 def adb_server(tmp_path_factory):
     """A real adb server on a private port; yields the environment that points clients at it."""
-    home = tmp_path_factory.mktemp("adb_home")  # adb keeps its RSA key in $HOME/.android
-    port = _free_port()
-    env = dict(os.environ, HOME=str(home), ANDROID_ADB_SERVER_PORT=str(port), ADB_MDNS="0")
-    env.pop("ANDROID_SERIAL", None)
-    log = open(home / "server.log", "w")
-    server = subprocess.Popen([ADB, "-P", str(port), "server", "nodaemon"], env=env,
-                              stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 20
-        while not _listening(port):
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"adb server did not start: {(home / 'server.log').read_text()[-500:]}")
-            time.sleep(0.1)
+    with start_adb_server(ADB, tmp_path_factory.mktemp("adb_home")) as env:
         yield env
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
 
 
 def test_real_server_lists_no_device(adb_server, monkeypatch):
@@ -88,7 +55,7 @@ def test_transport_to_a_vanished_phone_is_a_user_error(adb_server, monkeypatch, 
 
 def test_no_server_is_a_user_error(tmp_path, monkeypatch):
     # Nothing listens on this port and adbutils must not start a server: point it at no binary.
-    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(_free_port()))
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(free_port()))
     monkeypatch.setenv("ADBUTILS_ADB_PATH", str(tmp_path / "no-adb-here"))
     with pytest.raises(UserError, match="cannot reach the adb server"):
         adb_client()
