@@ -4,9 +4,10 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
-# Debian packages the search and the tests use: the Fashion-MNIST dataset (search default).
+# Debian packages the search and the tests use: the Fashion-MNIST dataset (search default);
+# adb, bubblewrap and mksh for the emulated Android phone (tests/emulated_phone/).
 # Installed where apt-get exists and we are root; elsewhere the commands that need one say which.
-APT_PACKAGES := dataset-fashion-mnist
+APT_PACKAGES := dataset-fashion-mnist adb bubblewrap mksh
 
 .PHONY: demo test setup clean
 
