@@ -11,12 +11,17 @@ The sandbox's view of the machine:
   small tmpfs (a full phone);
 - adbd runs as uid 2000 (`shell`) in its own pid namespace: killing it takes every command it
   started with it, as a phone vanishing from USB does.
+
+By hand (docs/android.md, "The emulated phone"): `python tests/emulated_phone/phone.py` starts one
+and `adb connect`s it to the adb server that `adb` and the profiler use, until Ctrl-C.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
+import tempfile
 import shutil
 import socket
 import subprocess
@@ -119,7 +124,8 @@ def adb_server(adb: str, home: Path):
 
 
 def adb(env: dict, *args: str, timeout_s: float = 30) -> str:
-    proc = subprocess.run(["adb", "-P", env["ANDROID_ADB_SERVER_PORT"], *args], env=env,
+    port = env.get("ANDROID_ADB_SERVER_PORT", "5037")
+    proc = subprocess.run(["adb", "-P", port, *args], env=env,
                           capture_output=True, text=True, timeout=timeout_s)
     return proc.stdout + proc.stderr
 
@@ -278,3 +284,36 @@ def _library_dirs(binary: Path) -> set[str]:
         if not real.startswith(("/usr/", "/lib")):
             found.add(os.path.dirname(real))
     return found
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="Start an emulated Android phone and `adb connect` "
+                                "it to the adb server on ANDROID_ADB_SERVER_PORT (5037).")
+    p.add_argument("--runner", type=Path, default=Path(os.environ.get(
+        "FBNET_ANDROID_RUNNER", HERE.parents[1] / "android_app" / "build-host" / "fbnet_bench")),
+        help="the runner the phone will be sent (android_app/build_host.sh's by default)")
+    p.add_argument("--root", type=Path, help="where the phone's files live (default: a temp dir)")
+    p.add_argument("--no-shell-v2", action="store_true", help="a phone before Android 7")
+    args = p.parse_args()
+    if missing_tools():
+        sys.exit("error: missing " + ", ".join(missing_tools()))
+    if not args.runner.is_file():
+        sys.exit(f"error: no runner at {args.runner}; run android_app/build_host.sh")
+    root = args.root or Path(tempfile.mkdtemp(prefix="emulated-phone-"))
+    phone = Phone(root, args.runner, shell_v2=not args.no_shell_v2)
+    phone.start()
+    try:
+        phone.connect(dict(os.environ))
+        print(f"{phone.serial} is up (files in {root}); measure it with\n"
+              f"  FBNET_ANDROID_RUNNER={args.runner} python -m profiler.run "
+              f"--device android:{phone.serial} --resolution 32 --out /tmp/emulated.json\n"
+              "Ctrl-C stops it.", flush=True)
+        phone.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        phone.kill()
+
+
+if __name__ == "__main__":
+    main()
