@@ -25,7 +25,8 @@ $(STAMP): pyproject.toml Makefile
 	@$(PY) -m pip install -q --upgrade pip
 	@# torch first, pinned: the CPU wheel; executorch then finds it satisfied
 	@$(PY) -m pip install -q torch==2.13.0
-	@$(PY) -m pip install -q -e ".[dev]"
+	@# ios: pymobiledevice3, so the iOS tests run against the real library's API
+	@$(PY) -m pip install -q -e ".[dev,ios]"
 	@rm -f $(VENV)/.installed-* && touch $@
 
 setup: $(STAMP)

@@ -8,6 +8,8 @@ app links), on real exported programs, and turns the result into a LUT that fbne
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import subprocess
 import sys
@@ -363,3 +365,73 @@ def test_real_client_no_phone_attached(tmp_path, monkeypatch):
     finally:
         transport.close()
         server.close()
+
+
+# --- every pymobiledevice3 name the backend uses, in the installed (pinned) version ----------
+# (module, attribute path, keyword arguments the backend passes, awaited by the backend)
+PMD3_API = [
+    ("usbmux", "list_devices", (), True),
+    ("usbmux", "MuxDevice.is_usb", (), None),
+    ("lockdown", "create_using_usbmux", ("serial", "autopair", "pair_timeout"), True),
+    ("lockdown", "LockdownClient.product_version", (), None),
+    ("lockdown", "LockdownClient.product_build_version", (), None),
+    ("lockdown", "LockdownClient.has_developer_mode", (), None),
+    ("lockdown", "LockdownClient.get_developer_mode_status", (), True),
+    ("lockdown", "LockdownClient.close", (), True),
+    ("services.mobile_image_mounter", "MobileImageMounterService.is_image_mounted",
+     ("image_type",), True),
+    ("services.mobile_image_mounter", "MobileImageMounterService.__aenter__", (), True),
+    ("tunneld.api", "get_tunneld_device_by_udid", ("udid",), True),
+    ("remote.remote_service_discovery", "RemoteServiceDiscoveryService.close", (), True),
+    ("remote.userspace_tunnel", "UserspaceRsdTunnel", ("serial",), None),
+    ("remote.userspace_tunnel", "UserspaceRsdTunnel.__aenter__", (), True),
+    ("services.installation_proxy", "InstallationProxyService.get_apps",
+     ("bundle_identifiers",), True),
+    ("services.installation_proxy", "InstallationProxyService.install_from_local",
+     ("package_path", "developer"), True),
+    ("services.house_arrest", "HouseArrestService.create",
+     ("lockdown", "bundle_id", "documents_only"), True),
+    ("services.house_arrest", "HouseArrestService.__aenter__", (), True),
+    ("services.house_arrest", "HouseArrestService.makedirs", ("filename",), True),
+    ("services.house_arrest", "HouseArrestService.set_file_contents", ("filename", "data"),
+     True),
+    ("services.house_arrest", "HouseArrestService.get_file_contents", ("filename",), True),
+    ("services.house_arrest", "HouseArrestService.exists", ("filename",), True),
+    ("services.house_arrest", "HouseArrestService.rm", ("filename", "force"), True),
+    ("services.dvt.instruments.dvt_provider", "DvtProvider.__aenter__", (), True),
+    ("services.dvt.instruments.process_control", "ProcessControl.__aenter__", (), True),
+    ("services.dvt.instruments.process_control", "ProcessControl.launch",
+     ("bundle_id", "environment", "kill_existing"), True),
+    ("services.dvt.instruments.process_control",
+     "ProcessControl.process_identifier_for_bundle_identifier", (), True),
+    ("exceptions", "PyMobileDevice3Exception", (), None),
+    ("exceptions", "ConnectionFailedToUsbmuxdError", (), None),
+    ("exceptions", "AppNotInstalledError", (), None),
+    ("exceptions", "TunneldConnectionError", (), None),
+]
+
+
+@pytest.mark.parametrize("module,path,kwargs,awaited", PMD3_API,
+                         ids=[f"{m}.{p}" for m, p, _, _ in PMD3_API])
+def test_pymobiledevice3_has_what_the_backend_calls(module, path, kwargs, awaited):
+    pytest.importorskip("pymobiledevice3")
+    obj = importlib.import_module(f"pymobiledevice3.{module}")
+    for name in path.split("."):
+        assert hasattr(obj, name), f"pymobiledevice3.{module} has no {path}"
+        obj = getattr(obj, name)
+    if isinstance(obj, property):
+        return
+    func = inspect.unwrap(obj)  # AFC methods are wrapped by a path-converting decorator
+    if kwargs:
+        params = inspect.signature(func).parameters
+        assert set(kwargs) <= set(params), f"{path}{inspect.signature(func)} lacks {kwargs}"
+    if awaited is not None:
+        assert inspect.iscoroutinefunction(func) == awaited, f"{path} is awaited by the backend"
+
+
+def test_pymobiledevice3_lockdown_fields_the_backend_reads():
+    """udid, product_type and all_values are instance fields that connecting fills in."""
+    lockdown = pytest.importorskip("pymobiledevice3.lockdown")
+    source = inspect.getsource(lockdown.LockdownClient)
+    for field in ("udid", "product_type", "all_values"):
+        assert f"self.{field} = " in source, field
