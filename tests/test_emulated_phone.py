@@ -70,6 +70,23 @@ def phones(tmp_path, host_runner, adb_env):
         adb(adb_env, "disconnect", phone.serial)
 
 
+@pytest.fixture
+def background():
+    """Start `python -m profiler.run` without waiting; a run left over by a failure is killed."""
+    runs = []
+
+    def start(args: list[str], env: dict) -> subprocess.Popen:
+        runs.append(subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True))
+        return runs[-1]
+
+    yield start
+    for run in runs:
+        if run.poll() is None:
+            run.kill()
+        run.communicate()
+
+
 def profile_args(device: str, out: Path, cache: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "profiler.run", "--device", device, *TINY, *FAST, "--only",
             ",".join(BLOCKS), "--cache", str(cache), "--out", str(out), *(extra or ["--rounds",
@@ -177,7 +194,8 @@ def test_phone_without_shell_v2(tmp_path, phones, adb_env, host_runner, monkeypa
     session.cleanup()
 
 
-def test_vanished_then_full_phone_lose_nothing(tmp_path, phones, adb_env, host_runner, cache):
+def test_vanished_then_full_phone_lose_nothing(tmp_path, phones, adb_env, host_runner, cache,
+                                                background):
     """The phone vanishes mid-run (adbd killed): finished entries stay. It comes back with
     /data full: the resumed run stops with a one-line error and keeps them. With space again,
     --resume finishes the LUT and measures only what was missing."""
@@ -185,8 +203,7 @@ def test_vanished_then_full_phone_lose_nothing(tmp_path, phones, adb_env, host_r
     env = profile_env(adb_env, host_runner)
     out = tmp_path / "phone.json"
     args = profile_args(f"android:{phone.serial}", out, cache, *SLOW_JOBS)
-    run = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    run = background(args, env)
     wait_for("a finished entry", lambda: entries(out), run)
     phone.kill()
     resume = profile_args(f"android:{phone.serial}", out, cache, "--rounds", "2", "--resume")
@@ -214,13 +231,13 @@ def test_vanished_then_full_phone_lose_nothing(tmp_path, phones, adb_env, host_r
     assert {k: done[k] for k in finished} == finished  # kept as measured
 
 
-def test_runner_crash_keeps_finished_entries(tmp_path, phones, adb_env, host_runner, cache):
+def test_runner_crash_keeps_finished_entries(tmp_path, phones, adb_env, host_runner, cache,
+                                              background):
     phone = phones("c")
     env = profile_env(adb_env, host_runner)
     out = tmp_path / "phone.json"
     args = profile_args(f"android:{phone.serial}", out, cache, *SLOW_JOBS)
-    run = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    run = background(args, env)
     pid_file = phone.data / PHONE_DIR / "runner.pid"
     wait_for("a finished entry", lambda: entries(out), run)
     wait_for("the next job's runner", pid_file.exists, run)

@@ -229,8 +229,9 @@ class Phone:
             args += ["--bind", str(self.data), "/data/local/tmp"]
         # The daemon's Python, and the libraries the host-built runner links (an NDK build for a
         # phone links them statically): both at their paths on this host.
-        for folder in sorted({_python_prefix(), *_library_dirs(self.runner)}):
-            args += ["--ro-bind", folder, folder]
+        for folder in sorted({*_python_prefixes(), *_library_dirs(self.runner)}):
+            if folder != "/usr" and not folder.startswith("/usr/"):
+                args += ["--ro-bind", folder, folder]
         return args + ["--chdir", "/", "--clearenv", "--setenv", "PATH", "/system/bin"]
 
     def start(self, timeout_s: float = 20) -> None:
@@ -271,8 +272,9 @@ def _write(path: Path, value) -> None:
     path.write_text(f"{value}\n")
 
 
-def _python_prefix() -> str:
-    return str(Path(os.path.realpath(sys.executable)).parents[1])
+def _python_prefixes() -> set[str]:
+    """The interpreter's installation, and the venv it runs from when that holds a copy."""
+    return {sys.base_prefix, str(Path(os.path.realpath(sys.executable)).parents[1])}
 
 
 def _library_dirs(binary: Path) -> set[str]:
