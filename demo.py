@@ -73,7 +73,8 @@ def plan(out: Path, args) -> list[Step]:
     host_lut = out / "luts" / f"host_{RESOLUTION}.json"
     steps = [Step("profile host", [
         "profiler.run", "--device", "host", "--resolution", str(RESOLUTION),
-        "--out", str(host_lut), "--quiet", *(["--resume"] if host_lut.exists() else [])])]
+        "--out", str(host_lut), "--progress", "lines",  # a line per tenth of each phase
+        *(["--resume"] if host_lut.exists() else [])])]
     luts = {name: Path(lut) if lut else host_lut for name, lut, _ in SEARCH_TARGETS}
     for name, _, _ in SEARCH_TARGETS:
         run = out / "search" / name

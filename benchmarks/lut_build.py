@@ -77,7 +77,7 @@ def main() -> int:
               "load_avg_1m_before": round(load[0], 2),
               "load_avg_1m_after": round(os.getloadavg()[0], 2),
               "cold": {"process_wall_s": cold["process_wall_s"], **cold["wall_s"],
-                       "exported": cold["exported"]},
+                       "exported": cold["exported"], "stability": cold["stability"]},
               "warm": {"process_wall_s": warm["process_wall_s"], **warm["wall_s"],
                        "exported": warm["exported"]},
               "agreement": agreement(out, rebuild), "lut": str(out), "rebuild": str(rebuild)}
@@ -89,13 +89,18 @@ def main() -> int:
           f"{a['entries']} entries (load avg {report['load_avg_1m_before']} -> "
           f"{report['load_avg_1m_after']} on {report['cpu_cores']} cores)")
     print(f"  cold cache: {c['process_wall_s']:.0f} s (export {c['export']:.0f} s, measure "
-          f"{c['measure']:.0f} s, calibrate {c['calibrate']:.0f} s; {c['exported']} exported)")
+          f"{c['measure']:.0f} s, calibrate {c['calibrate']:.0f} s; {c['exported']} exported, "
+          "calibration networks included)")
     print(f"  warm cache: {w['process_wall_s']:.0f} s (export {w['export']:.0f} s, measure "
           f"{w['measure']:.0f} s, calibrate {w['calibrate']:.0f} s; {w['exported']} exported)")
     print(f"  run-to-run: {a['within_5pct']:.0%} of entries within 5% "
           f"({a['within_10pct']:.0%} within 10%; median diff {a['median_rel_diff_pct']:.1f}%, "
           f"max {a['max_rel_diff_pct']:.0f}%); scale {a['scale']}, network offset "
           f"{a['network_offset_ms']} ms")
+    st = c["stability"]
+    print(f"  cold build's stability: entries +-{st['entry_ci_median_pct']}% (median 95% "
+          f"interval), a network +-{st['network_ci_pct']}% from entry noise, calibration fit "
+          f"RMS {st['calibration_rms_pct']}%")
     print(f"  wrote {out} and {rebuild}")
     return 0
 

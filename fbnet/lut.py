@@ -55,6 +55,16 @@ class LutEntry:
     boundary_ms: float | None = None
     ops: list[OpLatency] = field(default_factory=list)
     extra: dict[str, float] = field(default_factory=dict)  # other metrics, e.g. energy_mj
+    # Confidence interval of latency_ms (measured LUTs; see profiler.measure.median_ci).
+    ci_low_ms: float | None = None
+    ci_high_ms: float | None = None
+
+    @property
+    def ci_half_ms(self) -> float | None:
+        """Half the width of the median's confidence interval; None where not recorded."""
+        if self.ci_low_ms is None or self.ci_high_ms is None:
+            return None
+        return (self.ci_high_ms - self.ci_low_ms) / 2
 
     def to_dict(self) -> dict:
         data = {k: v for k, v in asdict(self).items() if v not in (None, [], {})}
@@ -193,6 +203,20 @@ class Lut:
         keys = list(keys)
         self.require(keys, "this network")
         return sum(self.latency_ms(k) for k in keys) + self.summation.network_offset_ms
+
+    def network_ci_half_ms(self, keys: Iterable[str]) -> float | None:
+        """Half-width of the interval of `network_latency_ms(keys)` that the entries' own
+        intervals give: a key that occurs k times adds k times its error, distinct keys are
+        measured independently (their errors add in quadrature). None when no entry records
+        an interval (imported, estimated and older LUTs)."""
+        counts: dict[str, int] = {}
+        for key in keys:
+            counts[key] = counts.get(key, 0) + 1
+        self.require(counts, "this network")
+        halves = [(n, self.entries[k].ci_half_ms) for k, n in counts.items()]
+        if all(h is None for _, h in halves):
+            return None
+        return self.summation.scale * math.sqrt(sum((n * (h or 0.0)) ** 2 for n, h in halves))
 
     def price(self, arch) -> "NetworkPrice":
         """Per-layer and total latency of an `Architecture`."""

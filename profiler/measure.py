@@ -26,6 +26,10 @@ from profiler.protocol import BenchResult, InputSpec, Manifest, ProgramResult, R
 PYTHON_RUNNER = "fbnet-python-runner"
 
 
+CI_LEVEL = 0.95  # confidence of an entry's interval for its median
+BOOTSTRAP_RESAMPLES = 1000
+
+
 @dataclass
 class Stats:
     median_ms: float
@@ -36,16 +40,45 @@ class Stats:
     min_ms: float
     max_ms: float
     n: int
+    ci_low_ms: float | None = None  # CI_LEVEL confidence interval of the median
+    ci_high_ms: float | None = None
 
     @classmethod
-    def of(cls, latencies_ms) -> "Stats":
+    def of(cls, latencies_ms, rounds: list[list[float]] | None = None) -> "Stats":
+        """Statistics of timed runs; `rounds` (the same runs grouped by round) makes the
+        median's confidence interval account for round-to-round changes."""
         a = np.asarray(latencies_ms, dtype=np.float64)
+        low, high = median_ci(rounds if rounds else [a])
         return cls(float(np.median(a)), float(a.mean()), float(a.std(ddof=1) if a.size > 1 else 0),
                    float(np.percentile(a, 10)), float(np.percentile(a, 90)), float(a.min()),
-                   float(a.max()), int(a.size))
+                   float(a.max()), int(a.size), low, high)
 
     def to_dict(self) -> dict:
         return {k: round(v, 6) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+def median_ci(rounds, level: float = CI_LEVEL, resamples: int = BOOTSTRAP_RESAMPLES,
+              seed: int = 0) -> tuple[float | None, float | None]:
+    """Bootstrap confidence interval of the median of all runs, resampling rounds and then the
+    runs within each drawn round: runs of one round share its conditions (frequency, other
+    load), so resampling runs alone would claim a precision the rounds do not have.
+    Deterministic (fixed seed); (None, None) without runs."""
+    groups = [np.asarray(r, dtype=np.float64) for r in rounds if len(r)]
+    if not groups:
+        return None, None
+    if len(groups) == 1 or len({g.size for g in groups}) > 1:
+        # one round, or rounds of different sizes: resample the pooled runs
+        groups = [np.concatenate(groups)]
+    rng = np.random.default_rng(seed)
+    table = np.stack(groups)  # rounds x runs
+    n_rounds, n_runs = table.shape
+    picked = table[rng.integers(n_rounds, size=(resamples, n_rounds))] if n_rounds > 1 \
+        else np.broadcast_to(table, (resamples, 1, n_runs))
+    runs = np.take_along_axis(picked, rng.integers(n_runs, size=picked.shape), axis=2)
+    medians = np.median(runs.reshape(resamples, -1), axis=1)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(medians, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def set_threads(threads: int) -> int:

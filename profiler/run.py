@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import math
 import os
 import random
 import sys
@@ -31,26 +32,36 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
+
+import numpy as np
 
 from fbnet.arch import Architecture, load_architecture, to_arch_string
 from fbnet.errors import UserError, cli_entry
 from fbnet.lut import LUT_SCHEMA, Lut, LutEntry, Provenance, Summation, load_lut
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
-from fbnet.workloads import (ConvBlock, ConvNorm, FullyConnected, Workload, candidate_workload,
-                             fixed_parts, space_workloads)
+from fbnet.workloads import (ConvNorm, FullyConnected, Workload, candidate_workload,
+                             space_workloads)
 from profiler.backends.base import RUNNERS, Backend, BackendOptions, create_backend
 from profiler.devices import resolve_device
 from profiler.export import (BACKENDS, DEFAULT_CACHE, DTYPES, RUNTIMES, Artifact, ArtifactCache,
                              ExportJob, export_all)
-from profiler.measure import Stats, parse_etdump
-from profiler.protocol import Manifest, ProgramSpec
+from profiler.measure import Stats, make_inputs, parse_etdump, profile_torchscript_ops
+from profiler.protocol import BenchResult, Manifest, ProgramResult, ProgramSpec
 
 # Classifier sizes every measured LUT covers, so any common head prices (CIFAR-10/100, ImageNet).
 CLASSIFIER_CLASSES = (10, 100, 1000)
 DRIFT_WARN = 0.10  # warn when the reference workload moves more than this over the run
 RETRY_ABOVE = 0.25  # re-measure a job whose reference block is this much slower than the best
-RETRIES = 3
+ROUND_ABOVE = 0.15  # a round this much slower than the typical one is dropped and re-measured
+RETRIES = 3  # bound on the extra jobs of each kind of re-measurement
 DISTURBED = 2.0  # an entry whose median is this many times its fastest run is re-measured
+NOISY_CI = 0.03  # ... and one whose median's 95% interval is wider than +-3% of it
+NOISY_MIN_MS = 0.002  # ... and than +-2 us (identity skips take a few us)
+TYPICAL_MIN_ROUNDS = 4  # fewer rounds than this are all kept (see typical_rounds)
+SETTLE_K, SETTLE_AGREE, SETTLE_JOBS = 3, 0.03, 20  # steady: last 3 medians within 3%, <= 20 jobs
+THERMAL_RISE_C = 10.0  # a job that leaves the device this much warmer than at the start ...
+THERMAL_PAUSE_S = 30.0  # ... is followed by this pause and measured again
 CALIBRATION_NETWORKS = 12  # 6 gave fits that moved with the noise of single networks
 
 
@@ -140,8 +151,13 @@ def parse_args(argv):
     p.add_argument("--out", type=Path, help="output LUT (default luts/<device>[_variant].json)")
     p.add_argument("--resume", action="store_true", help="continue the LUT in --out")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--progress", choices=PROGRESS_MODES, default="bar",
+                   help="bar: progress bars on stderr; lines: a line per tenth of each phase "
+                        "on stdout; none")
+    p.add_argument("--quiet", action="store_true", help="no progress (--progress none)")
     args = p.parse_args(argv)
+    if args.json and args.progress == "lines":
+        raise UserError("--progress lines writes to stdout: it cannot be combined with --json")
     for name in ("threads", "warmup", "iters", "rounds", "workers", "chunk"):
         low = 0 if name == "warmup" else 1
         if getattr(args, name) < low:
@@ -261,10 +277,20 @@ def calibration_architectures(space: SpaceConfig, n: int, seed: int) -> list[Arc
 
 
 # --- progress ---------------------------------------------------------------------------------
+PROGRESS_MODES = ("bar", "lines", "none")
+
+
 class Progress:
-    def __init__(self, total: int, desc: str, quiet: bool):
+    """Progress of one phase: a bar on stderr ("bar"), a line on stdout at every tenth of the
+    work ("lines": for logs and wrappers such as `make demo` that show stdout), or nothing."""
+
+    def __init__(self, total: int, desc: str, mode: str = "bar"):
         self.bar = None
-        if not quiet and total:
+        self.total, self.desc, self.done = total, desc, 0
+        self.lines = mode == "lines" and total > 0
+        self.shown = 0
+        self.t0 = time.perf_counter()
+        if mode == "bar" and total:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=desc, unit="prog", file=sys.stderr,
@@ -273,15 +299,26 @@ class Progress:
     def update(self, n: int = 1) -> None:
         if self.bar:
             self.bar.update(n)
+        self.done += n
+        if self.lines and (self.done * 10 // self.total > self.shown * 10 // self.total
+                           or self.done == self.total):
+            self.shown = self.done
+            print(f"{self.desc}: {self.done}/{self.total} "
+                  f"({time.perf_counter() - self.t0:.0f} s)", flush=True)
 
     def close(self) -> None:
         if self.bar:
             self.bar.close()
 
 
+def progress_mode(args) -> str:
+    return "none" if args.quiet else args.progress
+
+
 def export_with_progress(jobs: list[ExportJob], cache: ArtifactCache, workers: int,
-                         quiet: bool, etrecord: bool = True):
-    bar = Progress(len(jobs), "export", quiet)
+                         progress: str, etrecord: bool | Callable[[ExportJob], bool] = True,
+                         desc: str = "export"):
+    bar = Progress(len(jobs), desc, progress)
     try:
         artifacts, stats = export_all(jobs, cache, workers=workers,
                                       on_done=lambda _a: bar.update(), etrecord=etrecord)
@@ -290,43 +327,66 @@ def export_with_progress(jobs: list[ExportJob], cache: ArtifactCache, workers: i
     if stats.failures:
         key, err = next(iter(stats.failures.items()))
         raise UserError(f"{len(stats.failures)} export(s) failed, e.g. {key}: {err}")
-    if stats.rebuilt_corrupt and not quiet:
+    if stats.rebuilt_corrupt and progress != "none":
         print(f"note: {stats.rebuilt_corrupt} corrupted cache artifact(s) were rebuilt",
               file=sys.stderr)
     return artifacts, stats
 
 
 # --- measuring --------------------------------------------------------------------------------
-def measured_entry(result, artifact: Artifact, workload: Workload | None, s: Settings) -> LutEntry:
-    stats = Stats.of(result.latencies_ms)
+def typical_rounds(rounds: list[list[float]]) -> list[list[float]]:
+    """The rounds whose median is at most ROUND_ABOVE over the median round: a round far
+    slower than the others was slowed by something else (other load only ever adds time).
+    All rounds when there are fewer than TYPICAL_MIN_ROUNDS: the median of 2 or 3 rounds says
+    too little about which one is typical."""
+    medians = [_median(r) for r in rounds if r]
+    if len(medians) < TYPICAL_MIN_ROUNDS:
+        return [r for r in rounds if r]
+    limit = _median(medians) * (1 + ROUND_ABOVE)
+    return [r for r in rounds if r and _median(r) <= limit]
+
+
+def measured_entry(result: ProgramResult, artifact: Artifact, workload: Workload | None,
+                   s: Settings, per_op_from: LutEntry | None = None) -> LutEntry:
+    """A LUT entry from a program's timed runs (its typical rounds) and, when the job had one,
+    its ETDump; `per_op_from`: an earlier entry of the same program whose per-op breakdown
+    is kept (re-measurements run without ETDump)."""
+    rounds = typical_rounds(result.rounds)
+    runs = [ms for r in rounds for ms in r] or result.latencies_ms
+    stats = Stats.of(runs, rounds)
     entry = LutEntry(latency_ms=round(stats.median_ms, 6), mean_ms=round(stats.mean_ms, 6),
                      std_ms=round(stats.std_ms, 6), p10_ms=round(stats.p10_ms, 6),
                      p90_ms=round(stats.p90_ms, 6), min_ms=round(stats.min_ms, 6),
-                     max_ms=round(stats.max_ms, 6), n=stats.n)
+                     max_ms=round(stats.max_ms, 6), n=stats.n,
+                     ci_low_ms=round(stats.ci_low_ms, 6), ci_high_ms=round(stats.ci_high_ms, 6))
     context = op_context(workload) if workload is not None else "network"
     if result.etdump:
         dump = parse_etdump(Path(result.etdump), artifact.etrecord, s.warmup, context)
         entry.ops = dump.ops
-        # Runtime call + input copy as seen from outside execute (what the end-to-end timing
-        # adds to Method::execute), plus the layout transposes at the delegate's edges.
-        call_ms = max(stats.median_ms - dump.method_execute_ms, 0.0) \
-            if dump.method_execute_ms is not None else 0.0
-        entry.boundary_ms = round(min(call_ms + dump.boundary_ms, stats.median_ms), 6)
         entry.extra = {k: round(v, 6) for k, v in (
             ("method_execute_ms", dump.method_execute_ms),
             ("delegate_call_ms", dump.delegate_call_ms),
-            ("call_overhead_ms", call_ms), ("transpose_boundary_ms", dump.boundary_ms))
-            if v is not None}
+            ("transpose_boundary_ms", dump.boundary_ms)) if v is not None}
+    elif per_op_from is not None:
+        entry.ops = per_op_from.ops
+        entry.extra = {k: v for k, v in per_op_from.extra.items() if k != "call_overhead_ms"}
     elif s.ops and artifact.program.suffix == ".ptl":
-        from profiler.measure import make_inputs, profile_torchscript_ops
-
         entry.ops = profile_torchscript_ops(artifact.program, make_inputs(
             [spec for spec in artifact.to_program().inputs]), s.warmup, s.etdump_iters, context)
+    if "transpose_boundary_ms" in entry.extra:
+        # Runtime call + input copy as seen from outside execute (what the end-to-end timing
+        # adds to Method::execute), plus the layout transposes at the delegate's edges.
+        method_ms = entry.extra.get("method_execute_ms")
+        call_ms = max(stats.median_ms - method_ms, 0.0) if method_ms is not None else 0.0
+        entry.extra["call_overhead_ms"] = round(call_ms, 6)
+        entry.boundary_ms = round(min(call_ms + entry.extra["transpose_boundary_ms"],
+                                      stats.median_ms), 6)
     return entry
 
 
-def run_programs(backend: Backend, artifacts: list[Artifact], s: Settings,
-                 etdump: bool | None = None):
+def run_job(backend: Backend, artifacts: list[Artifact], s: Settings,
+            etdump: bool | None = None) -> BenchResult:
+    """One job on the device; a program that fails there is a one-line error."""
     backend.push_artifacts([a.to_program() for a in artifacts])
     specs = [ProgramSpec(a.job.key, str(a.program.resolve()), a.to_program().inputs)
              for a in artifacts]
@@ -334,47 +394,168 @@ def run_programs(backend: Backend, artifacts: list[Artifact], s: Settings,
     failed = [p for p in result.programs if not p.ok]
     if failed:
         raise UserError(f"{failed[0].id} failed on the device: {failed[0].error}")
-    return result.by_id()
+    return result
+
+
+def run_programs(backend: Backend, artifacts: list[Artifact], s: Settings,
+                 etdump: bool | None = None) -> dict[str, ProgramResult]:
+    return run_job(backend, artifacts, s, etdump).by_id()
+
+
+def _median(values) -> float:
+    return float(np.median(values))
+
+
+def settle(backend: Backend, ref: Artifact, s: Settings, drift: dict) -> None:
+    """Run the reference block alone until the device is in a steady state (clocks ramped up,
+    caches and runtime warm): until its last SETTLE_K medians agree within SETTLE_AGREE, at
+    most SETTLE_JOBS jobs. Without it the first job of a build read its reference 30-50% above
+    the later ones. Its medians are not the drift floor: alone, a block runs with hotter
+    caches than among a job's other programs."""
+    medians: list[float] = []
+    for _ in range(SETTLE_JOBS):
+        medians.append(_median(run_programs(backend, [ref], s, etdump=False)
+                               [ref.job.key].latencies_ms))
+        last = medians[-SETTLE_K:]
+        if len(last) == SETTLE_K and max(last) <= min(last) * (1 + SETTLE_AGREE):
+            break
+    drift["settle_ms"] = [round(m, 6) for m in medians]
+    drift["settled"] = len(medians) >= SETTLE_K and \
+        max(medians[-SETTLE_K:]) <= min(medians[-SETTLE_K:]) * (1 + SETTLE_AGREE)
+
+
+def thermal_rise_c(result: BenchResult, baseline_c: dict) -> float:
+    """How much warmer the device was after a job than when the build started (0 where the
+    device reports no temperatures, e.g. the host)."""
+    after = result.device.get("thermal_after_c") or {}
+    rises = [after[z] - baseline_c[z] for z in after if z in baseline_c]
+    return max(rises, default=0.0)
+
+
+def drop_rounds(result: ProgramResult, bad: set[int]) -> None:
+    result.rounds = [r for i, r in enumerate(result.rounds) if i not in bad]
+    result.latencies_ms = [ms for r in result.rounds for ms in r]
 
 
 def measure_chunk(backend: Backend, batch: list[Artifact], ref_key: str, s: Settings,
-                  drift: dict):
-    """Run one job; re-run it (up to RETRIES times) while its reference block is more than
-    RETRY_ABOVE slower than the best the run has seen: a burst of other load hit the whole job.
-    Keeps the attempt whose reference was fastest; retries are counted in `drift`."""
+                  drift: dict, thermal_baseline_c: dict | None = None):
+    """Run one job and defend it against other load and heat, up to RETRIES extra jobs:
+
+    - the whole job again while its reference block is more than RETRY_ABOVE slower than the
+      best the build has seen (a burst of load hit the whole job), or while the device is
+      THERMAL_RISE_C warmer than at the start (after a THERMAL_PAUSE_S pause to cool down);
+    - single rounds whose reference median is more than ROUND_ABOVE above that best are
+      dropped from every program and measured again in a make-up job.
+
+    Returns (results by key, the kept reference median); counts go to `drift`."""
     best = None
-    for attempt in range(RETRIES + 1):
-        results = run_programs(backend, batch, s)
-        ref_ms = Stats.of(results[ref_key].latencies_ms).median_ms
-        if best is None or ref_ms < best[1]:
+    ref_floor = min(drift.get("medians_ms", []), default=None)
+    attempts = 0
+    while True:
+        attempts += 1
+        result = run_job(backend, batch, s)
+        results = result.by_id()
+        ref_ms = _median(results[ref_key].latencies_ms)
+        rise = thermal_rise_c(result, thermal_baseline_c or {})
+        hot = rise > THERMAL_RISE_C
+        if hot:
+            drift["thermal_flags"] = drift.get("thermal_flags", 0) + 1
+            drift["max_thermal_rise_c"] = round(max(rise, drift.get("max_thermal_rise_c", 0)), 1)
+        if not hot and (best is None or ref_ms < best[1]):
             best = (results, ref_ms)
-        floor = min([best[1], *drift.get("medians_ms", [])])
-        if best[1] <= floor * (1 + RETRY_ABOVE):
+        floor = min(x for x in (ref_floor, ref_ms, best and best[1]) if x is not None)
+        if attempts > RETRIES or (best is not None and best[1] <= floor * (1 + RETRY_ABOVE)):
             break
         drift["retries"] = drift.get("retries", 0) + 1
-    return best
-
-
-def remeasure_disturbed(backend: Backend, lut: Lut, keys: list[str], artifacts, workloads,
-                        ref_key: str, s: Settings, drift: dict) -> None:
-    """Re-measure entries whose median is over DISTURBED x their fastest run: most of their
-    runs were slowed by something else (on a shared host, preemption by other processes).
-    Other load only ever adds time, so the attempt with the lowest median is kept."""
+        if hot:
+            time.sleep(THERMAL_PAUSE_S)
+    if best is None:  # hot every time: keep the last attempt, flagged above
+        best = (results, ref_ms)
+    results, ref_ms = best
+    floor = min(x for x in (ref_floor, ref_ms) if x is not None)
     for _ in range(RETRIES):
-        disturbed = [k for k in keys if lut.entries[k].latency_ms > DISTURBED *
-                     lut.entries[k].min_ms and lut.entries[k].latency_ms - lut.entries[k].min_ms
-                     > 0.05]
-        if not disturbed:
-            return
-        drift["remeasured"] = drift.get("remeasured", 0) + len(disturbed)
-        batch = [artifacts[k] for k in disturbed]
-        if ref_key not in disturbed:
+        ref_rounds = results[ref_key].rounds
+        bad = {i for i, r in enumerate(ref_rounds) if r and _median(r) > floor * (1 + ROUND_ABOVE)}
+        if not bad or len(bad) == len(ref_rounds):
+            break
+        drift["rounds_dropped"] = drift.get("rounds_dropped", 0) + len(bad)
+        for res in results.values():
+            drop_rounds(res, bad)
+        per_round = math.ceil(s.iters / s.rounds)
+        makeup = run_programs(backend, batch, replace(s, rounds=len(bad),
+                                                      iters=per_round * len(bad)), etdump=False)
+        for key, res in results.items():
+            res.rounds += makeup[key].rounds
+            res.latencies_ms = [ms for r in res.rounds for ms in r]
+    return results, _median(results[ref_key].latencies_ms)
+
+
+def noisy(entry: LutEntry) -> bool:
+    """An entry to measure again: its median's confidence interval is wider than NOISY_CI of
+    it (and NOISY_MIN_MS: identity skips take microseconds), or its median is over DISTURBED x
+    its fastest run (most of its runs were slowed by something else)."""
+    spread = entry.latency_ms - (entry.min_ms if entry.min_ms is not None else entry.latency_ms)
+    wide = entry.ci_half_ms is not None and entry.ci_half_ms > max(NOISY_CI * entry.latency_ms,
+                                                                   NOISY_MIN_MS)
+    return wide or (entry.latency_ms > DISTURBED * (entry.min_ms or 0) and spread > 0.05)
+
+
+def remeasure_noisy(backend: Backend, entries: dict[str, LutEntry],
+                    raw: dict[str, ProgramResult], artifacts, workloads, ref_key: str | None,
+                    s: Settings, drift: dict) -> None:
+    """Re-measure the noisy ones (see `noisy`) among the entries measured in this run (the
+    keys of `raw`), at most RETRIES times, keeping for each the attempt whose median has the
+    narrower interval (the burst that widened it is then left out). Counts go to `drift`."""
+    for _ in range(RETRIES):
+        todo = [k for k in raw if noisy(entries[k])]
+        if not todo:
+            break
+        drift["remeasured"] = drift.get("remeasured", 0) + len(todo)
+        batch = [artifacts[k] for k in todo]
+        if ref_key is not None and ref_key not in todo:
             batch.append(artifacts[ref_key])
-        results = run_programs(backend, batch, s)
-        for key in disturbed:
-            entry = measured_entry(results[key], artifacts[key], workloads[key], s)
-            if entry.latency_ms < lut.entries[key].latency_ms:
-                lut.entries[key] = entry
+        results = run_programs(backend, batch, s, etdump=False)
+        for key in todo:
+            entry = measured_entry(results[key], artifacts[key], workloads.get(key), s,
+                                   per_op_from=entries[key])
+            if entry.ci_half_ms < entries[key].ci_half_ms:
+                entries[key], raw[key] = entry, results[key]
+    drift["unsettled"] = sum(noisy(entries[k]) for k in raw)
+
+
+def measure_part(backend: Backend, part: list[str], artifacts, ref_key: str, s: Settings,
+                 drift: dict, thermal_c: dict):
+    batch = [artifacts[k] for k in part]
+    if ref_key not in part:
+        batch.append(artifacts[ref_key])
+    return measure_chunk(backend, batch, ref_key, s, drift, thermal_c)
+
+
+def recheck_drift(backend: Backend, lut: Lut, measured: list[tuple[list[str], int]],
+                  raw: dict[str, ProgramResult], artifacts, workloads, ref_key: str,
+                  s: Settings, drift: dict, thermal_c: dict) -> None:
+    """Once every job has run, the best reference median of the whole build is known: jobs
+    whose reference read over ROUND_ABOVE above it (the first jobs of a build that had not yet
+    reached a steady state, a stretch of steady other load) are measured again, each at most
+    RETRIES times, keeping the attempt with the faster reference. The LUT is saved after
+    each."""
+    medians = drift["medians_ms"]
+    for _ in range(RETRIES):
+        floor = min(medians)
+        slow = [(part, i) for part, i in measured if medians[i] > floor * (1 + ROUND_ABOVE)]
+        if not slow:
+            return
+        for part, i in slow:
+            drift["rechecked"] = drift.get("rechecked", 0) + 1
+            results, ref_ms = measure_part(backend, part, artifacts, ref_key, s, drift,
+                                           thermal_c)
+            if ref_ms >= medians[i]:
+                continue
+            for key in part:
+                raw[key] = results[key]
+                lut.entries[key] = measured_entry(results[key], artifacts[key], workloads[key], s)
+            medians[i] = round(ref_ms, 6)
+            lut.save(lut.path)
 
 
 def chunks(items: list, size: int) -> list[list]:
@@ -454,26 +635,41 @@ def build_lut(args) -> dict:
         jobs = [export_job(k, workloads[k].input_shape, s) for k in todo]
         if ref.key not in todo:
             jobs.append(export_job(ref.key, ref.input_shape, s))
-        artifacts, export_stats = export_with_progress(jobs, cache, args.workers, args.quiet)
+        # The calibration networks go into the same export pool (starting a pool costs
+        # seconds), first: they are the longest exports, so both workers end together.
+        networks = [] if args.only else [
+            arch_job(a, s) for a in calibration_architectures(space, args.calibrate, args.seed)]
+        progress = progress_mode(args)
+        artifacts, export_stats = export_with_progress(
+            networks + jobs, cache, args.workers, progress,
+            etrecord=lambda job: job.arch is None)  # networks are timed without ETDump
         lut.measurement["export"] = {"exported": export_stats.exported,
                                      "cached": export_stats.cached,
                                      "wall_s": round(export_stats.wall_s, 1)}
         drift = lut.measurement.setdefault("drift", {"reference": ref.key, "medians_ms": []})
         t_measure = time.perf_counter()
-        bar = Progress(len(todo), "measure", args.quiet)
+        bar = Progress(len(todo), "measure", progress)
+        raw: dict[str, ProgramResult] = {}  # the timed runs behind each entry of this run
         try:
+            if todo:
+                settle(backend, artifacts[ref.key], s, drift)
+            thermal_c = (backend.device_info.extra or {}).get("thermal_c") or {}
+            measured_chunks = []
             for part in chunks(todo, args.chunk):
-                batch = [artifacts[k] for k in part]
-                if ref.key not in part:
-                    batch.append(artifacts[ref.key])
-                results, ref_ms = measure_chunk(backend, batch, ref.key, s, drift)
+                results, ref_ms = measure_part(backend, part, artifacts, ref.key, s, drift,
+                                               thermal_c)
                 for key in part:
+                    raw[key] = results[key]
                     lut.entries[key] = measured_entry(results[key], artifacts[key],
                                                       workloads[key], s)
                 drift["medians_ms"].append(round(ref_ms, 6))
+                measured_chunks.append((part, len(drift["medians_ms"]) - 1))
                 lut.save(out)  # every finished entry survives Ctrl-C or a crash
                 bar.update(len(part))
-            remeasure_disturbed(backend, lut, todo, artifacts, workloads, ref.key, s, drift)
+            recheck_drift(backend, lut, measured_chunks, raw, artifacts, workloads, ref.key, s,
+                          drift, thermal_c)
+            remeasure_noisy(backend, lut.entries, raw, artifacts, workloads, ref.key, s,
+                            drift)
         finally:
             bar.close()
         measure_s = time.perf_counter() - t_measure
@@ -484,9 +680,11 @@ def build_lut(args) -> dict:
                   "(other load or throttling); re-measure on a quiet device for a clean LUT",
                   file=sys.stderr)
         t_cal = time.perf_counter()
-        lut.summation = fit_summation(lut, backend, space, s, cache, args)
+        lut.summation = fit_summation(lut, backend, space, s, cache, args,
+                                      lut.measurement.setdefault("calibration_checks", {}))
         calibrate_s = time.perf_counter() - t_cal
     lut.measurement["complete"] = True
+    lut.measurement["stability"] = stability(lut)
     lut.measurement["wall_s"] = {"total": round(time.perf_counter() - t_start, 1),
                                  "export": round(export_stats.wall_s, 1),
                                  "measure": round(measure_s, 1),
@@ -497,6 +695,7 @@ def build_lut(args) -> dict:
     return {"lut": str(out), "entries": len(lut.entries), "measured_now": len(todo),
             "exported": export_stats.exported, "cached": export_stats.cached,
             "wall_s": lut.measurement["wall_s"], "drift": drift,
+            "stability": lut.measurement["stability"],
             "summation": {"method": lut.summation.method, "scale": lut.summation.scale,
                           "network_offset_ms": lut.summation.network_offset_ms},
             "title": lut.title}
@@ -515,7 +714,7 @@ def warn_if_host_was_busy(kind: str, details: dict) -> None:
 
 
 def fit_summation(lut: Lut, backend: Backend, space: SpaceConfig, s: Settings,
-                  cache: ArtifactCache, args) -> Summation:
+                  cache: ArtifactCache, args, checks: dict) -> Summation:
     """How block latencies add up in a network, fitted on calibration networks.
 
     A block measured alone pays a runtime call and the NCHW<->NHWC transposes at the XNNPACK
@@ -523,7 +722,8 @@ def fit_summation(lut: Lut, backend: Backend, space: SpaceConfig, s: Settings,
     paid once. What is left is fitted on `--calibrate` networks (never validate's samples):
     measured = scale * sum + network_offset_ms, where the offset is the network's own call and
     edge transposes and the scale what blocks pay inside a network but not alone (weights and
-    activations no longer hot in cache).
+    activations no longer hot in cache). Noisy networks are measured again like noisy blocks
+    (counts in `checks`).
     """
     has_boundary = any(e.boundary_ms is not None for e in lut.entries.values())
     base = Summation(method="sum of medians minus each block's boundary cost (runtime call + "
@@ -534,21 +734,25 @@ def fit_summation(lut: Lut, backend: Backend, space: SpaceConfig, s: Settings,
         base.fit = {"networks": [], "note": "not calibrated (--calibrate 0 or --only)"}
         return base
     archs = calibration_architectures(space, args.calibrate, args.seed)
+    jobs = {a.name: arch_job(a, s) for a in archs}
     # timed without ETDump: no ETRecord needed
-    artifacts, _ = export_with_progress([arch_job(a, s) for a in archs], cache, args.workers,
-                                        args.quiet, etrecord=False)
-    net = replace(s, warmup=max(2, s.warmup // 3), iters=max(10, s.iters // 2), rounds=2)
+    artifacts, _ = export_with_progress(list(jobs.values()), cache, args.workers,
+                                        progress_mode(args), etrecord=False,
+                                        desc="export calibration networks")
+    # networks run for milliseconds, so measuring them as long as the blocks costs seconds
+    # and keeps their noise below the blocks'
+    net = replace(s, warmup=max(2, s.warmup // 2), ops=False)
     results = run_programs(backend, list(artifacts.values()), net, etdump=False)
-    rows = []
+    nets = {key: measured_entry(res, artifacts[key], None, net) for key, res in results.items()}
+    remeasure_noisy(backend, nets, results, artifacts, {}, None, net, checks)
+    rows, arch_keys = [], []
     for arch in archs:
-        job = arch_job(arch, s)
-        measured = Stats.of(results[job.key].latencies_ms).median_ms
-        summed = replace(lut, summation=base).network_latency_ms(
-            [layer.key for layer in arch.layers()])
-        rows.append({"arch": to_arch_string(arch), "measured_ms": round(measured, 4),
-                     "sum_ms": round(summed, 4)})
-    import numpy as np
-
+        keys = [layer.key for layer in arch.layers()]
+        arch_keys.append(keys)
+        entry = nets[jobs[arch.name].key]
+        rows.append({"arch": to_arch_string(arch), "measured_ms": round(entry.latency_ms, 4),
+                     "measured_ci_ms": [entry.ci_low_ms, entry.ci_high_ms],
+                     "sum_ms": round(replace(lut, summation=base).network_latency_ms(keys), 4)})
     measured = np.array([r["measured_ms"] for r in rows])
     summed = np.array([r["sum_ms"] for r in rows])
     # relative residuals (weights 1/measured): plain least squares let the 4 ms networks set
@@ -564,11 +768,39 @@ def fit_summation(lut: Lut, backend: Backend, space: SpaceConfig, s: Settings,
     else:  # too few networks or an implausible slope: only the offset, robustly
         base.network_offset_ms = round(float(np.median(measured - summed)), 6)
         how = "median of measured - sum"
-    for r in rows:
+    fitted = replace(lut, summation=base)
+    for r, keys in zip(rows, arch_keys):
         pred = base.scale * r["sum_ms"] + base.network_offset_ms
         r["error_pct"] = round(100 * (pred - r["measured_ms"]) / r["measured_ms"], 2)
+        half = fitted.network_ci_half_ms(keys)
+        if half is not None:
+            r["lut_ci_pct"] = round(100 * half / pred, 2)
     base.fit = {"networks": rows, "seed": f"calibration-{args.seed}", "how": how}
     return base
+
+
+def stability(lut: Lut) -> dict:
+    """How much of the LUT is noise, in a few figures (all 95% half-widths, in %):
+    entry_ci_median_pct / entry_ci_p90_pct: the entries' intervals relative to their medians;
+    network_ci_pct: what those add up to in a calibration network's prediction (median);
+    calibration_rms_pct: the fitted summation's RMS error on the calibration networks;
+    unsettled: entries still noisy after re-measuring; reference_drift: the reference
+    block's largest change between jobs."""
+    rel = [100 * e.ci_half_ms / e.latency_ms for e in lut.entries.values()
+           if e.ci_half_ms is not None and e.latency_ms > NOISY_MIN_MS]
+    drift = lut.measurement.get("drift") or {}
+    rows = lut.summation.fit.get("networks") or []
+    result = {"entry_ci_median_pct": round(float(np.median(rel)), 2) if rel else None,
+              "entry_ci_p90_pct": round(float(np.percentile(rel, 90)), 2) if rel else None,
+              "network_ci_pct": None, "calibration_rms_pct": None,
+              "unsettled": drift.get("unsettled"), "reference_drift": drift.get("max_change")}
+    nets = [r["lut_ci_pct"] for r in rows if "lut_ci_pct" in r]
+    if nets:
+        result["network_ci_pct"] = round(float(np.median(nets)), 2)
+    if len(rows) >= 3:
+        result["calibration_rms_pct"] = round(float(np.sqrt(np.mean(
+            [r["error_pct"] ** 2 for r in rows]))), 2)
+    return result
 
 
 # --- one network end to end -------------------------------------------------------------------
@@ -632,7 +864,22 @@ def main(argv=None) -> int:
         print(f"drift of the reference block: {summary['drift']['max_change']:.1%}; summation: "
               f"{summary['summation']['method']} (scale {summary['summation']['scale']:.3f}, "
               f"network offset {summary['summation']['network_offset_ms']:.3f} ms)")
+        print(stability_line(summary["stability"], summary["drift"]))
     return 0
+
+
+def stability_line(st: dict, drift: dict) -> str:
+    def pct(v):
+        return "n/a" if v is None else f"+-{v:.1f}%"
+
+    redone = ", ".join(f"{drift[k]} {what}" for k, what in (
+        ("retries", "jobs re-run"), ("rounds_dropped", "rounds dropped"),
+        ("rechecked", "jobs re-checked"), ("remeasured", "entries re-measured"),
+        ("thermal_flags", "hot jobs")) if drift.get(k))
+    return (f"stability: entries {pct(st['entry_ci_median_pct'])} (median 95% interval; p90 "
+            f"{pct(st['entry_ci_p90_pct'])}), a network {pct(st['network_ci_pct'])} from "
+            f"entry noise, calibration fit RMS {pct(st['calibration_rms_pct'])}; "
+            f"{st['unsettled'] or 0} entries still noisy" + (f"; {redone}" if redone else ""))
 
 
 if __name__ == "__main__":

@@ -27,16 +27,20 @@ import numpy as np
 from fbnet.arch import NAMED_ARCHITECTURES, Architecture, load_architecture, to_arch_string
 from fbnet.errors import UserError, cli_entry
 from fbnet.io import atomic_write_json
-from fbnet.lut import Lut, Summation, load_lut
+from fbnet.lut import Lut, LutEntry, Summation, load_lut
 from fbnet.space import SpaceConfig
 from profiler.backends.base import RUNNERS, BackendOptions, create_backend
 from profiler.devices import resolve_device
 from profiler.export import DEFAULT_CACHE, ArtifactCache
-from profiler.measure import Stats
+from profiler.measure import CI_LEVEL
 from profiler.run import (CLOCKS, Progress, Settings, arch_job, chunks, export_with_progress,
-                          random_architecture, resolve_clock, run_programs)
+                          measured_entry, random_architecture, resolve_clock, run_programs)
 
 TARGETS = {"median_abs_error_pct": 5.0, "within_10pct": 0.90, "kendall_tau": 0.90}
+# The noise explains the error when at least this fraction of networks is within its interval
+# (the intervals are 95% ones: a few networks outside them are expected).
+EXPLAINED_FRACTION = 0.90
+Z_95 = 1.96  # a calibration RMS error (one standard deviation) as a 95% half-width
 
 
 @dataclass
@@ -46,6 +50,8 @@ class Row:
     measured_ms: float
     predicted_ms: float
     plain_sum_ms: float
+    measured_ci_pct: float | None = None  # 95% half-widths, % of the value
+    lut_ci_pct: float | None = None  # from the LUT's entry intervals
 
     @property
     def error_pct(self) -> float:
@@ -141,6 +147,52 @@ def plot(rows: list[Row], lut: Lut, summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def noise_check(rows: list[Row], lut: Lut) -> dict:
+    """Does the LUT's own noise explain the errors? Each network's error is compared with the
+    95% interval its prediction and measurement carry: the LUT's entry intervals added up
+    (`Lut.network_ci_half_ms`), the network's measured interval, and the calibration fit's
+    RMS error (how well the summation describes the networks it was fitted on)."""
+    fit_rows = (lut.summation.fit or {}).get("networks") or []
+    fit_errors = [r["error_pct"] for r in fit_rows if "error_pct" in r]
+    fit_pct = Z_95 * float(np.sqrt(np.mean(np.square(fit_errors)))) if len(fit_errors) >= 3 \
+        else 0.0
+    if all(r.lut_ci_pct is None for r in rows):
+        return {"explained": None, "statement": "the LUT records no per-entry intervals (an "
+                "imported, estimated or older LUT): rebuild it with profiler.run to tell its "
+                "noise from its error"}
+    allowed = np.array([np.sqrt((r.lut_ci_pct or 0) ** 2 + (r.measured_ci_pct or 0) ** 2
+                                + fit_pct ** 2) for r in rows])
+    err = np.array([r.error_pct for r in rows])
+    inside = int(np.sum(np.abs(err) <= allowed))
+    fraction = inside / len(rows)
+    parts = (f"median +-{np.median(allowed):.1f}%: entries +-"
+             f"{np.median([r.lut_ci_pct or 0 for r in rows]):.1f}%, measurement +-"
+             f"{np.median([r.measured_ci_pct or 0 for r in rows]):.1f}%, calibration fit "
+             f"+-{fit_pct:.1f}%")
+    explained = fraction >= EXPLAINED_FRACTION
+    if explained:
+        statement = (f"the LUT's own noise explains the error: {inside} of {len(rows)} networks "
+                     f"are within their {CI_LEVEL:.0%} interval ({parts})")
+    else:
+        statement = (f"the error is larger than the LUT's own noise explains: {inside} of "
+                     f"{len(rows)} networks within their {CI_LEVEL:.0%} interval ({parts}); "
+                     f"mean error {np.mean(err):+.1f}%: the machine's load or state differs "
+                     "from the build's, or the summation does not fit these networks")
+    return {"explained": explained, "within_interval": round(fraction, 4),
+            "median_interval_pct": round(float(np.median(allowed)), 2),
+            "calibration_fit_pct": round(fit_pct, 2), "statement": statement}
+
+
+def network_row(arch: Architecture, measured: LutEntry, lut: Lut, plain: Lut) -> Row:
+    predicted = lut.price(arch).total_ms
+    lut_half = lut.network_ci_half_ms(layer.key for layer in arch.layers())
+    return Row(arch.name, to_arch_string(arch), round(measured.latency_ms, 4),
+               round(predicted, 4), round(plain.price(arch).total_ms, 4),
+               measured_ci_pct=None if measured.ci_half_ms is None else
+               round(100 * measured.ci_half_ms / measured.latency_ms, 3),
+               lut_ci_pct=None if lut_half is None else round(100 * lut_half / predicted, 3))
+
+
 def validate(args) -> tuple[dict, list[Row], Lut]:
     lut = load_lut(args.lut)
     if lut.space is None:
@@ -171,27 +223,27 @@ def validate(args) -> tuple[dict, list[Row], Lut]:
     lut.require({layer.key for a in archs for layer in a.layers()}, "the sampled networks")
     cache = ArtifactCache(args.cache)
     jobs = {a.name: arch_job(a, s) for a in archs}
-    artifacts, _ = export_with_progress(list(jobs.values()), cache, args.workers, args.quiet,
+    progress = "none" if args.quiet else "bar"
+    artifacts, _ = export_with_progress(list(jobs.values()), cache, args.workers, progress,
                                         etrecord=False)  # timed without ETDump
     options = BackendOptions(runner=args.runner, runtime=s.runtime, backend=s.backend,
                              dtype=s.dtype, threads=s.threads, native_runner=args.native_runner,
                              workdir=Path(tempfile.mkdtemp(prefix="fbnet-validate-")))
-    measured: dict[str, float] = {}
+    measured: dict[str, LutEntry] = {}
     with create_backend(profile, options) as backend:
-        bar = Progress(len(archs), "measure", args.quiet)
+        bar = Progress(len(archs), "measure", progress)
         try:
             # a few networks per job: round-robin within it, bounded memory for 224 nets
             for part in chunks(archs, 10):
                 results = run_programs(backend, [artifacts[jobs[a.name].key] for a in part], s)
                 for a in part:
-                    measured[a.name] = Stats.of(results[jobs[a.name].key].latencies_ms).median_ms
+                    key = jobs[a.name].key
+                    measured[a.name] = measured_entry(results[key], artifacts[key], None, s)
                 bar.update(len(part))
         finally:
             bar.close()
     plain = replace(lut, summation=Summation())
-    rows = [Row(a.name, to_arch_string(a), round(measured[a.name], 4),
-                round(lut.price(a).total_ms, 4), round(plain.price(a).total_ms, 4))
-            for a in archs]
+    rows = [network_row(a, measured[a.name], lut, plain) for a in archs]
     m = [r.measured_ms for r in rows]
     summary = {"lut": metrics(m, [r.predicted_ms for r in rows]),
                "plain_sum": metrics(m, [r.plain_sum_ms for r in rows])}
@@ -200,6 +252,7 @@ def validate(args) -> tuple[dict, list[Row], Lut]:
               "samples": args.samples, "seed": args.seed, "networks": len(rows),
               **summary["lut"], "plain_sum": summary["plain_sum"],
               "summation": asdict(lut.summation) | {"fit": None},
+              "noise": noise_check(rows, lut),
               "targets": TARGETS,
               "meets_targets": bool(summary["lut"]["median_abs_error_pct"] <=
                                     TARGETS["median_abs_error_pct"]
@@ -238,6 +291,7 @@ def main(argv=None) -> int:
           f"{report.get('spearman', float('nan')):.3f}")
     print(f"  plain sum  MAPE {p['mape']:.2f}%  median |err| {p['median_abs_error_pct']:.2f}%  "
           f"within 10% {p['within_10pct']:.0%}  Kendall tau {p.get('kendall_tau', float('nan')):.3f}")
+    print(f"  noise: {report['noise']['statement']}")
     print(f"  targets (median |err| <= 5%, >= 90% within 10%, tau >= 0.9): "
           f"{'met' if report['meets_targets'] else 'NOT met'}"
           + (f"; plot {report['plot']}" if "plot" in report else "")

@@ -1,0 +1,155 @@
+"""Benchmark: are host LUT builds stable under background load?
+
+Builds the host LUT (32x32 by default) three times, each cold (a fresh process and an empty
+artifact cache), with a CPU hog busy on the last core for the whole run, validates each build
+against networks measured end to end (under the same hog), and prints per build the median
+error, Kendall tau and the LUT's own stability figures, then the agreement between the builds:
+the fraction of entries within 5% in every pair of builds and across all of them.
+
+    python benchmarks/lut_stability.py                    # 3 cold 32x32 builds beside a hog
+    python benchmarks/lut_stability.py --builds 2 --no-hog --samples 10
+    python benchmarks/lut_stability.py --json --out-dir runs/lut_stability
+
+Targets (docs/results.md, "LUT stability"): every build at median error <= 5% and tau >= 0.9;
+>= 90% of entries within 5% across builds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fbnet.lut import load_lut  # noqa: E402
+
+TARGETS = {"median_abs_error_pct": 5.0, "kendall_tau": 0.9, "within_5pct": 0.9}
+
+
+def start_hog() -> subprocess.Popen:
+    """A busy loop pinned to the last core."""
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    os.sched_setaffinity(hog.pid, {max(os.sched_getaffinity(0))})
+    return hog
+
+
+def run_json(cmd: list[str]) -> tuple[dict, float]:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", *cmd], cwd=ROOT, capture_output=True,
+                          text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        sys.exit(f"{cmd[0]} failed ({proc.returncode}): {last}")
+    return json.loads(proc.stdout), wall
+
+
+def agreement(paths: list[Path]) -> dict:
+    """Fraction of entries within 5% (relative to the lower value) in each pair of builds and
+    across all of them (largest / smallest - 1)."""
+    luts = [load_lut(p) for p in paths]
+    keys = sorted(set.intersection(*(set(lut.entries) for lut in luts)))
+    values = np.array([[lut.entries[k].latency_ms for k in keys] for lut in luts])
+    pairs = {}
+    for i, j in itertools.combinations(range(len(luts)), 2):
+        low = np.minimum(values[i], values[j])
+        rel = np.abs(values[i] - values[j]) / low
+        pairs[f"{i + 1}-{j + 1}"] = round(float(np.mean(rel <= 0.05)), 4)
+    spread = values.max(axis=0) / values.min(axis=0) - 1
+    return {"entries": len(keys), "pairs_within_5pct": pairs,
+            "all_within_5pct": round(float(np.mean(spread <= 0.05)), 4),
+            "median_spread_pct": round(float(100 * np.median(spread)), 2),
+            "max_spread_pct": round(float(100 * spread.max()), 1)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--builds", type=int, default=3)
+    p.add_argument("--samples", type=int, default=20, help="validation networks per build")
+    p.add_argument("--no-hog", action="store_true", help="no CPU hog (a quiet baseline)")
+    p.add_argument("--out-dir", type=Path, help="where the LUTs go (default: a temp folder)")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    if args.builds < 2:
+        sys.exit("--builds must be at least 2 to compare builds")
+    out = args.out_dir or Path(tempfile.mkdtemp(prefix="lut-stability-"))
+    out.mkdir(parents=True, exist_ok=True)
+    # validation networks are not part of a build: one cache for all validations
+    validate_cache = out / "validate-cache"
+    load_before = os.getloadavg()
+    hog = None if args.no_hog else start_hog()
+    builds = []
+    try:
+        for i in range(1, args.builds + 1):
+            cache = out / f"cache{i}"
+            shutil.rmtree(cache, ignore_errors=True)  # cold: nothing exported yet
+            lut = out / f"build{i}.json"
+            lut.unlink(missing_ok=True)
+            load = os.getloadavg()[0]
+            built, build_s = run_json(["profiler.run", "--device", "host", "--resolution",
+                                       str(args.resolution), "--out", str(lut), "--cache",
+                                       str(cache), "--json", "--quiet"])
+            report, validate_s = run_json(["profiler.validate", "--lut", str(lut), "--samples",
+                                           str(args.samples), "--seed", "0", "--cache",
+                                           str(validate_cache), "--json", "--quiet"])
+            builds.append({"lut": str(lut), "build_s": round(build_s, 1),
+                           "validate_s": round(validate_s, 1), "load_avg_1m_start": load,
+                           "median_abs_error_pct": report["median_abs_error_pct"],
+                           "kendall_tau": report.get("kendall_tau"),
+                           "mean_error_pct": report["mean_error_pct"],
+                           "within_10pct": report["within_10pct"],
+                           "noise": report["noise"], "stability": built["stability"],
+                           "drift": built["drift"], "scale": built["summation"]["scale"]})
+            shutil.rmtree(cache, ignore_errors=True)
+    finally:
+        if hog is not None:
+            hog.kill()
+            hog.wait()
+    agree = agreement([Path(b["lut"]) for b in builds])
+    met = {"median_abs_error_pct": all(b["median_abs_error_pct"] <= TARGETS[
+               "median_abs_error_pct"] for b in builds),
+           "kendall_tau": all((b["kendall_tau"] or 0) >= TARGETS["kendall_tau"] for b in builds),
+           "within_5pct": min(agree["pairs_within_5pct"].values()) >= TARGETS["within_5pct"]}
+    result = {"resolution": args.resolution, "hog": not args.no_hog, "cpu_cores": os.cpu_count(),
+              "load_avg_before": [round(v, 2) for v in load_before],
+              "load_avg_after": [round(v, 2) for v in os.getloadavg()],
+              "builds": builds, "agreement": agree, "targets": TARGETS, "met": met}
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"host LUT @{args.resolution}, {len(builds)} cold builds, "
+          f"{'a CPU hog on the last core' if hog else 'no hog'}, {os.cpu_count()} cores, "
+          f"load avg {result['load_avg_before'][0]} -> {result['load_avg_after'][0]}")
+    for i, b in enumerate(builds, 1):
+        st = b["stability"]
+        print(f"  build {i}: median |err| {b['median_abs_error_pct']:.2f}%, Kendall tau "
+              f"{b['kendall_tau']:.3f}, mean err {b['mean_error_pct']:+.2f}%, within 10% "
+              f"{b['within_10pct']:.0%}; entries +-{st['entry_ci_median_pct']}% (p90 "
+              f"+-{st['entry_ci_p90_pct']}%), scale {b['scale']:.3f}; build {b['build_s']:.0f} s "
+              f"at load {b['load_avg_1m_start']:.1f}")
+        print(f"           {b['noise']['statement']}")
+    pairs = ", ".join(f"{k}: {v:.0%}" for k, v in agree["pairs_within_5pct"].items())
+    print(f"  across builds: entries within 5% per pair {pairs}; all {len(builds)} within 5% "
+          f"{agree['all_within_5pct']:.0%} (median spread {agree['median_spread_pct']:.1f}%, max "
+          f"{agree['max_spread_pct']:.0f}%, {agree['entries']} entries)")
+    print("  targets (median |err| <= 5%, tau >= 0.9, >= 90% of entries within 5%): " +
+          ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in met.items()))
+    print(f"  LUTs in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
