@@ -276,6 +276,34 @@ def test_etdump_written_and_readable(runner_bin, programs, tmp_path):
             assert any("convolution" in str(n) for n in df["event_name"]), df["event_name"].tolist()
 
 
+def test_saved_outputs_match_pytorch(runner_bin, tmp_path):
+    """save_outputs: each output of the last timed execution, raw, as PyTorch computes it on
+    the protocol's fill pattern (benchmarks/arm_runner_check.py checks ARM builds this way)."""
+    _require_executorch()
+    import numpy as np
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    from profiler.protocol import fill_pattern
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU()).eval()
+    x = torch.from_numpy(fill_pattern(math.prod(INPUT_SHAPE)).reshape(INPUT_SHAPE))
+    lowered = to_edge_transform_and_lower(torch.export.export(module, (x,)),
+                                          partitioner=[XnnpackPartitioner()]).to_executorch()
+    (tmp_path / "conv.pte").write_bytes(lowered.buffer)
+    manifest = _manifest([_prog("conv", tmp_path / "conv.pte")], save_outputs=True)
+    proc = _run(runner_bin, "--manifest", _write_manifest(tmp_path, manifest))
+    assert proc.returncode == 0, proc.stderr
+    entry = json.loads((tmp_path / "result.json").read_text())["programs"][0]
+    assert entry["outputs"] == ["outputs/0.0.bin"]
+    got = np.fromfile(tmp_path / entry["outputs"][0], dtype=np.float32)
+    with torch.no_grad():
+        want = module(x).numpy()
+    np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-4, atol=1e-5)
+
+
 def test_missing_program_is_a_program_error(runner_bin, programs, tmp_path):
     progs = [
         _prog("good1", programs["xnn_conv"]),

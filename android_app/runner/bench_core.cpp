@@ -215,6 +215,10 @@ Manifest manifest_from_json(const json::Value& doc, const std::string& base_dir)
     if (!v->is_bool()) bad("'etdump' must be true or false");
     m.etdump = v->as_bool();
   }
+  if (const json::Value* v = doc.find("save_outputs")) {
+    if (!v->is_bool()) bad("'save_outputs' must be true or false");
+    m.save_outputs = v->as_bool();
+  }
   if (const json::Value* v = doc.find("cooldown_s")) {
     if (!v->is_number() || !(v->as_double() >= 0.0) ||
         !std::isfinite(v->as_double())) {
@@ -357,6 +361,11 @@ json::Value result_to_json(const BenchResult& r) {
     }
     o.set("rounds", std::move(rounds));
     o.set("etdump", p.etdump.empty() ? Value::null() : Value::string(p.etdump));
+    if (!p.outputs.empty()) {
+      Value outs = Value::array();
+      for (const std::string& path : p.outputs) outs.push(Value::string(path));
+      o.set("outputs", std::move(outs));
+    }
     programs.push(std::move(o));
   }
   root.set("programs", std::move(programs));
@@ -647,6 +656,29 @@ et::Error timed_execute(et::Method& m, double* ms) {
   return e;
 }
 
+// Writes every tensor output of `m`'s last execution to <root>/outputs/<index>.<k>.bin
+// (raw bytes, the tensor's dtype and shape); returns an error message or "".
+std::string save_outputs(const et::Method& m, const fs::path& root, int index,
+                         std::vector<std::string>* paths) {
+  std::error_code ec;
+  fs::create_directories(root / "outputs", ec);
+  for (size_t k = 0; k < m.outputs_size(); ++k) {
+    const et::EValue& value = m.get_output(k);
+    if (!value.isTensor()) continue;
+    const auto& tensor = value.toTensor();
+    const std::string rel =
+        "outputs/" + std::to_string(index) + "." + std::to_string(k) + ".bin";
+    const fs::path file = root / rel;
+    std::FILE* f = std::fopen(file.string().c_str(), "wb");
+    const size_t n = tensor.nbytes();
+    bool ok = f != nullptr && std::fwrite(tensor.const_data_ptr(), 1, n, f) == n;
+    if (f != nullptr && std::fclose(f) != 0) ok = false;
+    if (!ok) return "cannot write " + file.string();
+    paths->push_back(rel);
+  }
+  return "";
+}
+
 bool cancelled(const RunOptions& o) {
   return o.cancel != nullptr && o.cancel->load(std::memory_order_relaxed);
 }
@@ -787,6 +819,21 @@ RunOutcome run_manifest(const Manifest& manifest, const RunOptions& options) {
     if (manifest.cooldown_s > 0.0 && round + 1 < manifest.rounds) {
       std::this_thread::sleep_for(std::chrono::duration<double>(manifest.cooldown_s));
     }
+  }
+  // ---- outputs of the last timed execution (to check them against a reference)
+  if (manifest.save_outputs && !cancelled(options)) {
+    for (size_t i = 0; i < manifest.programs.size(); ++i) {
+      ProgramResult& pr = res.programs[i];
+      if (!loaded[i] || !pr.ok) continue;
+      std::string err =
+          save_outputs(*loaded[i]->method, etdump_root, static_cast<int>(i), &pr.outputs);
+      if (!err.empty()) {
+        pr.ok = false;
+        pr.error = "outputs: " + err;
+        log("[" + pr.id + "] " + pr.error);
+      }
+    }
+    if (!write_result()) return out;
   }
   // Free the timing instances before the ETDump pass.
   loaded.clear();

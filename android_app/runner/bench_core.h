@@ -57,6 +57,7 @@ struct Manifest {
   bool etdump = false;
   int etdump_iters = 10;
   double cooldown_s = 0.0;
+  bool save_outputs = false;  // write each output tensor of the last timed execution
   std::string base_dir;  // folder of the manifest ("" = current directory)
 
   // ceil(iters / rounds): timed executions per program per round.
@@ -94,6 +95,8 @@ struct ProgramResult {
   std::vector<double> latencies_ms;
   std::vector<std::vector<double>> rounds;
   std::string etdump;  // path relative to the result file; "" = none (null)
+  // "outputs/<index>.<k>.bin" (raw tensor bytes) per output, with save_outputs
+  std::vector<std::string> outputs;
 };
 
 struct BenchResult {
