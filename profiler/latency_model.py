@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -604,3 +604,28 @@ def calibrate(spec: DeviceSpec, reference: DeviceModel) -> tuple[FitResult, Prio
                                         target.latency_ms, target.sigma))
     result = fit(observations, name=spec.name, dtype=spec.dtype, elide_identity=True, prior=prior)
     return result, prior
+
+
+@dataclass
+class HeldOut:
+    """A published latency predicted by a model calibrated without it."""
+
+    arch_name: str
+    published_ms: float
+    predicted_ms: float
+    calibrated_on: int  # how many other published latencies the model was calibrated to
+
+    @property
+    def error_pct(self) -> float:
+        return 100 * (self.predicted_ms / self.published_ms - 1)
+
+
+def held_out_check(spec: DeviceSpec, reference: DeviceModel,
+                   held_out: Sequence[str]) -> list[HeldOut]:
+    """Calibrate on every target but `held_out` and predict those: how well the model does on
+    published latencies it never saw. With no target left, the prediction is the prior's."""
+    kept = [t for t in spec.targets if t.arch_name not in held_out]
+    model = (calibrate(replace(spec, targets=kept), reference)[0].model if kept
+             else hardware_prior(spec, reference).model)
+    return [HeldOut(t.arch_name, t.latency_ms, model.network_latency_ms(t.architecture()),
+                    len(kept)) for t in spec.targets if t.arch_name in held_out]

@@ -1,6 +1,5 @@
 """The per-operator latency model, its fitting and calibration, and the shipped estimated LUTs."""
 
-import dataclasses
 import json
 import math
 
@@ -131,12 +130,10 @@ def test_s8_model_predicts_the_held_out_published_s8_latencies():
     latencies, so its cross-device ratio is the fit itself (docs/estimated-luts.md)."""
     held_out = {"fbnet_s8": 22.12, "fbnet_iphonex": 23.33}
     reference = lm.fit_blocks(lm.load_hwnasbench()["pixel3"], "pixel3").model
-    spec = lm.device_spec("s8")
-    assert {t.arch_name: t.latency_ms for t in spec.targets if t.arch_name in held_out} == held_out
-    table3 = dataclasses.replace(spec, targets=[t for t in spec.targets
-                                                if t.arch_name not in held_out])
-    model = lm.calibrate(table3, reference)[0].model
-    predicted = {name: model.network_latency_ms(named_architecture(name)) for name in held_out}
+    check = lm.held_out_check(lm.device_spec("s8"), reference, list(held_out))
+    assert {h.arch_name: h.published_ms for h in check} == held_out
+    predicted = {h.arch_name: h.predicted_ms for h in check}
+    assert all(h.calibrated_on == 6 for h in check)  # Table 3's six S8 latencies
     for name, published_ms in held_out.items():
         assert predicted[name] == pytest.approx(published_ms, rel=0.05), name
     assert predicted["fbnet_s8"] < predicted["fbnet_iphonex"]
@@ -244,3 +241,7 @@ def test_cli_report_json(cli):
     cross = report["cross_device_ms"]
     assert cross["s8"]["fbnet_s8"] == pytest.approx(22.12, rel=0.03)
     assert cross["iphone_x"]["fbnet_iphonex"] == pytest.approx(19.84, rel=0.03)
+    # the held-out predictions the test above checks, as the report prints them
+    assert [(h["arch_name"], h["calibrated_on"]) for h in report["held_out"]["s8"]] == \
+        [("fbnet_s8", 6), ("fbnet_iphonex", 6)]
+    assert all(h["calibrated_on"] == 0 for h in report["held_out"]["iphone_x"])
