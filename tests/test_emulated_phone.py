@@ -247,3 +247,34 @@ def test_runner_crash_keeps_finished_entries(tmp_path, phones, adb_env, host_run
     assert "the runner exited with code 139" in line, line  # 128 + SIGSEGV
     finished = entries(out)
     assert finished and len(finished) < len(BLOCKS)
+
+
+@pytest.mark.skipif(os.environ.get("FBNET_ARM_TESTS") != "1",
+                    reason="opt-in: FBNET_ARM_TESTS=1 builds the aarch64 runner and measures an "
+                           "emulated arm64 phone under qemu")
+def test_arm64_phone_under_qemu(tmp_path, adb_env, cache):
+    """The aarch64 runner over the same adb path, on a phone whose programs run under qemu-user
+    as a Cortex-A76. Its timings mean nothing (an emulator); what runs is the ARM build."""
+    missing = missing_tools("aarch64")
+    if missing:
+        pytest.skip("an arm64 phone needs " + ", ".join(missing))
+    build = subprocess.run(["bash", str(ROOT / "android_app" / "build_linux_aarch64.sh")],
+                           capture_output=True, text=True, timeout=1800,
+                           env=dict(os.environ, PYTHON=sys.executable))
+    assert build.returncode == 0, build.stderr[-3000:]
+    runner = Path(build.stdout.strip().splitlines()[-1])
+    phone = Phone(tmp_path / "arm", runner, arch="aarch64")
+    phone.start()
+    try:
+        phone.connect(adb_env)
+        assert adb(adb_env, "-s", phone.serial, "shell", "uname -m").strip() == "aarch64"
+        out = tmp_path / "arm.json"
+        proc = run_profiler(profile_args(f"android:{phone.serial}", out, cache),
+                            profile_env(adb_env, runner))
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        phone.kill()
+    lut = load_lut(out)
+    assert lut.device.extra["abi"] == "arm64-v8a" and lut.runtime.version == "1.5.1"
+    assert set(lut.entries) == set(BLOCKS)
+    assert all(e.ops for k, e in lut.entries.items() if not k.startswith("Skip"))

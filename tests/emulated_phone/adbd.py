@@ -13,7 +13,8 @@ Every command runs as `/system/bin/sh -c CMD` from `/`, with an adb shell's envi
 Standard library only: it runs inside the sandbox (tests/emulated_phone/phone.py), whose
 /system/build.prop supplies the banner.
 
-    python adbd.py PORT [--no-shell-v2]   (--no-shell-v2: a phone before Android 7)
+    python adbd.py PORT [--no-shell-v2] [--env NAME=VALUE ...]
+      --no-shell-v2: a phone before Android 7; --env: added to every command's environment
 """
 
 from __future__ import annotations
@@ -344,6 +345,11 @@ def send_file(stream: Stream, path: str) -> None:
 def main() -> None:
     port = int(sys.argv[1])
     banner_bytes = banner(read_props(), shell_v2="--no-shell-v2" not in sys.argv[2:])
+    extra = sys.argv[2:]
+    for flag, setting in zip(extra, extra[1:]):
+        if flag == "--env":
+            name, _, value = setting.partition("=")
+            SHELL_ENV[name] = value
     server = socket.create_server(("127.0.0.1", port))
     print(f"adbd listening on 127.0.0.1:{port}", flush=True)
     while True:

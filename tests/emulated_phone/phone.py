@@ -12,6 +12,11 @@ The sandbox's view of the machine:
 - adbd runs as uid 2000 (`shell`) in its own pid namespace: killing it takes every command it
   started with it, as a phone vanishing from USB does.
 
+An arm64 phone (`arch="aarch64"`) runs aarch64 programs under qemu-user as a Cortex-A76: a
+binfmt_misc instance private to the sandbox's user namespace hands every aarch64 executable to
+qemu-aarch64 (Linux 6.7+), Debian's arm64 libc (/usr/aarch64-linux-gnu) is qemu's loader
+prefix, and its `uname` is an aarch64 build, so the phone reports what it runs.
+
 By hand (docs/android.md, "The emulated phone"): `python tests/emulated_phone/phone.py` starts one
 and `adb connect`s it to the adb server that `adb` and the profiler use, until Ctrl-C.
 """
@@ -61,12 +66,23 @@ PIXEL3_PROPS = {  # the properties the profiler reads, as a Pixel 3 reports them
     "ro.product.cpu.abi": "x86_64",
 }
 LITTLE_KHZ, BIG_KHZ = 1766400, 2803200  # SDM845's Cortex-A55 and Cortex-A75 clusters
+ARM_FEATURES = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm "
+                "lrcpc dcpop asimddp")  # an SDM845 core's /proc/cpuinfo Features
+# qemu-aarch64's binfmt_misc entry (from QEMU's qemu-binfmt-conf.sh); F: qemu opened at once
+BINFMT_AARCH64 = (r":qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00"
+                  r"\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff"
+                  r"\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-aarch64:F")
+ARM_SYSROOT = "/usr/aarch64-linux-gnu"  # Debian's arm64 libc (g++-aarch64-linux-gnu)
+QEMU_CPU = "cortex-a76"  # so XNNPACK takes a phone's code paths (dot product, fp16)
 
 
-def missing_tools() -> list[str]:
+def missing_tools(arch: str = "x86_64") -> list[str]:
     """What this host lacks to emulate a phone, each with the Debian package that has it."""
-    return [f"{tool} (Debian package `{pkg}`)" for tool, pkg in
-            (("bwrap", "bubblewrap"), ("mksh", "mksh"), ("adb", "adb")) if not shutil.which(tool)]
+    tools = [("bwrap", "bubblewrap"), ("mksh", "mksh"), ("adb", "adb")]
+    if arch == "aarch64":
+        tools += [("qemu-aarch64", "qemu-user"), ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+                  ("unshare", "util-linux")]
+    return [f"{tool} (Debian package `{pkg}`)" for tool, pkg in tools if not shutil.which(tool)]
 
 
 def sandbox_error() -> str | None:
@@ -147,6 +163,7 @@ class Phone:
     runner: Path  # the runner it will be sent: the libraries it links are made visible
     props: dict = field(default_factory=lambda: dict(PIXEL3_PROPS))
     shell_v2: bool = True  # advertise shell protocol v2 (Android 7+)
+    arch: str = "x86_64"  # or aarch64: programs run under qemu-user
     data_bytes: int | None = None  # /data/local/tmp as a tmpfs of this size: a full phone
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
@@ -173,8 +190,14 @@ class Phone:
         (bindir / "getprop").write_text(GETPROP)
         (bindir / "getprop").chmod(0o755)
         shutil.copyfile(DAEMON, bindir / "adbd.py")
+        props = dict(self.props)
+        if self.arch == "aarch64":
+            props["ro.product.cpu.abi"] = "arm64-v8a"
+            (bindir / "uname").unlink(missing_ok=True)
+            subprocess.run(["aarch64-linux-gnu-gcc", "-O2", "-static", "-o", str(bindir / "uname"),
+                            str(HERE / "uname.c")], check=True, capture_output=True)
         (self.root / "system" / "build.prop").write_text(
-            "".join(f"{k}={v}\n" for k, v in self.props.items()))
+            "".join(f"{k}={v}\n" for k, v in props.items()))
         self._write_cpus()
 
     def _write_cpus(self) -> None:
@@ -195,8 +218,10 @@ class Phone:
                                 ("scaling_max_freq", khz), ("scaling_cur_freq", khz),
                                 ("scaling_governor", "schedutil")):
                 _write(freq / name, value)
-            cpuinfo.append(f"processor\t: {cpu}\nBogoMIPS\t: 38.40\n"
-                           f"CPU part\t: {'0xd05' if i < n_little else '0xd0a'}\n")
+            cpuinfo.append(f"processor\t: {cpu}\nBogoMIPS\t: 38.40\nFeatures\t: {ARM_FEATURES}\n"
+                           "CPU implementer\t: 0x51\nCPU architecture: 8\nCPU variant\t: 0x7\n"
+                           f"CPU part\t: {'0x805' if i < n_little else '0x804'}\n"
+                           "CPU revision\t: 14\n")
         cpuinfo.append("Hardware\t: Qualcomm Technologies, Inc SDM845\n")
         _write(self.root / "cpuinfo", "\n".join(cpuinfo))
         for zone, (kind, milli_c) in enumerate([("cpu0-silver-usr", 41200),
@@ -241,6 +266,16 @@ class Phone:
         cmd = self.sandbox_args() + [python, "-I", "-S", "/system/bin/adbd.py", str(self.port)]
         if not self.shell_v2:
             cmd.append("--no-shell-v2")
+        if self.arch == "aarch64":
+            cmd += ["--env", f"QEMU_LD_PREFIX={ARM_SYSROOT}", "--env", f"QEMU_CPU={QEMU_CPU}"]
+            # A user namespace of our own whose binfmt_misc sends aarch64 programs to qemu; the
+            # sandbox's namespace, nested in it, inherits that.
+            binfmt = self.root / "binfmt_misc"
+            binfmt.mkdir(exist_ok=True)
+            cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                   f'mount -t binfmt_misc binfmt_misc "{binfmt}" && '
+                   f"printf '%s\\n' '{BINFMT_AARCH64}' >\"{binfmt}/register\" && exec \"$@\"",
+                   "sh", *cmd]
         with open(log, "a") as out:
             self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         _wait(f"adbd of {self.serial} listening",
@@ -278,13 +313,13 @@ def _python_prefixes() -> set[str]:
 
 
 def _library_dirs(binary: Path) -> set[str]:
-    """Folders of the shared libraries `binary` loads from outside the system's /usr."""
-    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True).stdout
+    """The folders of `binary`'s RUNPATH (the executorch wheel's libraries), for any CPU."""
+    out = subprocess.run(["readelf", "-d", str(binary)], capture_output=True, text=True).stdout
     found = set()
-    for path in re.findall(r"=> (/\S+)", out):
-        real = os.path.realpath(path)
-        if not real.startswith(("/usr/", "/lib")):
-            found.add(os.path.dirname(real))
+    for entry in re.findall(r"\((?:RUNPATH|RPATH)\)\s+Library (?:runpath|rpath): \[(.*)\]", out):
+        for folder in entry.split(":"):
+            if folder and os.path.isdir(folder):
+                found.add(os.path.realpath(folder))
     return found
 
 
