@@ -45,7 +45,8 @@ from fbnet.io import atomic_write_json, atomic_write_text
 from fbnet.lut import LayerTable
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from search.loss import LatencyModel, LossConfig, dnas_loss
-from search.supernet import DEFAULT_BOUNDARY, SuperNet, temperature, theta_entropy
+from search.convergence import assess
+from search.supernet import DEFAULT_BOUNDARY, SuperNet, temperature
 
 CHECKPOINT_FORMAT = "fbnet-dnas-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -70,10 +71,14 @@ class TrainConfig:
     theta_lr: float = 0.05
     theta_weight_decay: float = 5e-4
     tau0: float = 5.0
-    tau_decay: float = math.exp(-0.045)
+    # annealed per theta step, exponentially from tau0 to tau_final over the search (the
+    # paper's per-epoch exp(-0.045) over 90 epochs is the same curve, ending at 0.087)
+    tau_final: float = 1.0
     seed: int = 0
     workers: int = 0
     threads: int = 1
+    # validation images scored after every epoch (a fixed subset; 0 = all of them)
+    eval_images: int = 2000
 
     def check(self) -> None:
         if self.alternate not in ALTERNATES:
@@ -88,8 +93,9 @@ class TrainConfig:
             raise UserError(f"--threads must be at least 1, got {self.threads}")
         if self.batch_size < 2:
             raise UserError(f"--batch-size must be at least 2 (BatchNorm), got {self.batch_size}")
-        if not self.tau0 > 0 or not 0 < self.tau_decay <= 1:
-            raise UserError("--tau0 must be > 0 and --tau-decay in (0, 1]")
+        if not self.tau0 >= self.tau_final > 0:
+            raise UserError(f"--tau0 and --tau-final must satisfy tau0 >= tau_final > 0, got "
+                            f"{self.tau0} and {self.tau_final}")
 
 
 @dataclass
@@ -212,6 +218,8 @@ class Search:
         self.pos = Position()
         self.pos_rng = torch.get_rng_state()
         self.history: list[dict] = []
+        # theta's argmax per layer after every theta step: the convergence report's stability
+        self.argmax_trace: list[list[int]] = []
         self.steps_per_epoch = {p: self._num_batches(ds) for p, ds in
                                 (("w", w_data), ("theta", theta_data))}
 
@@ -248,8 +256,19 @@ class Search:
                           generator=torch.Generator().manual_seed(seed))
 
     # --- steps -------------------------------------------------------------------------------
-    def tau(self, epoch: int) -> float:
-        return temperature(epoch, self.cfg.tau0, self.cfg.tau_decay)
+    @property
+    def theta_steps_per_epoch(self) -> int:
+        return self.steps_per_epoch["w" if self.cfg.alternate == "step" else "theta"]
+
+    @property
+    def total_theta_steps(self) -> int:
+        return (self.cfg.epochs - self.cfg.warmup_epochs) * self.theta_steps_per_epoch
+
+    def tau(self, epoch: int, step: int = 0) -> float:
+        """The Gumbel temperature at theta step `step` of `epoch` (tau0 during the warm-up)."""
+        done = (epoch - self.cfg.warmup_epochs) * self.theta_steps_per_epoch + step
+        progress = min(max(done / self.total_theta_steps, 0.0), 1.0)
+        return temperature(progress, self.cfg.tau0, self.cfg.tau_final)
 
     def _w_lr(self, epoch: int, step: int) -> float:
         total = self.cfg.epochs * self.steps_per_epoch["w"]
@@ -266,7 +285,8 @@ class Search:
         for p in self.w_params:  # theta steps need no weight gradients (saves backward work)
             p.requires_grad_(phase == "w")
         with torch.set_grad_enabled(train):
-            masks = self.model.draw_masks(len(y), self.tau(epoch), ex_gen, step_gen, theta_grad)
+            masks = self.model.draw_masks(len(y), self.tau(epoch, step), ex_gen, step_gen,
+                                          theta_grad)
             logits = self.model(x, masks)
             ce = F.cross_entropy(logits.float(), y, reduction="none")
             lat = self.latency(masks.weights)
@@ -288,6 +308,7 @@ class Search:
                 objective.backward()
                 self.dist.average_gradients([self.model.theta])
                 self.theta_opt.step()
+                self.argmax_trace.append(self.model.theta.detach().argmax(-1).tolist())
         for p in self.w_params:
             p.requires_grad_(True)
         stats.add(loss.detach(), ce.detach(), lat.detach(), logits.detach(), y)
@@ -359,23 +380,39 @@ class Search:
             bar.close()
 
     # --- evaluation --------------------------------------------------------------------------
+    def _eval_batches(self, ds: Dataset) -> list[list[int]]:
+        """This rank's share of the first `eval_images` examples (a fixed subset), in batches."""
+        n = len(ds) if not self.cfg.eval_images else min(len(ds), self.cfg.eval_images)
+        idx = list(range(self.dist.rank, n, self.dist.world))
+        size = 2 * self.cfg.batch_size
+        return [idx[i:i + size] for i in range(0, len(idx), size)]
+
     @torch.no_grad()
-    def evaluate_arch(self, candidates: list[int], ds: Dataset | None) -> float | None:
-        """Top-1 of one architecture with the supernet's weights (BN running statistics); in
-        sampled mode the stage boundaries stay mixed by P_theta (SuperNet.forward_eval)."""
+    def _evaluate(self, ds: Dataset | None, logits_of) -> float | None:
         if ds is None or len(ds) == 0:
             return None
         self.model.eval()
         correct = total = 0
-        idx = list(range(self.dist.rank, len(ds), self.dist.world))
-        batches = [idx[i:i + 2 * self.cfg.batch_size] for i in range(0, len(idx), 2 * self.cfg.batch_size)]
-        for x, y in self._loader(ds, batches):
-            logits = self.model.forward_eval(x.to(self.device), candidates)
+        for i, (x, y) in enumerate(self._loader(ds, self._eval_batches(ds))):
+            logits = logits_of(x.to(self.device), i)
             correct += int((logits.argmax(-1) == y.to(self.device)).sum())
             total += len(y)
         t = self.dist.all_reduce_sum(torch.tensor([correct, total], dtype=torch.float64,
                                                   device=self.device))
         return float(t[0] / t[1]) if t[1] else None
+
+    def evaluate_arch(self, candidates: list[int], ds: Dataset | None) -> float | None:
+        """Top-1 of one architecture alone with the supernet's weights (BN running statistics):
+        every layer, stage boundaries included, runs only its chosen candidate."""
+        return self._evaluate(ds, lambda x, i: self.model.forward_arch(x, candidates))
+
+    def evaluate_supernet(self, ds: Dataset | None, tau: float) -> float | None:
+        """Top-1 of the supernet itself: per-example masks drawn from P_theta as in training."""
+        def logits_of(x, i):
+            gen = _generator(self.device, _seed(self.cfg.seed, "eval", i, self.dist.rank))
+            step_gen = _generator(self.device, _seed(self.cfg.seed, "eval", i))
+            return self.model(x, self.model.draw_masks(len(x), tau, gen, step_gen, False))
+        return self._evaluate(ds, logits_of)
 
     # --- the loop ----------------------------------------------------------------------------
     def run(self) -> list[dict]:
@@ -402,7 +439,8 @@ class Search:
                 self._write_log()
                 bar.update(1)
                 bar.set_postfix(lat=f"{row['argmax_latency_ms']:.2f}ms",
-                                H=f"{row['theta_entropy']:.2f}")
+                                H=f"{row['theta_entropy']:.2f}",
+                                p=f"{row['argmax_prob_median']:.2f}")
             self.check_theta_in_sync()
         except KeyboardInterrupt:
             self.save_checkpoint()
@@ -425,10 +463,12 @@ class Search:
         w = PhaseStats(**self.pos.stats["w"]).reduced(self.dist, self.device)
         th = PhaseStats(**self.pos.stats["theta"]).reduced(self.dist, self.device)
         argmax = self.model.theta.detach().argmax(-1).tolist()
+        end_tau = self.tau(epoch, self.theta_steps_per_epoch)
+        conv = assess(self.model.theta, self.argmax_trace)
         return {
             "epoch": epoch + 1,
             "phase": "search" if searching else "warmup",
-            "tau": self.tau(epoch),
+            "tau": end_tau,
             "w_lr": self._w_lr(epoch, self.steps_per_epoch["w"]),
             "loss": th["loss"] if searching else w["loss"],
             "ce": th["ce"] if searching else w["ce"],
@@ -436,7 +476,13 @@ class Search:
             "w_loss": w["loss"], "w_ce": w["ce"], "w_top1": w["top1"],
             "theta_loss": th["loss"], "theta_ce": th["ce"], "theta_top1": th["top1"],
             "val_top1_argmax": self.evaluate_arch(argmax, self.val_data),
-            "theta_entropy": theta_entropy(self.model.theta),
+            "val_top1_supernet": self.evaluate_supernet(self.val_data, end_tau),
+            "theta_entropy": conv.entropy_nats,
+            "argmax_prob_median": conv.median_argmax_prob,
+            "argmax_prob_min": conv.min_argmax_prob,
+            "argmax_changed_layers": conv.layers_changed_last,
+            "theta_steps": conv.theta_steps,
+            "converged": conv.converged,
             "argmax_arch": [CANDIDATE_NAMES[k] for k in argmax],
             "argmax_latency_ms": self.latency.of_candidates(argmax),
             "seconds": seconds,
@@ -459,6 +505,7 @@ class Search:
             "w_opt": self.w_opt.state_dict(),
             "theta_opt": self.theta_opt.state_dict(),
             "history": self.history,
+            "argmax_trace": self.argmax_trace,
             "torch_rng": self.pos_rng,
         }
         self.out.mkdir(parents=True, exist_ok=True)
@@ -492,6 +539,7 @@ class Search:
         self.theta_opt.load_state_dict(state["theta_opt"])
         self.pos = Position(**state["position"])
         self.history = list(state["history"])
+        self.argmax_trace = [list(row) for row in state.get("argmax_trace", [])]
         torch.set_rng_state(state["torch_rng"].cpu())
 
     def _write_log(self) -> None:
@@ -509,6 +557,52 @@ class Search:
                              f"{v:.6g}" if isinstance(v, float) else str(v))
             lines.append(",".join(cells))
         atomic_write_text(self.out / LOG_CSV, "\n".join(lines) + "\n")
+
+
+@dataclass
+class TrainedSupernet:
+    """A finished search's supernet, read back from its checkpoint."""
+
+    model: SuperNet
+    space: SpaceConfig  # the space the search priced (its architectures)
+    proxy_space: SpaceConfig  # the space the supernet trained at
+    fingerprint: dict
+
+    @torch.no_grad()
+    def top1(self, candidates: list[int], ds: Dataset, batch_size: int = 128) -> float:
+        """Val top-1 of one architecture alone with the supernet's weights."""
+        self.model.eval()
+        correct = total = 0
+        for x, y in DataLoader(ds, batch_size=batch_size):
+            logits = self.model.forward_arch(x, candidates)
+            correct += int((logits.argmax(-1) == y).sum())
+            total += len(y)
+        return correct / max(total, 1)
+
+
+def load_trained_supernet(path: Path, device: torch.device = torch.device("cpu")
+                          ) -> TrainedSupernet:
+    """The supernet of a search checkpoint (search.run's --out/checkpoint.pt)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no search checkpoint at {path}; give the checkpoint.pt of a "
+                        "finished search.run")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # any unreadable file: pickle, zip, truncation errors
+        raise UserError(f"{path} is not a readable search checkpoint ({type(err).__name__})"
+                        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint (a search.run "
+                        "checkpoint.pt)")
+    fp = state["fingerprint"]
+    if "space" not in fp or "mode" not in fp:
+        raise UserError(f"{path} does not record its search space; re-run the search")
+    space = SpaceConfig.from_dict(fp["space"])
+    proxy = SpaceConfig.from_dict(fp.get("proxy_space", fp["space"]))
+    model = SuperNet(proxy, fp["mode"], fp.get("paths", 2), fp.get("boundary", DEFAULT_BOUNDARY))
+    model.load_state_dict(state["model"])
+    return TrainedSupernet(model.to(device), space, proxy, fp)
 
 
 def latency_only_search(model: SuperNet, latency: LatencyModel, loss_cfg: LossConfig,

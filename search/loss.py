@@ -21,6 +21,9 @@ Only theta is trained on this loss. The weight step minimizes plain CE: the late
 not depend on w and would only rescale each example's CE gradient (by a factor that moves with
 --latency-weight), i.e. silently change the weights' learning rate.
 
+With a reference price R (`--normalize-latency`, search/budget.py) the loss uses LAT / R in
+place of LAT_ms, so one latency weight pushes alike on devices of different speed.
+
 `target` (drive the network to a budget T ms):
 
     L_b = CE_b + latency_weight * max(0, LAT_b / T - 1)
@@ -47,6 +50,8 @@ class LossConfig:
     beta: float = 0.6
     latency_weight: float = 1.0
     target_ms: float | None = None
+    # fbnet loss: price LAT in units of this reference price (search/budget.py) instead of ms
+    reference_ms: float | None = None
 
     def check(self) -> None:
         if self.kind not in LOSSES:
@@ -55,12 +60,16 @@ class LossConfig:
             raise UserError("--loss target needs a positive budget, e.g. --target-ms 5")
         if self.kind == "fbnet" and not (self.alpha > 0 and self.beta > 0):
             raise UserError(f"--alpha and --beta must be positive, got {self.alpha}, {self.beta}")
+        if self.reference_ms is not None and not self.reference_ms > 0:
+            raise UserError(f"the reference price must be positive, got {self.reference_ms}")
         if self.latency_weight < 0:
             raise UserError(f"--latency-weight must be >= 0, got {self.latency_weight}")
 
     def describe(self) -> str:
         if self.kind == "fbnet":
-            return (f"CE * {self.alpha} * log(1 + LAT_ms)^({self.beta} * {self.latency_weight})")
+            lat = (f"LAT / {self.reference_ms:.4g} ms" if self.reference_ms is not None
+                   else "LAT_ms")
+            return f"CE * {self.alpha} * log(1 + {lat})^({self.beta} * {self.latency_weight})"
         return f"CE + {self.latency_weight} * max(0, LAT_ms / {self.target_ms} - 1)"
 
 
@@ -86,7 +95,10 @@ class LatencyModel(torch.nn.Module):
 
 def latency_factor(cfg: LossConfig, latency_ms: torch.Tensor) -> torch.Tensor:
     """The fbnet loss's multiplier on CE (per example)."""
-    return cfg.alpha * torch.log1p(latency_ms.clamp_min(0)).pow(cfg.beta * cfg.latency_weight)
+    lat = latency_ms.clamp_min(0)
+    if cfg.reference_ms is not None:
+        lat = lat / cfg.reference_ms
+    return cfg.alpha * torch.log1p(lat).pow(cfg.beta * cfg.latency_weight)
 
 
 def dnas_loss(cfg: LossConfig, ce: torch.Tensor, latency_ms: torch.Tensor) -> torch.Tensor:

@@ -30,10 +30,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
+import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -44,12 +44,21 @@ from fbnet.errors import UserError, cli_entry
 from fbnet.io import atomic_write_json
 from fbnet.lut import Lut, load_lut
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
-from search.data import DATA_SPECS, load_data, split_train
-from search.dnas import (ALTERNATES, CHECKPOINT_NAME, Dist, Search, TrainConfig,
-                         sample_architectures, write_theta)
+from search.convergence import Convergence, assess
+from search.budget import REFERENCE_ARCH, Budget, reference_ms
+from search.data import DATA_SPECS, DEFAULT_DATA, load_data, split_train
+from search.dnas import (ALTERNATES, CHECKPOINT_NAME, LOG_CSV, LOG_JSONL, Dist, Search,
+                         TrainConfig, sample_architectures, write_theta)
 from search.loss import LOSSES, LossConfig
+from search.luts import resolve_lut
 from search.plots import plot_curves, plot_probabilities
 from search.supernet import BOUNDARIES, MODES
+
+
+# The default search trains a half-width supernet on 12000 Fashion-MNIST images: it converges
+# in about 10 minutes on 2 CPU cores (docs/search.md, "Convergence").
+DEFAULT_PROXY_WIDTH = 0.5
+DEFAULT_TRAIN_IMAGES = 12000
 
 
 def parse_args(argv):
@@ -57,12 +66,16 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lut", required=True, help="latency LUT (fbnet-lut/1 JSON) to price blocks by")
-    p.add_argument("--data", default="digits", help=f"dataset: {', '.join(DATA_SPECS)} "
-                   "(default digits)")
+    p.add_argument("--data", default=DEFAULT_DATA, help=f"dataset: {', '.join(DATA_SPECS)} "
+                   f"(default {DEFAULT_DATA})")
     p.add_argument("--resolution", type=int, help="resize the data to this input size "
                    "(default: the dataset's own, 32 for digits/CIFAR)")
     p.add_argument("--width", type=float, default=1.0,
                    help="channel width multiplier of the space (default 1.0; the LUT must cover it)")
+    p.add_argument("--proxy-width", type=float, default=DEFAULT_PROXY_WIDTH,
+                   help="train the supernet at this fraction of --width, a proxy for the "
+                   "accuracy side; latency is always priced at --width by the LUT (default "
+                   f"{DEFAULT_PROXY_WIDTH}; 1 = no proxy)")
     p.add_argument("--out", help="output folder (default runs/<lut-stem>/)")
     g = p.add_argument_group("search")
     g.add_argument("--mode", choices=MODES, default=d.mode,
@@ -86,8 +99,11 @@ def parse_args(argv):
                    help=f"epochs that train weights only (default {d.warmup_epochs})")
     g.add_argument("--batch-size", type=int, default=d.batch_size,
                    help=f"per-rank batch size (default {d.batch_size})")
-    g.add_argument("--train-images", type=int, default=0,
-                   help="use at most this many train images (default 0 = all)")
+    g.add_argument("--train-images", type=int, default=DEFAULT_TRAIN_IMAGES,
+                   help=f"use at most this many train images (default {DEFAULT_TRAIN_IMAGES}; "
+                   "0 = all)")
+    g.add_argument("--eval-images", type=int, default=d.eval_images,
+                   help=f"val images scored after each epoch (default {d.eval_images}; 0 = all)")
     g.add_argument("--arch-fraction", type=float, default=0.2,
                    help="share of the train split that trains theta (default 0.2)")
     g.add_argument("--lr", type=float, help="weights: SGD lr, cosine (default: the paper's 0.1 "
@@ -98,8 +114,10 @@ def parse_args(argv):
     g.add_argument("--theta-weight-decay", type=float, default=d.theta_weight_decay,
                    help="theta: Adam weight decay (5e-4)")
     g.add_argument("--tau0", type=float, default=d.tau0, help="initial Gumbel temperature (5.0)")
-    g.add_argument("--tau-decay", type=float, default=d.tau_decay,
-                   help="temperature factor per epoch (exp(-0.045) = 0.956)")
+    g.add_argument("--tau-final", type=float, default=d.tau_final,
+                   help=f"Gumbel temperature at the last theta step (default {d.tau_final}); it "
+                   "falls exponentially from --tau0 step by step (the paper's exp(-0.045) per "
+                   "epoch over 90 epochs ends at 0.087)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--samples", type=int, default=6,
                    help="architectures to sample from P_theta into samples.json (default 6)")
@@ -107,47 +125,31 @@ def parse_args(argv):
     g.add_argument("--threads", type=int, default=d.threads,
                    help="CPU threads per rank (default 1: small convs gain little from more, "
                         "and a busy machine makes them several times slower)")
-    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda "
-                   "when present; under torchrun each rank takes cuda:LOCAL_RANK)")
+    g.add_argument("--torch-device", default="auto", help="where torch trains: cpu, cuda, "
+                   "cuda:N or auto (default: cuda when present; under torchrun each rank takes "
+                   "cuda:LOCAL_RANK)")
     g.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     l = p.add_argument_group("loss")
-    l.add_argument("--loss", choices=LOSSES, default="fbnet",
+    l.add_argument("--loss", choices=LOSSES,
                    help="fbnet: CE*alpha*log(1+LAT_ms)^(beta*w); target: CE + w*max(0, LAT/T-1)")
     l.add_argument("--alpha", type=float, default=0.2, help="fbnet loss alpha (0.2)")
     l.add_argument("--beta", type=float, default=0.6, help="fbnet loss beta (0.6)")
     l.add_argument("--latency-weight", type=float, default=1.0,
                    help="strength w of the latency term (default 1 = the paper; 0 = accuracy only)")
-    l.add_argument("--target-ms", type=float, help="latency budget for --loss target")
+    l.add_argument("--target-ms", type=float,
+                   help="latency budget in ms on the searched LUT (implies --loss target)")
+    l.add_argument("--target-rel", type=float,
+                   help=f"latency budget as a fraction of {REFERENCE_ARCH}'s price on the "
+                        "searched LUT, the same on every device (implies --loss target)")
+    l.add_argument("--normalize-latency", action="store_true",
+                   help=f"fbnet loss: LAT in units of {REFERENCE_ARCH}'s price on the LUT, not "
+                        "ms, so a --latency-weight pushes alike on every device")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
 
 # --- LUT / space resolution ------------------------------------------------------------------
-
-def lut_resolution(lut: Lut) -> int | None:
-    return int(lut.space["resolution"]) if lut.space and "resolution" in lut.space else None
-
-
-def resolve_lut(path: Path, resolution: int) -> tuple[Lut, str | None]:
-    """The LUT to search with at `resolution`, and a note when it is a sibling of `path`."""
-    lut = load_lut(path)
-    res = lut_resolution(lut)
-    if res is None or res == resolution:
-        return lut, None
-    base = re.sub(r"_\d+$", "", path.stem)
-    for name in (f"{base}_{resolution}.json", f"{base}.json"):
-        sibling = path.with_name(name)
-        if sibling != path and sibling.is_file():
-            other = load_lut(sibling)
-            if lut_resolution(other) == resolution:
-                return other, (f"{path} is a {res}x{res} LUT and the data is "
-                               f"{resolution}x{resolution}: searching with its sibling {sibling}")
-    raise UserError(
-        f"{path} is a {res}x{res} LUT but the data is {resolution}x{resolution} and there is no "
-        f"{base}_{resolution}.json next to it; give a {resolution}x{resolution} LUT or "
-        f"--resolution {res} to resize the data")
-
 
 def build_space(lut: Lut, resolution: int, num_classes: int, width: float) -> SpaceConfig:
     """The LUT's own macro-architecture at the data's resolution and class count."""
@@ -161,17 +163,16 @@ def build_space(lut: Lut, resolution: int, num_classes: int, width: float) -> Sp
 
 
 def pick_device(spec: str) -> torch.device:
-    import os
-
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UserError(f"--device {spec}: no CUDA GPU is visible to torch here; use --device cpu")
+            raise UserError(f"--torch-device {spec}: no CUDA GPU is visible to torch here; use "
+                            "--torch-device cpu")
         if spec == "cuda" and "LOCAL_RANK" in os.environ:
             spec = f"cuda:{os.environ['LOCAL_RANK']}"
     elif spec != "cpu":
-        raise UserError(f"unknown --device {spec!r}; use cpu, cuda, cuda:N or auto")
+        raise UserError(f"unknown --torch-device {spec!r}; use cpu, cuda, cuda:N or auto")
     return torch.device(spec)
 
 
@@ -202,121 +203,223 @@ def arch_table(arch: Architecture, lut: Lut, probs: list[list[float]] | None = N
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class SearchSettings:
+    """What one search.run call searches, on which data, and where it writes."""
+
+    lut: Path
+    out: Path
+    data: str = DEFAULT_DATA
+    resolution: int | None = None
+    width: float = 1.0
+    proxy_width: float = DEFAULT_PROXY_WIDTH
+    train_images: int = DEFAULT_TRAIN_IMAGES
+    arch_fraction: float = 0.2
+    samples: int = 6
+    resume: bool = False
+    progress: bool = True
+
+    def check(self) -> None:
+        if not 0 < self.arch_fraction < 1:
+            raise UserError(f"--arch-fraction must be between 0 and 1, got {self.arch_fraction}")
+        if self.train_images < 0 or self.samples < 0:
+            raise UserError("--train-images and --samples must be >= 0")
+        if not 0 < self.proxy_width <= 1:
+            raise UserError(f"--proxy-width must be in (0, 1], got {self.proxy_width}")
+
+
+@dataclass
+class SearchResult:
+    arch: Architecture
+    latency_ms: float
+    lut: Lut  # the LUT the search priced blocks with (a sibling of the one asked for, maybe)
+    lut_note: str | None
+    data: str
+    convergence: Convergence
+    val_top1_argmax: float | None
+    val_top1_supernet: float | None
+    samples: list[dict]
+    epochs: int
+    seconds: float
+    out: Path
+    probs: list[list[float]]
+
+    def to_dict(self) -> dict:
+        return {"arch": self.arch.to_dict(), "arch_string": to_arch_string(self.arch),
+                "latency_ms": self.latency_ms, "macs": self.arch.macs,
+                "params": self.arch.params, "lut": str(self.lut.path), "lut_title": self.lut.title,
+                "lut_note": self.lut_note, "data": self.data,
+                "convergence": self.convergence.to_dict(),
+                "val_top1_argmax": self.val_top1_argmax,
+                "val_top1_supernet": self.val_top1_supernet,
+                "samples": self.samples, "epochs": self.epochs, "seconds": self.seconds,
+                "out": str(self.out),
+                "files": {name: str(self.out / name) for name in OUTPUT_FILES}}
+
+
+OUTPUT_FILES = ("result.json", "arch.json", "samples.json", "theta.json", LOG_JSONL, LOG_CSV,
+                "probs.png", "curves.png", CHECKPOINT_NAME)
+
+
+def check_out_dir(out: Path, resume: bool) -> None:
+    """A new search never overwrites another run's files; --resume needs a checkpoint."""
+    if resume:
+        return
+    found = [name for name in OUTPUT_FILES if (out / name).exists()]
+    if found:
+        raise UserError(f"{out} already holds a search's files ({', '.join(found[:3])}); pass "
+                        "--resume to continue it (needs its checkpoint.pt) or choose another --out")
+
+
 @cli_entry
 def main(argv=None) -> int:
     args = parse_args(argv)
-    loss_cfg = LossConfig(args.loss, args.alpha, args.beta, args.latency_weight, args.target_ms)
-    loss_cfg.check()
-    d_lr = TrainConfig().w_lr
+    budget = Budget(args.target_ms, args.target_rel)
+    budget.check()
+    kind = args.loss or ("target" if budget.given else "fbnet")
+    if kind == "target" and not budget.given:
+        raise UserError("--loss target needs a budget: --target-ms MS or --target-rel F")
+    loss_cfg = LossConfig(kind, args.alpha, args.beta, args.latency_weight)
+    if kind == "fbnet":
+        loss_cfg.check()
+    lut_path = Path(args.lut)
+    settings = SearchSettings(
+        lut=lut_path, out=Path(args.out) if args.out else Path("runs") / lut_path.stem,
+        data=args.data, resolution=args.resolution, width=args.width,
+        proxy_width=args.proxy_width, train_images=args.train_images,
+        arch_fraction=args.arch_fraction, samples=args.samples, resume=args.resume,
+        progress=not args.no_progress)
+    settings.check()
     train_cfg = TrainConfig(epochs=args.epochs, warmup_epochs=args.warmup_epochs,
                             batch_size=args.batch_size, mode=args.mode, paths=args.paths,
                             boundary=args.boundary, alternate=args.alternate,
-                            w_lr=args.lr or d_lr, theta_lr=args.theta_lr,
+                            w_lr=args.lr or TrainConfig().w_lr, theta_lr=args.theta_lr,
                             theta_weight_decay=args.theta_weight_decay, tau0=args.tau0,
-                            tau_decay=args.tau_decay, seed=args.seed, workers=args.workers,
-                            threads=args.threads)
+                            tau_final=args.tau_final, seed=args.seed, workers=args.workers,
+                            threads=args.threads, eval_images=args.eval_images)
     train_cfg.check()
-    if not 0 < args.arch_fraction < 1:
-        raise UserError(f"--arch-fraction must be between 0 and 1, got {args.arch_fraction}")
-    if args.train_images < 0 or args.samples < 0:
-        raise UserError("--train-images and --samples must be >= 0")
-    lut_path = Path(args.lut)
-    out = Path(args.out) if args.out else Path("runs") / lut_path.stem
     load_lut(lut_path)  # a missing or malformed LUT fails before the data loads
-    device = pick_device(args.device)
+    check_out_dir(settings.out, settings.resume)
+    device = pick_device(args.torch_device)
     d = Dist.from_env(device)
     if args.lr is None:
         train_cfg = replace(train_cfg, w_lr=0.1 * args.batch_size * d.world / 192)
     try:
-        return run_search(args, loss_cfg, train_cfg, lut_path, out, device, d)
+        result = run_search(settings, loss_cfg, train_cfg, device, d, budget,
+                            normalize_latency=args.normalize_latency,
+                            announce=None if args.json else print)
     finally:
         d.close()
+    if result is None:  # not the main rank
+        return 0
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1))
+    else:
+        print_summary(result)
+    return 0
 
 
-def run_search(args, loss_cfg: LossConfig, train_cfg: TrainConfig, lut_path: Path, out: Path,
-               device: torch.device, d: Dist) -> int:
-
-    bundle = load_data(args.data, resolution=args.resolution, seed=args.seed)
-    lut, note = resolve_lut(lut_path, bundle.resolution)
-    space = build_space(lut, bundle.resolution, bundle.num_classes, args.width)
+def run_search(settings: SearchSettings, loss_cfg: LossConfig, train_cfg: TrainConfig,
+               device: torch.device, d: Dist, budget: Budget = Budget(),
+               normalize_latency: bool = False, announce=print) -> SearchResult | None:
+    """Search, write the run's files to settings.out, and return the result (None on ranks
+    other than the main one). A budget turns into --loss target's T on the resolved LUT;
+    `announce` prints the one-line plan and notes (None: silent)."""
+    bundle = load_data(settings.data, resolution=settings.resolution, seed=train_cfg.seed)
+    lut, note = resolve_lut(settings.lut, bundle.resolution)
+    space = build_space(lut, bundle.resolution, bundle.num_classes, settings.width)
     table = lut.layer_table(space)  # UserError listing missing keys if the LUT lacks the space
+    if budget.given:
+        loss_cfg = replace(loss_cfg, target_ms=budget.resolve_ms(lut, space, table))
+    if normalize_latency:
+        loss_cfg = replace(loss_cfg, reference_ms=reference_ms(lut, space))
+    loss_cfg.check()
+    # the supernet may train narrower than the space it prices (a proxy for the accuracy side)
+    proxy = build_space(lut, bundle.resolution, bundle.num_classes,
+                        settings.width * settings.proxy_width)
 
     train = bundle.train
-    if args.train_images and len(train) > args.train_images:
-        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))
-        train = Subset(train, keep[:args.train_images].tolist())
-    w_data, theta_data = split_train(train, 1 - args.arch_fraction, args.seed)
+    if settings.train_images and len(train) > settings.train_images:
+        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(train_cfg.seed))
+        train = Subset(train, keep[:settings.train_images].tolist())
+    w_data, theta_data = split_train(train, 1 - settings.arch_fraction, train_cfg.seed)
 
-    fingerprint = {"space": space.to_dict(), "lut": entries_digest(lut), "data": bundle.name,
-                   "train_images": len(train), "arch_fraction": args.arch_fraction,
-                   "loss": loss_cfg.describe(), "mode": args.mode, "paths": args.paths,
-                   "boundary": args.boundary, "alternate": args.alternate,
-                   "batch_size": args.batch_size, "world": d.world, "seed": args.seed,
-                   "warmup_epochs": args.warmup_epochs, "lr": train_cfg.w_lr,
-                   "theta_lr": args.theta_lr}
-    search = Search(space, table, loss_cfg, train_cfg, w_data, theta_data, bundle.val, out,
-                    device, fingerprint, d, progress=not args.no_progress)
-    ckpt = out / CHECKPOINT_NAME
-    if args.resume:
-        search.load_checkpoint(ckpt)
-    elif ckpt.exists():
-        raise UserError(f"{out} already holds a search ({ckpt}); pass --resume to continue it "
-                        "or choose another --out")
-    if d.main and not args.json:
+    fingerprint = {"space": space.to_dict(), "proxy_space": proxy.to_dict(),
+                   "lut": entries_digest(lut), "data": bundle.name, "train_images": len(train),
+                   "arch_fraction": settings.arch_fraction, "loss": loss_cfg.describe(),
+                   "world": d.world, **{k: v for k, v in asdict(train_cfg).items()
+                                        if k not in ("workers", "threads", "epochs")}}
+    out = settings.out
+    search = Search(proxy, table, loss_cfg, train_cfg, w_data, theta_data, bundle.val, out,
+                    device, fingerprint, d, progress=settings.progress)
+    if settings.resume:
+        search.load_checkpoint(out / CHECKPOINT_NAME)
+    if d.main and announce:
         if note:
-            print(f"note: {note}")
-        mode = (f"sampled mode ({args.boundary} boundaries)" if args.mode == "sampled"
-                else f"{args.mode} mode")
-        print(f"search: {bundle.describe()}; {space.layout} layout, {space.num_layers} layers; "
-              f"{len(w_data)} images train w, {len(theta_data)} train theta; {mode}; "
-              f"loss {loss_cfg.describe()}; LUT {lut.title}; device {device}"
-              + (f" x {d.world} ranks" if d.world > 1 else ""))
+            announce(f"note: {note}")
+        mode = (f"sampled mode ({train_cfg.boundary} boundaries)" if train_cfg.mode == "sampled"
+                else f"{train_cfg.mode} mode")
+        proxy_text = (f"; supernet at width x{settings.proxy_width:g} (proxy: "
+                      f"{'/'.join(map(str, proxy.stage_widths))} channels), priced at full width"
+                      if settings.proxy_width != 1 else "")
+        announce(f"search: {bundle.describe()}; {space.layout} layout, {space.num_layers} layers"
+                 f"{proxy_text}; {len(w_data)} images train w, {len(theta_data)} train theta; "
+                 f"{search.total_theta_steps} theta steps; {mode}; loss {loss_cfg.describe()}; "
+                 f"LUT {lut.path} ({lut.title}); device {device}"
+                 + (f" x {d.world} ranks" if d.world > 1 else ""))
     started = time.perf_counter()
     history = search.run()
     seconds = time.perf_counter() - started
     if not d.main:
-        return 0
+        return None
 
     model = search.model
-    argmax = Architecture(f"dnas_{lut_path.stem}", space, model.argmax_candidates())
+    stem = Path(lut.path).stem
+    argmax = Architecture(f"dnas_{stem}", space, model.argmax_candidates())
     out.mkdir(parents=True, exist_ok=True)
     save_architecture(argmax, out / "arch.json")
     samples = []
-    for k, idx in enumerate(sample_architectures(model.theta, args.samples, args.seed)):
-        arch = Architecture(f"dnas_{lut_path.stem}_sample{k}", space,
+    for k, idx in enumerate(sample_architectures(model.theta, settings.samples, train_cfg.seed)):
+        arch = Architecture(f"dnas_{stem}_sample{k}", space,
                             tuple(CANDIDATE_NAMES[i] for i in idx))
         samples.append({"architecture": arch.to_dict(), "latency_ms": lut.price(arch).total_ms,
                         "macs": arch.macs, "params": arch.params,
                         "arch_string": to_arch_string(arch)})
     atomic_write_json(out / "samples.json", {"lut": str(lut.path), "samples": samples})
-    write_theta(out / "theta.json", model, search.tau(len(history) - 1))
+    write_theta(out / "theta.json", model, history[-1]["tau"])
     title = f"({lut.title}, {bundle.name})"
     plot_probabilities(history, out / "probs.png", title)
     plot_curves(history, out / "curves.png", title)
-
-    price = lut.price(argmax)
     last = history[-1]
-    result = {"arch": argmax.to_dict(), "arch_string": to_arch_string(argmax),
-              "latency_ms": price.total_ms, "macs": argmax.macs, "params": argmax.params,
-              "lut": str(lut.path), "lut_title": lut.title, "data": bundle.name,
-              "val_top1_argmax": last["val_top1_argmax"], "theta_entropy": last["theta_entropy"],
-              "epochs": len(history), "seconds": seconds, "out": str(out),
-              "files": {name: str(out / name) for name in
-                        ("arch.json", "samples.json", "theta.json", "log.jsonl", "log.csv",
-                         "probs.png", "curves.png", CHECKPOINT_NAME)}}
-    if args.json:
-        print(json.dumps(result, indent=1))
-        return 0
-    print(f"\nchosen architecture ({to_arch_string(argmax)}):")
-    print(arch_table(argmax, lut, model.probabilities().tolist()))
-    val = last["val_top1_argmax"]
-    print(f"supernet-weights val top-1 of this architecture: "
-          f"{'n/a' if val is None else f'{val:.3f}'} (train it from scratch for its real accuracy)")
-    lats = ", ".join(f"{s['latency_ms']:.3f}" for s in samples)
-    print(f"{len(samples)} samples from P_theta: {lats} ms")
-    print(f"wrote {out}/: arch.json, samples.json, theta.json, log.jsonl, log.csv, probs.png, "
-          f"curves.png, {CHECKPOINT_NAME} ({len(history)} epochs in {seconds:.0f} s)")
-    return 0
+    result = SearchResult(
+        arch=argmax, latency_ms=lut.price(argmax).total_ms, lut=lut, lut_note=note,
+        data=bundle.name, convergence=assess(model.theta, search.argmax_trace),
+        val_top1_argmax=last["val_top1_argmax"], val_top1_supernet=last["val_top1_supernet"],
+        samples=samples, epochs=len(history), seconds=seconds, out=out,
+        probs=model.probabilities().tolist())
+    atomic_write_json(out / "result.json", result.to_dict())
+    return result
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def print_summary(result: SearchResult) -> None:
+    lut = result.lut
+    print(f"\nchosen architecture ({to_arch_string(result.arch)}):")
+    print(arch_table(result.arch, lut, result.probs))
+    print(f"priced with {lut.path} ({lut.title})"
+          + (f": {result.lut_note}" if result.lut_note else ""))
+    print(f"search {result.convergence.describe()}")
+    print(f"val top-1 with the supernet's weights: this architecture alone "
+          f"{_pct(result.val_top1_argmax)}, the supernet (paths drawn from P_theta) "
+          f"{_pct(result.val_top1_supernet)}; train it from scratch for its real accuracy "
+          f"(python -m search.train --arch {result.out / 'arch.json'})")
+    lats = ", ".join(f"{s['latency_ms']:.3f}" for s in result.samples)
+    print(f"{len(result.samples)} samples from P_theta: {lats} ms")
+    print(f"wrote {result.out}/: {', '.join(OUTPUT_FILES)} ({result.epochs} epochs in "
+          f"{result.seconds:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from fbnet.arch import NAMED_ARCHITECTURES, load_architecture, to_arch_string
 from fbnet.errors import UserError, cli_entry
 from fbnet.lut import load_lut
 from fbnet.space import SpaceConfig
 from fbnet.workloads import space_workloads, workload_kind
+from search.luts import lut_resolution, sibling_lut
 
 
 def parse_args(argv):
@@ -75,6 +77,14 @@ def cmd_arch(args) -> None:
     arch = load_architecture(args.arch, resolution=args.resolution, width=args.width,
                              num_classes=args.num_classes)
     lut = load_lut(args.lut) if args.lut else None
+    res = lut_resolution(lut) if lut else None
+    if res is not None and res != arch.space.resolution:
+        sibling = sibling_lut(Path(args.lut), arch.space.resolution)
+        fix = (f"use {sibling}" if sibling else
+               f"build one with python -m profiler.run --resolution {arch.space.resolution}")
+        raise UserError(f"{args.arch} is a {arch.space.resolution}x{arch.space.resolution} "
+                        f"architecture and {args.lut} a {res}x{res} LUT; {fix} (a search's "
+                        "result.json names the LUT it used)")
     price = lut.price(arch) if lut else None
     latency = {label: ms for label, _, ms in price.per_layer} if price else {}
     layers = [{"layer": l.label, "candidate": l.candidate, "key": l.key,

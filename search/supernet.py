@@ -38,7 +38,6 @@ next layer only ever saw the mix (docs/search.md, "Tried and discarded").
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -61,9 +60,10 @@ NUM_CANDIDATES = len(CANDIDATE_NAMES)
 TAU_FLOOR = 0.05
 
 
-def temperature(epoch: int, tau0: float = 5.0, decay: float = math.exp(-0.045)) -> float:
-    """tau0 * decay^epoch, never below TAU_FLOOR."""
-    return max(tau0 * decay ** epoch, TAU_FLOOR)
+def temperature(progress: float, tau0: float = 5.0, tau_final: float = 1.0) -> float:
+    """The Gumbel temperature `progress` (0..1) of the way through the search: exponential
+    from tau0 to tau_final, never below TAU_FLOOR."""
+    return max(tau0 * (tau_final / tau0) ** min(max(progress, 0.0), 1.0), TAU_FLOOR)
 
 
 def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None,

@@ -6,7 +6,7 @@ recipe for final networks (lr 0.1, batch 256, weight decay 4e-5, step x0.1 at 1/
 scaled down by default to small data.
 
 Examples:
-  python -m search.train --arch fbnet_b --epochs 5                 # digits, 32x32
+  python -m search.train --arch fbnet_b --epochs 5                 # Fashion-MNIST, 32x32
   python -m search.train --arch runs/s8/arch.json --out runs/train/s8 --epochs 30
   python -m search.train --arch runs/s8/samples.json#2 --data cifar10:~/data/cifar-10-batches-py
   python -m search.train --arch fbnet_c --data imagefolder:~/data/imagenet100 --resolution 224 \\
@@ -37,7 +37,7 @@ from fbnet.arch import Architecture, load_architecture, save_architecture
 from fbnet.errors import UserError, cli_entry
 from fbnet.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from fbnet.model import FBNet
-from search.data import load_data
+from search.data import DATA_SPECS, DEFAULT_DATA, load_data
 
 CHECKPOINT_FORMAT = "fbnet-train-checkpoint/1"
 
@@ -106,8 +106,8 @@ def parse_args(argv):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", required=True,
                    help="named architecture, arch.json, or samples.json#K from a search")
-    p.add_argument("--data", default="digits",
-                   help="digits (default) | cifar10:PATH | imagefolder:PATH | synthetic[:N]")
+    p.add_argument("--data", default=DEFAULT_DATA,
+                   help=f"dataset: {', '.join(DATA_SPECS)} (default {DEFAULT_DATA})")
     p.add_argument("--resolution", type=int, help="input size (default: the dataset's own)")
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
     p.add_argument("--epochs", type=int, default=Recipe.epochs)
@@ -126,7 +126,7 @@ def parse_args(argv):
     p.add_argument("--max-steps", type=int, dest="max_steps_per_epoch",
                    help="cap the batches per epoch (quick runs and smoke tests)")
     p.add_argument("--seed", type=int, default=Recipe.seed)
-    p.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda, mps)")
+    p.add_argument("--torch-device", default="cpu", help="torch device to train on (cpu, cuda, mps)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     return p.parse_args(argv)
 
@@ -150,9 +150,9 @@ def _torch_device(name: str) -> torch.device:
     except RuntimeError:
         raise UserError(f"unknown torch device {name!r}; use cpu, cuda or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda but this torch has no CUDA GPU; use --device cpu")
+        raise UserError("--torch-device cuda but this torch has no CUDA GPU; use --torch-device cpu")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError("--device mps is not available here; use --device cpu")
+        raise UserError("--torch-device mps is not available here; use --torch-device cpu")
     return device
 
 
@@ -203,7 +203,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
 
 
 def train(arch: Architecture, data, recipe: Recipe, out: Path, *, resume: bool = False,
-          device: torch.device = torch.device("cpu"), data_spec: str = "digits",
+          device: torch.device = torch.device("cpu"), data_spec: str = DEFAULT_DATA,
           progress: bool = True, log=print) -> TrainResult:
     """Train `arch` on `data` with `recipe`, checkpointing into `out` every epoch."""
     _check_recipe(recipe)
@@ -312,7 +312,7 @@ def main(argv=None) -> int:
                     label_smoothing=args.label_smoothing, dropout=args.dropout,
                     max_steps_per_epoch=args.max_steps_per_epoch, seed=args.seed)
     _check_recipe(recipe)
-    device = _torch_device(args.device)
+    device = _torch_device(args.torch_device)
     data = load_data(args.data, resolution=args.resolution, seed=args.seed)
     arch = load_architecture(args.arch, resolution=data.resolution, width=args.width,
                              num_classes=data.num_classes)

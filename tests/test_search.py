@@ -83,8 +83,8 @@ def one_thread():
 
 def test_temperature_schedule():
     assert temperature(0) == 5.0
-    assert temperature(1) == pytest.approx(0.5)
-    assert temperature(0.5) == pytest.approx(math.sqrt(5.0 * 0.5))  # geometric midpoint
+    assert temperature(1) == pytest.approx(1.0)
+    assert temperature(0.5) == pytest.approx(math.sqrt(5.0))  # geometric midpoint
     # the paper's per-epoch exp(-0.045) over 90 epochs is the same exponential curve
     assert temperature(1 / 90, 5.0, 5.0 * math.exp(-0.045 * 90)) == pytest.approx(
         5.0 * math.exp(-0.045))

@@ -1,0 +1,75 @@
+"""Latency budgets that mean the same on every device: relative to a reference network's price.
+
+A budget in milliseconds means different things on different LUTs (FBNet-B costs 10.3 ms on
+the S8 LUT at 32x32 and 1.0 ms on this host's), so comparing two devices' searches at one
+--target-ms, or at one --latency-weight of the paper's loss, compares networks at different
+points of their trade-off. The reference is FBNet-B (the paper's Table 1 network) in the
+searched space, priced by the same LUT:
+
+- `--target-rel F` sets the budget to F x price(FBNet-B) on the LUT being searched;
+- `--normalize-latency` makes the fbnet loss use LAT / price(FBNet-B) instead of LAT in ms,
+  so a latency weight pushes equally hard, relative to the device's own scale, on every LUT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fbnet.arch import Architecture, named_architecture
+from fbnet.errors import UserError
+from fbnet.lut import LayerTable, Lut
+from fbnet.space import SpaceConfig
+
+REFERENCE_ARCH = "fbnet_b"
+
+
+def reference_ms(lut: Lut, space: SpaceConfig) -> float:
+    """The reference network's price on `lut`, with its candidates in `space`."""
+    ref = named_architecture(REFERENCE_ARCH)
+    return lut.price(Architecture(REFERENCE_ARCH, space, ref.candidates)).total_ms
+
+
+def price_range_ms(table: LayerTable) -> tuple[float, float]:
+    """The cheapest and the most expensive architecture of the space on this table."""
+    ms = np.asarray(table.per_layer_ms)
+    return table.fixed_ms + float(ms.min(1).sum()), table.fixed_ms + float(ms.max(1).sum())
+
+
+@dataclass(frozen=True)
+class Budget:
+    """--target-ms or --target-rel; resolved to milliseconds on one LUT."""
+
+    target_ms: float | None = None
+    target_rel: float | None = None
+
+    def check(self) -> None:
+        if self.target_ms is not None and self.target_rel is not None:
+            raise UserError("give --target-ms or --target-rel, not both")
+        if self.target_ms is not None and not self.target_ms > 0:
+            raise UserError(f"--target-ms must be positive, got {self.target_ms}")
+        if self.target_rel is not None and not self.target_rel > 0:
+            raise UserError(f"--target-rel must be positive, got {self.target_rel}")
+
+    @property
+    def given(self) -> bool:
+        return self.target_ms is not None or self.target_rel is not None
+
+    def resolve_ms(self, lut: Lut, space: SpaceConfig, table: LayerTable) -> float:
+        """The budget in ms on this LUT; a one-line error when no architecture can meet it."""
+        ms = (self.target_ms if self.target_ms is not None
+              else self.target_rel * reference_ms(lut, space))
+        cheapest, _ = price_range_ms(table)
+        if ms < cheapest:
+            asked = (f"--target-ms {self.target_ms:g}" if self.target_ms is not None else
+                     f"--target-rel {self.target_rel:g} ({ms:.3f} ms)")
+            raise UserError(f"{asked} is below the cheapest architecture of the space on "
+                            f"{lut.path or lut.title} ({cheapest:.3f} ms, every layer at its "
+                            "cheapest candidate); raise the budget")
+        return ms
+
+    def describe(self) -> str:
+        if self.target_ms is not None:
+            return f"{self.target_ms:g} ms"
+        return f"{self.target_rel:g} x {REFERENCE_ARCH}"

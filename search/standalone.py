@@ -1,0 +1,93 @@
+"""A short stand-alone training recipe that ranks found networks on a CPU.
+
+The comparisons of searched networks (search vs random, one device's network vs another's) need
+many networks trained with one recipe and several seeds. The full recipe (search.train) costs
+minutes per epoch on a CPU, so these comparisons train each network briefly on a fixed subset of
+the data, at a width multiplier (default 0.5, the search's proxy width), and score it on a fixed
+subset of the val split. That ranks networks of one space against each other; it is not their
+final accuracy (train the winner with search.train for that).
+
+Each training writes into its own folder and is reused when its result is there, so a long
+comparison that is interrupted continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from torch.utils.data import Subset
+
+from fbnet.arch import Architecture
+from fbnet.errors import UserError
+from fbnet.io import atomic_write_json
+from fbnet.space import SpaceConfig
+from search.data import DEFAULT_DATA, DataBundle, load_data
+from search.train import Recipe, train
+
+
+@dataclass(frozen=True)
+class StandaloneRecipe:
+    data: str = DEFAULT_DATA
+    epochs: int = 2
+    train_images: int = 12000
+    val_images: int = 5000
+    width: float = 0.5
+
+    def check(self) -> None:
+        if self.epochs < 1 or self.train_images < 1 or self.val_images < 1:
+            raise UserError("the stand-alone recipe needs epochs, train and val images >= 1")
+        if not 0 < self.width <= 4:
+            raise UserError(f"stand-alone width must be in (0, 4], got {self.width}")
+
+    def describe(self) -> str:
+        return (f"{self.epochs} epochs on {self.train_images} {self.data} images at width "
+                f"x{self.width:g}, top-1 on {self.val_images} val images")
+
+
+def at_width(arch: Architecture, width: float) -> Architecture:
+    """The same candidates in the same space with every width scaled by `width`."""
+    s = arch.space
+    return Architecture(arch.name, SpaceConfig.create(
+        s.resolution, width=width, stem_channels=s.stem_channels, stage_widths=s.stage_widths,
+        stage_depths=s.stage_depths, head_channels=s.head_channels, num_classes=s.num_classes,
+        in_channels=s.in_channels), arch.candidates)
+
+
+class StandaloneTrainer:
+    """Trains architectures with one StandaloneRecipe, caching each result under `root`."""
+
+    def __init__(self, recipe: StandaloneRecipe, root: Path):
+        recipe.check()
+        self.recipe, self.root = recipe, Path(root)
+        self._data: DataBundle | None = None
+
+    @property
+    def data(self) -> DataBundle:
+        if self._data is None:
+            bundle = load_data(self.recipe.data)
+            g = torch.Generator().manual_seed(0)  # one fixed subset for every network
+            train_idx = torch.randperm(len(bundle.train), generator=g)
+            self._data = replace(
+                bundle, train=Subset(bundle.train, train_idx[:self.recipe.train_images].tolist()),
+                val=Subset(bundle.val, list(range(min(self.recipe.val_images, len(bundle.val))))))
+        return self._data
+
+    def top1(self, arch: Architecture, name: str, seed: int) -> float:
+        """Val top-1 of `arch` trained with the recipe and `seed` (cached in root/name/seedS)."""
+        out = self.root / name / f"seed{seed}"
+        result_path = out / "result.json"
+        if result_path.is_file():
+            cached = json.loads(result_path.read_text())
+            if cached.get("standalone_recipe") == asdict(self.recipe):
+                return float(cached["top1"])
+            raise UserError(f"{out} was trained with another recipe; use another --out")
+        recipe = Recipe(epochs=self.recipe.epochs, seed=seed)
+        result = train(at_width(arch, self.recipe.width), self.data, recipe, out, resume=True,
+                       data_spec=self.recipe.data, progress=False, log=lambda *_: None)
+        payload = json.loads(result_path.read_text())
+        payload["standalone_recipe"] = asdict(self.recipe)
+        atomic_write_json(result_path, payload)
+        return result.top1

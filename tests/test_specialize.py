@@ -1,0 +1,66 @@
+"""search.specialize: the exact constrained search, checked against brute force."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from fbnet.errors import UserError
+from fbnet.lut import LayerTable
+from fbnet.space import CANDIDATE_NAMES, SpaceConfig
+from search.budget import Budget
+from search.specialize import best_under_budget, check_same_space
+
+
+def _brute_force(log_probs, table, budget_ms):
+    ms = np.asarray(table.per_layer_ms)
+    best = None
+    for combo in itertools.product(range(ms.shape[1]), repeat=ms.shape[0]):
+        price = table.fixed_ms + sum(ms[l, c] for l, c in enumerate(combo))
+        if price <= budget_ms:
+            score = sum(log_probs[l, c] for l, c in enumerate(combo))
+            if best is None or score > best[0]:
+                best = (score, combo, price)
+    return best
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dynamic_program_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    layers = 5
+    ms = rng.uniform(0.1, 2.0, size=(layers, 9)).round(3)
+    logits = rng.normal(size=(layers, 9))
+    log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    table = LayerTable(0.5, ms.tolist())
+    cheapest, priciest = 0.5 + ms.min(1).sum(), 0.5 + ms.max(1).sum()
+    for frac in (0.0, 0.1, 0.3, 0.6, 1.0):
+        budget = cheapest + frac * (priciest - cheapest)
+        found = best_under_budget(log_probs, table, budget)
+        score, combo, price = _brute_force(log_probs, table, budget)
+        assert found.score == pytest.approx(score)
+        assert found.latency_ms <= budget + 1e-9
+        assert found.latency_ms == pytest.approx(0.5 + sum(ms[l, c] for l, c in enumerate(
+            CANDIDATE_NAMES.index(n) for n in found.candidates)))
+    # with the whole space affordable the answer is every layer's own favourite
+    top = best_under_budget(log_probs, table, priciest)
+    assert [CANDIDATE_NAMES.index(c) for c in top.candidates] == log_probs.argmax(1).tolist()
+
+
+def test_budget_below_the_cheapest_architecture_is_one_line():
+    table = LayerTable(1.0, [[1.0] * 9, [2.0] * 9])
+    with pytest.raises(UserError, match=r"below the cheapest architecture .*4\.000 ms"):
+        best_under_budget(np.zeros((2, 9)), table, 3.9)
+
+
+def test_supernet_from_another_space_is_refused(tmp_path):
+    a = SpaceConfig.create(32)
+    with pytest.raises(UserError, match="another space"):
+        check_same_space(a, SpaceConfig.create(224), tmp_path / "checkpoint.pt")
+    check_same_space(a, SpaceConfig.create(32), tmp_path / "checkpoint.pt")
+
+
+def test_budget_flags_exclude_each_other():
+    with pytest.raises(UserError, match="not both"):
+        Budget(5.0, 0.5).check()
+    with pytest.raises(UserError, match="positive"):
+        Budget(target_rel=0).check()
