@@ -3,12 +3,18 @@
 
 import json
 import random
+from dataclasses import replace
 
 import pytest
 
-from fbnet.lut import load_lut
+from fbnet.lut import Lut, RuntimeInfo, Summation, load_lut
 from fbnet.space import SpaceConfig
-from profiler.run import random_architecture
+from profiler import run
+from profiler.backends.base import Backend, BackendOptions, create_backend
+from profiler.devices import resolve_device
+from profiler.export import ArtifactCache
+from profiler.protocol import BenchResult, Manifest, ProgramResult, RunnerInfo
+from profiler.run import arch_job, calibration_architectures, random_architecture
 
 pytestmark = pytest.mark.slow
 
@@ -35,8 +41,17 @@ def validation_keys() -> list[str]:
     return sorted({layer.key for a in archs for layer in a.layers()})
 
 
+CALIBRATE = 4  # the all-skip, all-k3_e1 and all-k5_e6 networks and one random one
+
+
+def calibration_keys() -> list[str]:
+    archs = calibration_architectures(tiny_space(), CALIBRATE, 0)
+    return sorted({layer.key for a in archs for layer in a.layers()})
+
+
 def build_args(cache, out):
-    return ["profiler.run", *TINY, *FAST, "--only", ",".join([BLOCKS, *validation_keys()]),
+    keys = [BLOCKS, *validation_keys(), *calibration_keys()]
+    return ["profiler.run", *TINY, *FAST, "--only", ",".join(keys),
             "--cache", str(cache), "--out", str(out), "--json"]
 
 
@@ -60,7 +75,8 @@ def test_build_resume_and_cache(cli, tmp_path, cache, tiny_lut):
     expected = {"ConvBlock_H8_W8_Cin8_Cout8_exp1_kernel3_stride1_group1",
                 "ConvBlock_H8_W8_Cin8_Cout8_exp1_kernel5_stride1_group2",
                 "Skip_H8_W8_Cin8_Cout8_stride1",
-                "ConvNorm_H8_W8_Cin3_Cout16_kernel3_stride1_group1"} | set(validation_keys())
+                "ConvNorm_H8_W8_Cin3_Cout16_kernel3_stride1_group1"} | set(validation_keys()) \
+        | set(calibration_keys())
     assert set(lut.entries) == expected
     assert lut.provenance.kind == "measured" and lut.measurement["complete"]
     assert summary["measured_now"] == len(expected)
@@ -149,17 +165,215 @@ def test_other_runtimes_and_dtypes_run(cache, tmp_path, runtime, dtype):
         assert {"dwconv", "conv_1x1"} <= {op.op_type for op in ops}
 
 
-def test_validate_on_tiny_space(cli, tmp_path, cache, tiny_lut):
-    lut_path, _ = tiny_lut
+def calibration_settings(cache):
+    """profiler.run's own arguments for a calibration of the tiny space (not a partial build:
+    --only turns calibration off)."""
+    args = run.parse_args([*TINY, "--warmup", "1", "--iters", "6", "--rounds", "2", "--no-ops",
+                           "--calibrate", str(CALIBRATE), "--cache", str(cache), "--quiet"])
+    return args, run.settings_from(args)
+
+
+def blocks_sum_ms(lut: Lut, arch) -> float:
+    """A network's block sum written from the LUT format's definition, not from fbnet.lut."""
+    return sum(max(lut.entries[k].latency_ms - lut.entries[k].boundary_ms, 0.0)
+               for k in (layer.key for layer in arch.layers()))
+
+
+class LinearDevice(Backend):
+    """A device on which every calibration network takes exactly
+    scale * (its blocks' sum minus their boundary costs) + offset_ms."""
+
+    kind = "host"
+
+    def __init__(self, truth_ms: dict[str, float]):
+        super().__init__(resolve_device("host"), BackendOptions())
+        self.truth_ms = truth_ms
+
+    def prepare(self):
+        return None
+
+    def push_artifacts(self, programs) -> None:
+        pass
+
+    def run_job(self, manifest: Manifest) -> BenchResult:
+        per_round = manifest.iters // manifest.rounds
+        programs = []
+        for spec in manifest.programs:
+            rounds = [[self.truth_ms[spec.id]] * per_round for _ in range(manifest.rounds)]
+            programs.append(ProgramResult(spec.id, spec.path, latencies_ms=sum(rounds, []),
+                                          rounds=rounds))
+        return BenchResult(RunnerInfo("linear"), programs=programs)
+
+    def runtime_info(self) -> RuntimeInfo:
+        return RuntimeInfo("executorch")
+
+
+@pytest.mark.parametrize("scale, offset_ms", [(1.3, 0.5), (0.8, -0.2)])
+def test_summation_fit_recovers_a_known_scale_and_offset(cache, tiny_lut, scale, offset_ms):
+    """fit_summation on networks that add up exactly linearly: the fit must return the scale
+    and offset they were made with. The tiny LUT's entries are scaled up 100x so that the fit's
+    rounding of network latencies to 0.1 us stays below 1e-4 of them."""
+    lut = load_lut(tiny_lut[0])
+    for entry in lut.entries.values():
+        entry.latency_ms, entry.boundary_ms = 100 * entry.latency_ms, 100 * entry.boundary_ms
+    args, s = calibration_settings(cache)
+    space = tiny_space()
+    archs = calibration_architectures(space, CALIBRATE, 0)
+    truth = {arch_job(a, s).key: scale * blocks_sum_ms(lut, a) + offset_ms for a in archs}
+    fitted = run.fit_summation(lut, LinearDevice(truth), space, s, ArtifactCache(cache), args, {})
+    assert fitted.subtract_boundary
+    assert fitted.scale == pytest.approx(scale, rel=1e-4)
+    assert fitted.network_offset_ms == pytest.approx(offset_ms, abs=1e-3)
+    assert [r["arch"] for r in fitted.fit["networks"]] == [run.to_arch_string(a) for a in archs]
+    priced = replace(lut, summation=fitted)
+    for a in archs:
+        assert priced.network_latency_ms([l.key for l in a.layers()]) == pytest.approx(
+            truth[arch_job(a, s).key], rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def calibrated(cache, tiny_lut, tmp_path_factory):
+    """The tiny LUT with its summation fitted on real calibration networks, measured by the
+    real ExecuTorch runtime on this host."""
+    lut = load_lut(tiny_lut[0])
+    args, s = calibration_settings(cache)
+    options = BackendOptions(workdir=tmp_path_factory.mktemp("calibrate"))
+    with create_backend(resolve_device("host"), options) as backend:
+        lut.summation = run.fit_summation(lut, backend, tiny_space(), s, ArtifactCache(cache),
+                                          args, {})
+    path = tmp_path_factory.mktemp("calibrated") / "tiny.json"
+    lut.save(path)
+    return path
+
+
+def test_real_calibration_fits_the_networks_it_measured(calibrated):
+    """A block measured alone pays the runtime call and edge transposes, which a network pays
+    once: the plain sum of such tiny blocks over-predicts their networks about 2.5x. The fitted
+    summation must remove that (RMS residual under a quarter of the plain sum's), and its
+    recorded residuals are recomputed here by hand. The bound on each residual (25%) is loose
+    on purpose: these networks run 20-40 us, where 6 timed runs and the block model's misfit
+    leave -12..+9% (observed), against 3.5% and 4.9% for the shipped 224 and 32 LUTs' fits."""
+    lut = load_lut(calibrated)
+    s = lut.summation
+    rows = s.fit["networks"]
+    assert len(rows) == CALIBRATE and s.subtract_boundary
+    assert "least squares" in s.fit["how"] and 0.5 <= s.scale <= 2.0
+    plain = []
+    for row, arch in zip(rows, calibration_architectures(tiny_space(), CALIBRATE, 0)):
+        assert row["arch"] == run.to_arch_string(arch)
+        assert row["sum_ms"] == pytest.approx(blocks_sum_ms(lut, arch), abs=1e-4)
+        predicted = s.scale * row["sum_ms"] + s.network_offset_ms
+        assert row["error_pct"] == pytest.approx(100 * (predicted / row["measured_ms"] - 1),
+                                                 abs=0.05)
+        assert abs(row["error_pct"]) < 25, rows
+        plain_ms = sum(lut.entries[layer.key].latency_ms for layer in arch.layers())
+        plain.append(100 * (plain_ms / row["measured_ms"] - 1))
+    rms = lambda errors: (sum(e * e for e in errors) / len(errors)) ** 0.5
+    assert rms([r["error_pct"] for r in rows]) < rms(plain) / 4, (rows, plain)
+
+
+def test_validate_on_tiny_space(cli, tmp_path, cache, calibrated):
+    """profiler.validate on networks the calibration never saw (validate's integer seeds,
+    disjoint from the calibration-0 stream: checked below). The plain sum of blocks measured
+    alone over-predicts such small networks by far (every block pays its own runtime call);
+    the calibrated LUT must do at least 4x better and stay within 20%: the documented
+    builds span 1.2-8.3% median error on 50 larger networks; these run 30-40 us (7.5% seen)."""
     plot = tmp_path / "fidelity.png"
-    proc = cli("profiler.validate", "--lut", str(lut_path), "--samples", "2", "--seed", "0",
+    proc = cli("profiler.validate", "--lut", str(calibrated), "--samples", "2", "--seed", "0",
                "--no-named", "--iters", "6", "--rounds", "2", "--warmup", "1", "--cache",
                str(cache), "--json", "--plot", str(plot), "--quiet")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["networks"] == 2 and len(report["rows"]) == 2
-    for field in ("mape", "median_abs_error_pct", "max_abs_error_pct", "within_10pct",
-                  "kendall_tau", "spearman"):
-        assert field in report
+    validated = {r["arch_string"] for r in report["rows"]}
+    calibrated_on = {r["arch"] for r in load_lut(calibrated).summation.fit["networks"]}
+    assert len(validated) == 2 and not validated & calibrated_on
+    assert report["plain_sum"]["median_abs_error_pct"] > 20, report["plain_sum"]
+    assert report["median_abs_error_pct"] <= \
+        min(20.0, report["plain_sum"]["median_abs_error_pct"] / 4), report
     assert all(r["measured_ms"] > 0 and r["predicted_ms"] > 0 for r in report["rows"])
     assert plot.stat().st_size > 1000
+
+
+def test_interrupted_build_keeps_its_entries_and_resumes(tmp_path, cache, tiny_lut):
+    """SIGINT (Ctrl-C) to a running `python -m profiler.run`: exit 130, every finished entry
+    on disk, the build marked unfinished; `--resume` measures only what is missing."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    out = tmp_path / "tiny.json"
+    # long jobs of 2 programs each (the LUT is saved after every job); exports are cached
+    args = [arg for arg in build_args(cache, out)[1:] if arg != "--json"]
+    slow = ["--iters", "3000", "--rounds", "3", "--chunk", "2"]
+    proc = subprocess.Popen([sys.executable, "-m", "profiler.run", *args, *slow], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out.exists() and json.loads(out.read_text())["entries"]):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "--resume" in err.strip().splitlines()[-1]
+    kept = load_lut(out)
+    total = len(load_lut(tiny_lut[0]).entries)
+    assert 0 < len(kept.entries) < total and not kept.measurement["complete"]
+
+    from conftest import run_cli
+    resumed = run_cli("profiler.run", *args, *slow[2:], "--resume", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["measured_now"] == total - len(kept.entries)
+    done = load_lut(out)
+    assert len(done.entries) == total and done.measurement["complete"]
+    for key, entry in kept.entries.items():
+        assert done.entries[key].to_dict() == entry.to_dict(), key
+
+
+def test_portable_backend_through_profiler_run(cli, tmp_path, cache):
+    """`--backend portable` (no delegate) builds a LUT through the CLI: the runtime it records,
+    every entry measured by the portable kernels (their own operator names, no XNNPACK NHWC
+    operators and so no transposes at a delegate's edges)."""
+    out = tmp_path / "portable.json"
+    keys = "ConvBlock_H8_W8_Cin8_Cout8_exp1_kernel3_stride1_group1,Skip_H8_W8_Cin8_Cout8_stride1"
+    proc = cli("profiler.run", *TINY, *FAST, "--backend", "portable", "--only", keys,
+               "--cache", str(cache), "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    lut = load_lut(out)
+    assert lut.runtime.backend == "portable" and lut.runtime.name == "executorch"
+    assert set(lut.entries) == set(keys.split(",")) and lut.measurement["complete"]
+    block = lut.entries["ConvBlock_H8_W8_Cin8_Cout8_exp1_kernel3_stride1_group1"]
+    assert block.n == 6 and block.latency_ms > 0
+    names = [op.name for op in block.ops]
+    assert "native_call_convolution.out" in names and not any("NHWC" in n for n in names)
+    assert block.extra["transpose_boundary_ms"] == 0.0
+
+
+# the block int8 ran slowest against fp32 on this x86 CPU (1.43x, a 5x5 depthwise at 32x32;
+# docs/profiler.md, "int8 on the host")
+INT8_BLOCKS = "ConvBlock_H32_W32_Cin24_Cout24_exp6_kernel5_stride1_group1"
+INT8_SLOWER_AT_MOST = 2.0
+
+
+def test_int8_blocks_run_quantized_and_no_more_than_2x_fp32(cli, tmp_path, cache):
+    """An int8 LUT build through `profiler.run --dtype int8`: XNNPACK's quantized kernels ran
+    (QC8 operators in the ETDump, no F32 GEMM) and the block is not over 2x its fp32 latency.
+    Int8 is not uniformly faster on x86 XNNPACK (0.54-1.43x fp32 measured, docs/profiler.md);
+    the factor of 2 bounds the slow end with room for a busy machine."""
+    luts = {}
+    for dtype in ("fp32", "int8"):
+        out = tmp_path / f"{dtype}.json"
+        proc = cli("profiler.run", "--resolution", "32", "--dtype", dtype, "--only", INT8_BLOCKS,
+                   "--warmup", "5", "--iters", "30", "--rounds", "3", "--calibrate", "0",
+                   "--quiet", "--cache", str(cache), "--out", str(out), "--json")
+        assert proc.returncode == 0, proc.stderr
+        luts[dtype] = load_lut(out)
+    assert luts["int8"].runtime.dtype == "int8" and luts["fp32"].runtime.dtype == "fp32"
+    for key in INT8_BLOCKS.split(","):
+        int8, fp32 = luts["int8"].entries[key], luts["fp32"].entries[key]
+        names = " ".join(op.name for op in int8.ops)
+        assert "QC8" in names and "F32) GEMM" not in names, names
+        assert int8.latency_ms <= INT8_SLOWER_AT_MOST * fp32.latency_ms, (key, int8, fp32)

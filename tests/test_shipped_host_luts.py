@@ -44,7 +44,7 @@ def test_covers_exactly_its_space_with_consistent_statistics(shipped):
     assert set(lut.entries) == {w.key for w in lut_workloads(space)}
     lut.layer_table(space)  # the search can price every candidate of every layer
     for key, e in lut.entries.items():
-        assert e.n == lut.measurement["iters"], key
+        assert 0 < e.n <= lut.measurement["iters"], key  # rounds slowed by load are dropped
         assert e.min_ms <= e.p10_ms <= e.latency_ms <= e.p90_ms <= e.max_ms, key
         assert 0 <= e.boundary_ms <= e.latency_ms, key
         if key.startswith("ConvBlock"):
