@@ -3,17 +3,23 @@
 
 import json
 import random
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 
 import pytest
 
-from fbnet.lut import Lut, RuntimeInfo, Summation, load_lut
+from conftest import ROOT, run_cli
+from fbnet.lut import Lut, RuntimeInfo, load_lut
 from fbnet.space import SpaceConfig
 from profiler import run
 from profiler.backends.base import Backend, BackendOptions, create_backend
 from profiler.devices import resolve_device
-from profiler.export import ArtifactCache
-from profiler.protocol import BenchResult, Manifest, ProgramResult, RunnerInfo
+from profiler.export import ArtifactCache, ExportJob, export_all
+from profiler.measure import make_inputs, profile_torchscript_ops, run_manifest
+from profiler.protocol import BenchResult, Manifest, ProgramResult, ProgramSpec, RunnerInfo
 from profiler.run import arch_job, calibration_architectures, random_architecture
 
 pytestmark = pytest.mark.slow
@@ -57,9 +63,8 @@ def build_args(cache, out):
 
 @pytest.fixture(scope="module")
 def tiny_lut(cache, tmp_path_factory):
-    """One real build shared by the tests: the blocks checked below + validate's networks."""
-    from conftest import run_cli
-
+    """One real build shared by the tests: the blocks checked below, validate's networks and
+    the calibration networks' blocks."""
     out = tmp_path_factory.mktemp("lut") / "tiny.json"
     proc = run_cli(*build_args(cache, out))
     assert proc.returncode == 0, proc.stderr
@@ -117,8 +122,6 @@ def test_build_resume_and_cache(cli, tmp_path, cache, tiny_lut):
 
 
 def test_corrupted_artifact_is_rebuilt(cache):
-    from profiler.export import ArtifactCache, ExportJob, export_all
-
     job = ExportJob("FC_Cin16_Cout10", (1, 16))
     store = ArtifactCache(cache)
     first, stats = export_all([job], store, workers=1)
@@ -130,8 +133,6 @@ def test_corrupted_artifact_is_rebuilt(cache):
 
 
 def test_etrecord_is_optional_and_added_when_needed(cache):
-    from profiler.export import ArtifactCache, ExportJob, export_all
-
     job = ExportJob("FC_Cin16_Cout12", (1, 16))
     store = ArtifactCache(cache)
     bare, stats = export_all([job], store, workers=1, etrecord=False)
@@ -147,10 +148,6 @@ def test_etrecord_is_optional_and_added_when_needed(cache):
 
 @pytest.mark.parametrize("runtime,dtype", [("executorch", "int8"), ("torchscript", "fp32")])
 def test_other_runtimes_and_dtypes_run(cache, tmp_path, runtime, dtype):
-    from profiler.export import ArtifactCache, ExportJob, export_all
-    from profiler.measure import make_inputs, profile_torchscript_ops, run_manifest
-    from profiler.protocol import Manifest, ProgramSpec
-
     key = "ConvBlock_H8_W8_Cin8_Cout8_exp3_kernel3_stride1_group1"
     job = ExportJob(key, (1, 8, 8, 8), dtype=dtype, runtime=runtime)
     artifacts, stats = export_all([job], ArtifactCache(cache), workers=1)
@@ -298,13 +295,6 @@ def test_validate_on_tiny_space(cli, tmp_path, cache, calibrated):
 def test_interrupted_build_keeps_its_entries_and_resumes(tmp_path, cache, tiny_lut):
     """SIGINT (Ctrl-C) to a running `python -m profiler.run`: exit 130, every finished entry
     on disk, the build marked unfinished; `--resume` measures only what is missing."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from conftest import ROOT
-
     out = tmp_path / "tiny.json"
     # long jobs of 2 programs each (the LUT is saved after every job); exports are cached
     args = [arg for arg in build_args(cache, out)[1:] if arg != "--json"]
@@ -323,7 +313,6 @@ def test_interrupted_build_keeps_its_entries_and_resumes(tmp_path, cache, tiny_l
     total = len(load_lut(tiny_lut[0]).entries)
     assert 0 < len(kept.entries) < total and not kept.measurement["complete"]
 
-    from conftest import run_cli
     resumed = run_cli("profiler.run", *args, *slow[2:], "--resume", "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["measured_now"] == total - len(kept.entries)

@@ -1,8 +1,6 @@
 """The measured host LUTs that ship in luts/: format, provenance, coverage of their space, and a
 summation fit that is what the LUT prices with, on networks that validation never uses."""
 
-import random
-
 import pytest
 
 from conftest import ROOT
