@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--resolution", "8", "--stage-depths", "1,1,1,1,1,1,1",
         "--stage-widths", "8,8,8,8,8,8,8"]
 FAST = ["--warmup", "1", "--iters", "6", "--calibrate", "0", "--quiet"]
-# Two rounds put the phone profile's 1 s cool-down inside every job: time to kill mid-run.
+# Two rounds put the phone profile's 1 s cool-down inside every job: time to crash the runner.
 SLOW_JOBS = ["--rounds", "2", "--chunk", "1"]
 BLOCKS = ["ConvNorm_H8_W8_Cin3_Cout16_kernel3_stride1_group1",
           "ConvBlock_H8_W8_Cin8_Cout8_exp1_kernel3_stride1_group1",
@@ -202,11 +202,12 @@ def test_vanished_then_full_phone_lose_nothing(tmp_path, phones, adb_env, host_r
     phone = phones("v")
     env = profile_env(adb_env, host_runner)
     out = tmp_path / "phone.json"
-    args = profile_args(f"android:{phone.serial}", out, cache, *SLOW_JOBS)
+    # one program per job: the phone is killed while the jobs after the first are pending
+    args = profile_args(f"android:{phone.serial}", out, cache, "--rounds", "1", "--chunk", "1")
     run = background(args, env)
     wait_for("a finished entry", lambda: entries(out), run)
     phone.kill()
-    resume = profile_args(f"android:{phone.serial}", out, cache, "--rounds", "2", "--resume")
+    resume = profile_args(f"android:{phone.serial}", out, cache, "--rounds", "1", "--resume")
     stdout, stderr = run.communicate(timeout=300)
     line = one_line_error(subprocess.CompletedProcess(args, run.returncode, stdout, stderr))
     assert phone.serial in line, line
