@@ -17,8 +17,13 @@ import pytest
 
 from emulated_phone.phone import Phone, adb, adb_server, missing_tools, sandbox_error
 from fbnet.lut import load_lut
+from fbnet.space import SpaceConfig
 from profiler.backends.adb_transport import AdbTransport, adb_client
 from profiler.backends.android import DEVICE_DIR, PhoneSession
+from profiler.backends.base import TransportError
+from profiler.export import ArtifactCache, ExportJob, export_all
+from profiler.protocol import Manifest, ProgramSpec
+from profiler.run import lut_workloads
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--resolution", "8", "--stage-depths", "1,1,1,1,1,1,1",
@@ -192,6 +197,28 @@ def test_phone_without_shell_v2(tmp_path, phones, adb_env, host_runner, monkeypa
     assert session.runner_version == "1.5.1" and session.mask
     assert session.thermal()["cpu0-silver-usr"] == 41.2
     session.cleanup()
+
+
+def test_hung_job_is_stopped_over_adb(tmp_path, phones, adb_env, host_runner, cache,
+                                      monkeypatch):
+    """A job past its timeout: the shell v2 read times out, the runner is killed by its pid
+    through a second adb shell, and the phone has no runner left."""
+    phone = phones("h")
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", adb_env["ANDROID_ADB_SERVER_PORT"])
+    space = SpaceConfig.create(8, stage_depths=(1,) * 7, stage_widths=(8,) * 7)
+    block = next(w for w in lut_workloads(space) if w.key == BLOCKS[1])
+    found, _ = export_all([ExportJob(block.key, tuple(block.input_shape))], ArtifactCache(cache),
+                          workers=1)
+    program = found[block.key].to_program()
+    session = PhoneSession(phone.serial, AdbTransport(adb_client(), phone.serial), host_runner,
+                           DEVICE_DIR, tmp_path / "work")
+    session.prepare()
+    manifest = Manifest([ProgramSpec(program.id, str(program.path), program.inputs)],
+                        warmup=1, iters=10**8, rounds=1)
+    with pytest.raises(TransportError, match=r"did not finish within 2 s and was stopped "
+                                             r"\(pid \d+\)"):
+        session.run(manifest, {program.id: program}, timeout_s=2)
+    assert "fbnet_bench" not in adb(adb_env, "-s", phone.serial, "shell", "ps -A -o comm")
 
 
 def test_vanished_then_full_phone_lose_nothing(tmp_path, phones, adb_env, host_runner, cache,

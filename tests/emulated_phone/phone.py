@@ -204,15 +204,15 @@ class Phone:
         # The CPUs this process may use, split into a little and a big cluster, so the probe
         # finds big.LITTLE and `taskset <big mask>` runs on real cores of this host.
         cpus = sorted(os.sched_getaffinity(0))
-        n_little = len(cpus) // 2
+        big = self.big_cpus()
         sysfs = self.root / "sys"
         cpu_dir = sysfs / "devices" / "system" / "cpu"
         listing = ",".join(map(str, cpus))
         for name in ("online", "possible", "present"):
             _write(cpu_dir / name, listing)
         cpuinfo = []
-        for i, cpu in enumerate(cpus):
-            khz = LITTLE_KHZ if i < n_little else BIG_KHZ
+        for cpu in cpus:
+            khz = BIG_KHZ if cpu in big else LITTLE_KHZ
             freq = cpu_dir / f"cpu{cpu}" / "cpufreq"
             for name, value in (("cpuinfo_max_freq", khz), ("cpuinfo_min_freq", 300000),
                                 ("scaling_max_freq", khz), ("scaling_cur_freq", khz),
@@ -220,7 +220,7 @@ class Phone:
                 _write(freq / name, value)
             cpuinfo.append(f"processor\t: {cpu}\nBogoMIPS\t: 38.40\nFeatures\t: {ARM_FEATURES}\n"
                            "CPU implementer\t: 0x51\nCPU architecture: 8\nCPU variant\t: 0x7\n"
-                           f"CPU part\t: {'0x805' if i < n_little else '0x804'}\n"
+                           f"CPU part\t: {'0x804' if cpu in big else '0x805'}\n"
                            "CPU revision\t: 14\n")
         cpuinfo.append("Hardware\t: Qualcomm Technologies, Inc SDM845\n")
         _write(self.root / "cpuinfo", "\n".join(cpuinfo))
@@ -231,6 +231,7 @@ class Phone:
             _write(sysfs / "class" / "thermal" / f"thermal_zone{zone}" / "temp", milli_c)
 
     def big_cpus(self) -> list[int]:
+        """The upper half of the CPUs this process may use (all of them when there is one)."""
         cpus = sorted(os.sched_getaffinity(0))
         return cpus[len(cpus) // 2:]
 
