@@ -178,7 +178,8 @@ def main(argv=None) -> int:
             indices = [CANDIDATE_NAMES.index(c) for c in arch.candidates]
             entries.append({"name": name, "latency_ms": lut.price(arch).total_ms,
                             "top1": top1,
-                            "supernet_top1": supernet.top1(indices, trainer.data.val)})
+                            "supernet_top1": supernet.top1(indices, trainer.data.val,
+                                                           trainer.data.train)})
             print(f"[seed {seed}] {name:<9} {entries[-1]['latency_ms']:7.3f} ms  top-1 "
                   f"{top1:.4f}  supernet {entries[-1]['supernet_top1']:.4f}", file=sys.stderr,
                   flush=True)

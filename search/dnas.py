@@ -46,12 +46,14 @@ from fbnet.lut import LayerTable
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from search.loss import LatencyModel, LossConfig, dnas_loss
 from search.convergence import assess
-from search.supernet import DEFAULT_BOUNDARY, SuperNet, temperature
+from search.supernet import DEFAULT_BOUNDARY, SuperNet, recalibrated_bn, temperature
 
 CHECKPOINT_FORMAT = "fbnet-dnas-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_JSONL, LOG_CSV = "log.jsonl", "log.csv"
 PHASES = ("w", "theta")
+# batches of the architecture split that re-estimate BatchNorm statistics for one architecture
+BN_CALIBRATION_BATCHES = 8
 ALTERNATES = ("step", "epoch")
 
 
@@ -388,10 +390,11 @@ class Search:
         return [idx[i:i + size] for i in range(0, len(idx), size)]
 
     @torch.no_grad()
-    def _evaluate(self, ds: Dataset | None, logits_of) -> float | None:
+    def _evaluate(self, ds: Dataset | None, logits_of, keep_mode: bool = False) -> float | None:
         if ds is None or len(ds) == 0:
             return None
-        self.model.eval()
+        if not keep_mode:
+            self.model.eval()
         correct = total = 0
         for i, (x, y) in enumerate(self._loader(ds, self._eval_batches(ds))):
             logits = logits_of(x.to(self.device), i)
@@ -401,10 +404,27 @@ class Search:
                                                   device=self.device))
         return float(t[0] / t[1]) if t[1] else None
 
+    def _calibration_images(self) -> list[torch.Tensor]:
+        """BN_CALIBRATION_BATCHES fixed batches of the architecture split, read without
+        consuming the global RNG (augmentation draws from it; a resumed run must replay)."""
+        rng = torch.get_rng_state()
+        try:
+            n = min(len(self.theta_data), BN_CALIBRATION_BATCHES * self.cfg.batch_size)
+            loader = self._loader(self.theta_data, [list(range(i, min(i + self.cfg.batch_size, n)))
+                                                    for i in range(0, n, self.cfg.batch_size)])
+            return [x.to(self.device) for x, _ in loader]
+        finally:
+            torch.set_rng_state(rng)
+
     def evaluate_arch(self, candidates: list[int], ds: Dataset | None) -> float | None:
-        """Top-1 of one architecture alone with the supernet's weights (BN running statistics):
-        every layer, stage boundaries included, runs only its chosen candidate."""
-        return self._evaluate(ds, lambda x, i: self.model.forward_arch(x, candidates))
+        """Top-1 of one architecture alone with the supernet's weights: every layer, stage
+        boundaries included, runs only its chosen candidate, with BatchNorm statistics
+        re-estimated for it on a few architecture-split batches (supernet.recalibrated_bn)."""
+        if ds is None or len(ds) == 0:
+            return None
+        with recalibrated_bn(self.model, candidates, self._calibration_images()):
+            return self._evaluate(ds, lambda x, i: self.model.forward_arch(x, candidates),
+                                  keep_mode=True)
 
     def evaluate_supernet(self, ds: Dataset | None, tau: float) -> float | None:
         """Top-1 of the supernet itself: per-example masks drawn from P_theta as in training."""
@@ -569,14 +589,18 @@ class TrainedSupernet:
     fingerprint: dict
 
     @torch.no_grad()
-    def top1(self, candidates: list[int], ds: Dataset, batch_size: int = 128) -> float:
-        """Val top-1 of one architecture alone with the supernet's weights."""
-        self.model.eval()
+    def top1(self, candidates: list[int], ds: Dataset, calibration: Dataset,
+             batch_size: int = 128) -> float:
+        """Val top-1 of one architecture alone with the supernet's weights, BatchNorm
+        statistics re-estimated for it on the first batches of `calibration`."""
+        images = [x for (x, _), _ in zip(DataLoader(calibration, batch_size=32),
+                                         range(BN_CALIBRATION_BATCHES))]
         correct = total = 0
-        for x, y in DataLoader(ds, batch_size=batch_size):
-            logits = self.model.forward_arch(x, candidates)
-            correct += int((logits.argmax(-1) == y).sum())
-            total += len(y)
+        with recalibrated_bn(self.model, candidates, images):
+            for x, y in DataLoader(ds, batch_size=batch_size):
+                logits = self.model.forward_arch(x, candidates)
+                correct += int((logits.argmax(-1) == y).sum())
+                total += len(y)
         return correct / max(total, 1)
 
 

@@ -40,6 +40,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -381,6 +384,38 @@ class SuperNet(nn.Module):
         for layer, k in zip(self.layers, candidates):
             x = layer.forward_single(x, k)
         return self.classifier(self.pool(self.head(x)))
+
+
+@contextmanager
+def recalibrated_bn(model: SuperNet, candidates: list[int], batches) -> Iterator[None]:
+    """Inside the block, the BatchNorm statistics are those of the architecture `candidates`
+    alone, re-estimated on `batches` (images only); outside it, the supernet's own.
+
+    The supernet's running statistics average over every path it trained (at the stage
+    boundaries over the mix of all 9 candidates), so one architecture scored with them is far
+    off: at chance where its batch statistics give 68% (Fashion-MNIST, after one search epoch).
+    Re-estimating them for the sub-network is the standard one-shot NAS remedy (SPOS, OFA)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(),
+              m.momentum) for m in norms]
+    was_training = model.training
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the batches
+        model.train()
+        with torch.no_grad():
+            for x in batches:
+                model.forward_arch(x, candidates)
+        model.eval()
+        yield
+    finally:
+        for m, (mean, var, count, momentum) in zip(norms, saved):
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+            m.num_batches_tracked.copy_(count)
+            m.momentum = momentum
+        model.train(was_training)
 
 
 def theta_entropy(theta: torch.Tensor) -> float:

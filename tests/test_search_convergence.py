@@ -89,3 +89,21 @@ def test_budget_below_the_cheapest_network_is_one_line(cli, lut16, tmp_path):
                "--target-ms", "0.0001")
     assert done.returncode == 2 and "below the cheapest architecture" in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+def test_recalibrated_bn_scores_one_architecture_and_restores_the_supernet():
+    from search.supernet import SuperNet, recalibrated_bn
+
+    torch.manual_seed(0)
+    net = SuperNet(tiny_space(16))
+    net.eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    images = [torch.randn(8, 3, 16, 16) + 3.0 for _ in range(3)]  # far from the init stats
+    cands = [0] * tiny_space(16).num_layers
+    with recalibrated_bn(net, cands, images):
+        assert not net.training
+        stem_bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        assert stem_bn.running_mean.abs().sum() > 0  # re-estimated on the shifted images
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not net.training
