@@ -59,8 +59,8 @@ ALTERNATES = ("step", "epoch")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 6
-    warmup_epochs: int = 2
+    epochs: int = 4
+    warmup_epochs: int = 1
     batch_size: int = 32
     mode: str = "sampled"
     paths: int = 2
@@ -69,8 +69,8 @@ class TrainConfig:
     w_lr: float = 0.1
     w_momentum: float = 0.9
     w_weight_decay: float = 1e-4
-    # 5x the paper's 0.01: the default digits search takes 144 theta steps, not thousands
-    theta_lr: float = 0.05
+    # 30x the paper's 0.01: the default search takes 720 theta steps, not tens of thousands
+    theta_lr: float = 0.3
     theta_weight_decay: float = 5e-4
     tau0: float = 5.0
     # annealed per theta step, exponentially from tau0 to tau_final over the search (the

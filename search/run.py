@@ -55,10 +55,10 @@ from search.plots import plot_curves, plot_probabilities
 from search.supernet import BOUNDARIES, MODES
 
 
-# The default search trains a half-width supernet on 12000 Fashion-MNIST images: it converges
+# The default search trains a half-width supernet on 9600 Fashion-MNIST images: it converges
 # in about 10 minutes on 2 CPU cores (docs/search.md, "Convergence").
 DEFAULT_PROXY_WIDTH = 0.5
-DEFAULT_TRAIN_IMAGES = 12000
+DEFAULT_TRAIN_IMAGES = 9600
 
 
 def parse_args(argv):

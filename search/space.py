@@ -82,9 +82,9 @@ def cmd_arch(args) -> None:
         sibling = sibling_lut(Path(args.lut), arch.space.resolution)
         fix = (f"use {sibling}" if sibling else
                f"build one with python -m profiler.run --resolution {arch.space.resolution}")
-        raise UserError(f"{args.arch} is a {arch.space.resolution}x{arch.space.resolution} "
-                        f"architecture and {args.lut} a {res}x{res} LUT; {fix} (a search's "
-                        "result.json names the LUT it used)")
+        raise UserError(f"{args.lut} does not cover {args.arch}: it is a {res}x{res} LUT and "
+                        f"the architecture is {arch.space.resolution}x{arch.space.resolution}; "
+                        f"{fix} (a search's result.json names the LUT it used)")
     price = lut.price(arch) if lut else None
     latency = {label: ms for label, _, ms in price.per_layer} if price else {}
     layers = [{"layer": l.label, "candidate": l.candidate, "key": l.key,

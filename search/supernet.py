@@ -320,14 +320,16 @@ class SuperNet(nn.Module):
 
     # --- masks -------------------------------------------------------------------------------
     def draw_masks(self, batch: int, tau: float, example_gen: torch.Generator | None,
-                   step_gen: torch.Generator | None, theta_grad: bool = True) -> Masks:
+                   step_gen: torch.Generator | None, theta_grad: bool = True,
+                   relaxed: bool = False) -> Masks:
         """Per-example masks. `step_gen` must be seeded identically on every rank (it picks the
-        sampled-mode candidate set); `example_gen` differs per rank (per-example draws)."""
+        sampled-mode candidate set); `example_gen` differs per rank (per-example draws).
+        `relaxed` draws soft-mode masks in either mode (every candidate runs, mixed)."""
         tau = max(tau, TAU_FLOOR)
         theta = self.theta if theta_grad else self.theta.detach()
         device = theta.device
         g = gumbel_noise((batch, *theta.shape), example_gen, device)
-        if self.mode == "soft":
+        if self.mode == "soft" or relaxed:
             return Masks(torch.softmax((theta.unsqueeze(0) + g) / tau, dim=-1))
         logits = theta
         if self.paths < NUM_CANDIDATES:
