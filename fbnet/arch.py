@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fbnet.errors import UserError
+from fbnet.published import latency_ms, top1
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig, get_candidate
 from fbnet.workloads import Workload, candidate_workload, fixed_parts
 
@@ -116,7 +117,10 @@ def _fbnet_layers(table: str) -> tuple[str, ...]:
     return tuple(table.split())
 
 
-# Section 3 of the FBNet facts (paper Fig./Table and official model definitions).
+# FBNet-A/B/C: the official model definitions (facebookresearch/mobile-vision), in-space version;
+# FBNet-S8, FBNet-iPhoneX and FBNet-96-0.35-1: transcribed from the paper's figures
+# (fbnet.published.FBNET_PAPER).
+# MobileNetV2: MobileNetV2 (Sandler et al., CVPR 2018), Table 2.
 _PUBLISHED = {
     "fbnet_a": ("skip k3_e3 k3_e1 skip skip k5_e6 k3_e3 k5_e1 k3_e3 k5_e6 k5_e3 k5_e1_g2 "
                 "k5_e6 k3_e6 k5_e1_g2 k5_e3 k3_e1_g2 k5_e6 k5_e6 k5_e3 k5_e6 k5_e6"),
@@ -145,14 +149,19 @@ class NamedArchitecture:
     stage_depths: tuple[int, ...] | None = None
 
 
+def _with_published(label: str, name: str) -> str:
+    """`label` followed by the paper's top-1 and S8 latency of `name` (fbnet.published)."""
+    return f"{label} (paper: {top1(name).value:.1f}% top-1, {latency_ms(name, 's8'):g} ms on S8)"
+
+
 NAMED_ARCHITECTURES: dict[str, NamedArchitecture] = {
     a.name: a
     for a in (
-        NamedArchitecture("fbnet_a", "FBNet-A (paper: 73.0% top-1, 19.8 ms on S8)",
+        NamedArchitecture("fbnet_a", _with_published("FBNet-A", "fbnet_a"),
                           _fbnet_layers(_PUBLISHED["fbnet_a"]), head_channels=1504),
-        NamedArchitecture("fbnet_b", "FBNet-B (paper: 74.1% top-1, 23.1 ms on S8)",
+        NamedArchitecture("fbnet_b", _with_published("FBNet-B", "fbnet_b"),
                           _fbnet_layers(_PUBLISHED["fbnet_b"])),
-        NamedArchitecture("fbnet_c", "FBNet-C (paper: 74.9% top-1, 28.1 ms on S8)",
+        NamedArchitecture("fbnet_c", _with_published("FBNet-C", "fbnet_c"),
                           _fbnet_layers(_PUBLISHED["fbnet_c"])),
         NamedArchitecture("fbnet_s8", "FBNet-S8, searched for the Samsung S8 (paper figure)",
                           _fbnet_layers(_PUBLISHED["fbnet_s8"])),

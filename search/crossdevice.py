@@ -35,19 +35,8 @@ from pathlib import Path
 from fbnet.arch import Architecture, load_architecture, to_arch_string
 from fbnet.errors import UserError, cli_entry
 from fbnet.lut import Lut, load_lut
+from fbnet.published import PUBLISHED_RESOLUTION, latency_ms, top1_fraction
 from fbnet.space import DEFAULT_HEAD_CHANNELS, DEFAULT_NUM_CLASSES, SpaceConfig
-
-# FBNet paper (Table 3 and Table 5; reference/fbnet.md section 4): ImageNet top-1 at 224 and
-# latency in ms on the paper's phones (Caffe2 int8). [?] entries are transcriptions, flagged.
-PUBLISHED = {
-    "fbnet_a": {"top1": 0.730, "ms": {"s8": 19.8}},
-    "fbnet_b": {"top1": 0.741, "ms": {"s8": 23.1}},
-    "fbnet_c": {"top1": 0.749, "ms": {"s8": 28.1}},
-    "fbnet_s8": {"top1": 0.7327, "ms": {"s8": 22.12, "iphone_x": 27.53}},
-    "fbnet_iphonex": {"top1": 0.7320, "ms": {"s8": 23.33, "iphone_x": 19.84}},
-    "mobilenet_v2": {"top1": 0.720, "ms": {"s8": 21.7}},
-}
-PUBLISHED_RESOLUTION = 224
 
 
 @dataclass
@@ -147,8 +136,8 @@ def load_arch_row(spec: str, num_classes: int | None = None) -> ArchRow:
         return _from_train_result(path, spec)
     arch = load_architecture(spec, num_classes=num_classes)
     top1 = None
-    if spec in PUBLISHED:
-        top1 = Top1(PUBLISHED[spec]["top1"], f"ImageNet @{PUBLISHED_RESOLUTION}, paper")
+    if top1_fraction(spec) is not None:
+        top1 = Top1(top1_fraction(spec), f"ImageNet @{PUBLISHED_RESOLUTION}, paper")
     return ArchRow(arch.name, spec, arch, top1)
 
 
@@ -235,8 +224,8 @@ def build_table(luts: list[Lut], rows: list[ArchRow], measurements: list[Measure
             keys = [layer.key for layer in arch.layers()]
             missing = lut.missing_keys(keys)
             published = None
-            if row.source in PUBLISHED and col.resolution == PUBLISHED_RESOLUTION:
-                published = PUBLISHED[row.source]["ms"].get(col.device)
+            if col.resolution == PUBLISHED_RESOLUTION:
+                published = latency_ms(row.source, col.device)
             cells.append(Cell(col.resolution,
                               None if missing else lut.price(arch).total_ms, arch.macs,
                               len(missing), measured_ms=measured(arch, col.device),
