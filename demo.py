@@ -109,8 +109,8 @@ def plan(out: Path, args) -> list[Step]:
     lut_paths = [str(luts[name]) for name, _, _ in SEARCH_TARGETS]
     archs = [str(out / "train" / name) for name, _, _ in SEARCH_TARGETS]
     measured = [str(out / "measured" / f"{name}.json") for name, _, _ in SEARCH_TARGETS]
-    table_args = ["search.crossdevice", "--luts", *lut_paths,
-                  "--archs", *archs, "fbnet_s8", "fbnet_iphonex", "--measured", *measured]
+    table_args = ["search.crossdevice", "--lut", *lut_paths,
+                  "--arch", *archs, "fbnet_s8", "fbnet_iphonex", "--measured", *measured]
     needs = ["profile host"] + [f"train {n}" for n, _, _ in SEARCH_TARGETS] + \
         [f"measure {n}" for n, _, _ in SEARCH_TARGETS]
     steps.append(Step("cross-device table", [*table_args, "--plot",
@@ -118,7 +118,7 @@ def plan(out: Path, args) -> list[Step]:
     steps.append(Step("cross-device json", [*table_args, "--json"],
                       stdout_to=out / "crossdevice.json", needs=needs))
     steps.append(Step("compare devices", [
-        "profiler.compare", *lut_paths, "--out", str(out / "compare"),
+        "profiler.compare", "--lut", *lut_paths, "--out", str(out / "compare"),
         *[a for n, _, _ in SEARCH_TARGETS for a in ("--arch", str(out / "search" / n / "arch.json"))]],
         needs=["profile host"] + [f"search {n}" for n, _, _ in SEARCH_TARGETS]))
     return steps

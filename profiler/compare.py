@@ -1,9 +1,9 @@
 """Compare devices through their LUTs: which blocks are cheap where, in figures and one page.
 
 Examples:
-  python -m profiler.compare luts/pixel3.json luts/raspi4.json luts/host.json --out reports/devices
-  python -m profiler.compare luts/pixel3_32.json luts/raspi4_32.json luts/edgegpu_32.json --out reports/c32
-  python -m profiler.compare luts/pixel3.json luts/raspi4.json --out reports/x --arch runs/s8/arch.json
+  python -m profiler.compare --lut luts/pixel3.json luts/raspi4.json luts/host.json --out reports/devices
+  python -m profiler.compare --lut luts/pixel3_32.json luts/raspi4_32.json luts/edgegpu_32.json --out reports/c32
+  python -m profiler.compare --lut luts/pixel3.json luts/raspi4.json --out reports/x --arch runs/s8/arch.json
 
 Writes into --out: per LUT a layer x candidate latency heatmap; per pair of LUTs a relative-cost
 ratio heatmap (where the devices disagree) and a log-log scatter of block latencies with Spearman
@@ -551,10 +551,11 @@ def write_pages(report: Report, out: Path) -> None:
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m profiler.compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("luts", nargs="+", metavar="LUT", help="LUT files of one space (at least one)")
+    p.add_argument("--lut", nargs="+", action="extend", required=True, metavar="LUT",
+                   help="LUT files of one space (--lut A B or --lut A --lut B)")
     p.add_argument("--out", required=True, help="directory for the PNGs and report.md/html")
-    p.add_argument("--arch", action="append", default=[],
-                   help="also price this architecture (named, or an arch JSON file); repeatable")
+    p.add_argument("--arch", nargs="+", action="extend", default=[],
+                   help="also price these architectures (named, or arch JSON files)")
     p.add_argument("--json", action="store_true", help="print the summary statistics as JSON")
     return p.parse_args(argv)
 
@@ -565,7 +566,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory for the figures")
-    report = build_report(args.luts, out, args.arch, progress=not args.json)
+    report = build_report(args.lut, out, args.arch, progress=not args.json)
     if args.json:
         print(json.dumps(report.stats, indent=1))
         return 0

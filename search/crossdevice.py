@@ -10,7 +10,7 @@ column header), re-laying an architecture out for that size when it was defined 
 (same blocks and widths, the layout and head of that size), as the paper compares one network
 on several phones. --resolution R instead insists on R and refuses LUTs built for another size.
 
-Architectures (--archs): named ones (python -m search.space --list), arch.json files,
+Architectures (--arch): named ones (python -m search.space --list), arch.json files,
 samples.json#K, a search.run folder (its arch.json), or a search.train folder / result.json
 (its architecture, with the top-1 it reached). Named FBNets show their published ImageNet top-1.
 Measurements (--measured): JSON from `python -m profiler.run --device D --arch A --json`; shown
@@ -18,10 +18,10 @@ in the column of a LUT of the same device and resolution (with the LUT's error),
 a column of their own.
 
 Examples:
-  python -m search.crossdevice --luts luts/s8.json luts/iphone_x.json --archs fbnet_s8 fbnet_iphonex
-  python -m search.crossdevice --luts luts/s8_32.json luts/iphone_x_32.json luts/host_32.json \\
-      --archs runs/s8 runs/iphonex runs/train/s8 --measured out/s8_host.json --plot table.png
-  python -m search.crossdevice --luts luts/*_32.json --archs fbnet_a fbnet_b fbnet_c --json
+  python -m search.crossdevice --lut luts/s8.json luts/iphone_x.json --arch fbnet_s8 fbnet_iphonex
+  python -m search.crossdevice --lut luts/s8_32.json luts/iphone_x_32.json luts/host_32.json \\
+      --arch runs/s8 runs/iphonex runs/train/s8 --measured out/s8_host.json --plot table.png
+  python -m search.crossdevice --lut luts/*_32.json --arch fbnet_a fbnet_b fbnet_c --json
 """
 
 from __future__ import annotations
@@ -95,8 +95,10 @@ class Table:
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m search.crossdevice", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--luts", nargs="+", required=True, help="LUT files, one column each")
-    p.add_argument("--archs", nargs="+", required=True, help="architectures, one row each")
+    p.add_argument("--lut", nargs="+", action="extend", required=True,
+                   help="LUT files, one column each (--lut A B or --lut A --lut B)")
+    p.add_argument("--arch", nargs="+", action="extend", required=True,
+                   help="architectures, one row each (--arch A B or --arch A --arch B)")
     p.add_argument("--measured", nargs="*", default=[],
                    help="profiler.run --arch ... --json outputs (measured network latency)")
     p.add_argument("--resolution", type=int,
@@ -353,8 +355,8 @@ def plot_table(table: Table, path: Path) -> None:
 @cli_entry
 def main(argv=None) -> int:
     args = parse_args(argv)
-    luts = [load_lut(p) for p in args.luts]
-    rows = [load_arch_row(spec, args.num_classes) for spec in args.archs]
+    luts = [load_lut(p) for p in args.lut]
+    rows = [load_arch_row(spec, args.num_classes) for spec in args.arch]
     measurements = [load_measurement(Path(p)) for p in args.measured]
     table = build_table(luts, rows, measurements, args.resolution)
     if args.plot:

@@ -87,7 +87,7 @@ def test_relative_cost_ratio_is_one_for_proportional_devices():
 def test_compare_cli_summary_and_arch(luts, tmp_path, cli):
     arch = load_architecture("fbnet_c")
     save_architecture(arch, tmp_path / "mine.json")
-    res = cli("profiler.compare", *luts, "--out", str(tmp_path / "r"), "--arch",
+    res = cli("profiler.compare", "--lut", *luts, "--out", str(tmp_path / "r"), "--arch",
               str(tmp_path / "mine.json"), "--json")
     assert res.returncode == 0, res.stderr
     stats = json.loads(res.stdout)
@@ -114,7 +114,7 @@ def test_compare_rejects_bad_inputs(luts, tmp_path, cli, case, message):
         lut.save(bad)
     else:
         bad.write_text('{"latency": 3}')
-    res = cli("profiler.compare", luts[0], str(bad), "--out", str(tmp_path / "r"))
+    res = cli("profiler.compare", "--lut", luts[0], str(bad), "--out", str(tmp_path / "r"))
     assert res.returncode == 2
     assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
@@ -123,6 +123,6 @@ def test_compare_rejects_bad_inputs(luts, tmp_path, cli, case, message):
 def test_arch_outside_the_space_is_an_error(luts, tmp_path, cli):
     arch = load_architecture("fbnet_b", resolution=32)
     save_architecture(arch, tmp_path / "small.json")
-    res = cli("profiler.compare", *luts, "--out", str(tmp_path / "r"), "--arch",
+    res = cli("profiler.compare", "--lut", *luts, "--out", str(tmp_path / "r"), "--arch",
               str(tmp_path / "small.json"))
     assert res.returncode == 2 and "does not cover architecture fbnet_b" in res.stderr

@@ -116,13 +116,13 @@ def test_cli_json_and_plot(tmp_path, capsys):
     make_lut("b", kernel_cost).save(tmp_path / "b.json")
     save_architecture(K3, tmp_path / "k3.json")
     save_architecture(K5, tmp_path / "k5.json")
-    args = ["--luts", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
-            "--archs", str(tmp_path / "k3.json"), str(tmp_path / "k5.json")]
+    args = ["--lut", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+            "--arch", str(tmp_path / "k3.json"), str(tmp_path / "k5.json")]
     assert main([*args, "--json", "--plot", str(tmp_path / "t.png")]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [c["label"] for c in data["columns"]] == ["a@16", "b@16"]
     assert (tmp_path / "t.png").stat().st_size > 1000
-    assert main([*args[:3], "--archs", "no_such_arch"]) == 2
+    assert main([*args[:3], "--arch", "no_such_arch"]) == 2
     assert "unknown architecture" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text("{}")
     assert main([*args, "--measured", str(tmp_path / "bad.json")]) == 2
