@@ -6,6 +6,8 @@ max(MACs / throughput, bytes / bandwidth) + overhead. Its coefficients come from
                   built from the Pixel 3 fit and the phones' hardware (the paper measured int8
                   Caffe2/QNNPACK on the S8; what ran on the iPhone X is not stated)
   pixel3, raspi4  HW-NAS-Bench's measured blocks (to price spaces HW-NAS-Bench never measured)
+A whole-space LUT covers the space, its classifiers and every named architecture's parts at its
+resolution (fbnet.coverage); the provenance lists the keys each named architecture brought in.
 The LUT's provenance says `estimated` and records the coefficients, the calibration targets
 with their residuals and the model's validation on real Pixel 3 / Raspberry Pi 4 blocks.
 Replace an estimate with a measurement as soon as you have the phone:
@@ -31,15 +33,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fbnet.arch import load_architecture, named_architecture
+from fbnet.coverage import CLASSIFIER_CLASSES, lut_workloads, named_only_keys
 from fbnet.errors import UserError, cli_entry
 from fbnet.lut import DeviceInfo, Lut, LutEntry, OpLatency, Provenance, RuntimeInfo
 from fbnet.space import SpaceConfig
-from fbnet.workloads import FullyConnected, Workload, fixed_parts, space_workloads
+from fbnet.workloads import Workload
 from profiler import latency_model as lm
 
 DEVICES = tuple(lm.DEVICE_SPECS) + lm.MEASURED_DEVICES
-# Classifier sizes every whole-space LUT covers, so a search on CIFAR-10/100 or ImageNet works.
-CLASS_COUNTS = (10, 100, 1000)
 CROSS_DEVICE_ARCHS = ("fbnet_s8", "fbnet_iphonex")
 HOW_TO_MEASURE = "python -m profiler.run --device {device}"
 # raspi4 has no device profile: the profiler measures a board by running on it as the host
@@ -165,17 +166,6 @@ def _model_from_shipped_lut(device: str) -> tuple[lm.DeviceModel, dict]:
 
 # --- writing the LUT ------------------------------------------------------------------------
 
-def space_workloads_with_heads(space: SpaceConfig) -> list[Workload]:
-    workloads = space_workloads(space)
-    head = fixed_parts(space).classifier.c_in
-    keys = {w.key for w in workloads}
-    for n in CLASS_COUNTS:
-        fc = FullyConnected(head, n)
-        if fc.key not in keys:
-            workloads.append(fc)
-    return workloads
-
-
 def make_lut(device: str, model: lm.DeviceModel, details: dict, workloads: list[Workload],
              space: SpaceConfig, arch_name: str | None) -> Lut:
     entries = {}
@@ -194,7 +184,11 @@ def make_lut(device: str, model: lm.DeviceModel, details: dict, workloads: list[
     measurement = {"method": "none: estimated by a per-operator latency model",
                    "coverage": f"architecture {arch_name}" if arch_name else
                    f"whole space at resolution {space.resolution}, classifiers for "
-                   f"{', '.join(map(str, CLASS_COUNTS))} classes"}
+                   f"{', '.join(map(str, CLASSIFIER_CLASSES))} classes, and every named "
+                   "architecture (provenance: named_architectures)"}
+    if not arch_name:
+        # the keys beyond the space's own that each named architecture brought in
+        details = {**details, "named_architectures": named_only_keys(space)}
     return Lut(device=dev, runtime=runtime, provenance=Provenance("estimated", details),
                entries=entries, space=space.to_dict(), measurement=measurement)
 
@@ -282,7 +276,7 @@ def main(argv=None) -> int:
     else:
         arch = None
         space = SpaceConfig.create(args.resolution or 224, width=args.width)
-        workloads = space_workloads_with_heads(space)
+        workloads = lut_workloads(space, named=True)
     model, details = build_model(args.device, args.hw_nas_bench, quiet=args.json)
     lut = make_lut(args.device, model, details, workloads, space, arch.name if arch else None)
     out = Path(args.out)

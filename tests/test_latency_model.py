@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from fbnet.arch import load_architecture, named_architecture
+from fbnet.coverage import CLASSIFIER_CLASSES, lut_workloads
 from fbnet.errors import UserError
 from fbnet.lut import load_lut
 from fbnet.space import SpaceConfig
 from fbnet.workloads import ConvBlock, ConvNorm, FullyConnected, Skip, parse_key, space_workloads
 from profiler import latency_model as lm
-from profiler.estimate import CLASS_COUNTS, space_workloads_with_heads
 from tests.conftest import ROOT
 
 TRUE = {"conv1x1_gmacs": 12.0, "gconv1x1_gmacs": 5.0, "dwconv3_gmacs": 2.0,
@@ -145,9 +145,9 @@ def test_shipped_lut_covers_the_space_and_says_it_is_an_estimate(device, resolut
     assert lut.provenance.kind == "estimated"
     details = lut.provenance.details
     space = SpaceConfig.create(resolution)
-    assert set(lut.entries) == {w.key for w in space_workloads_with_heads(space)}
+    assert set(lut.entries) == {w.key for w in lut_workloads(space, named=True)}
     head = space.head_channels
-    assert all(f"FC_Cin{head}_Cout{n}" in lut.entries for n in CLASS_COUNTS)
+    assert all(f"FC_Cin{head}_Cout{n}" in lut.entries for n in CLASSIFIER_CLASSES)
     lut.layer_table(space)  # the search can price every candidate
     # every calibration target carries its residual, and the entries are the recorded model's
     targets = details["calibration_targets"]
