@@ -194,6 +194,14 @@ class Lut:
         if missing:
             shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
             res = f" (the LUT was built at resolution {self.space['resolution']})" if self.space else ""
+            if self.provenance.kind == "imported":
+                # an imported LUT holds what its source measured; nothing can be added to it
+                source = self.provenance.details.get("name", "its source")
+                raise UserError(
+                    f"{self._name()} does not cover {what}: missing {shown}{res}; its source, "
+                    f"{source}, does not include them: price it on a measured or estimated LUT "
+                    "(python -m profiler.run or profiler.estimate)"
+                )
             raise UserError(
                 f"{self._name()} does not cover {what}: missing {shown}{res}; build a LUT for it "
                 "with python -m profiler.run or profiler.estimate"

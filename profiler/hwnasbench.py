@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fbnet.arch import NAMED_ARCHITECTURES, named_architecture
 from fbnet.errors import UserError
 from fbnet.lut import DeviceInfo, Lut, LutEntry, Provenance, RuntimeInfo, Summation
 from fbnet.space import SpaceConfig
@@ -198,8 +199,26 @@ def import_hwnasbench(path: Path | str, devices: list[str] | None = None) -> lis
                 summation=Summation(method="plain sum of entries (as HW-NAS-Bench sums)"),
             )
             lut.require([w.key for w in space_workloads(space)], f"the {resolution} space")
+            lut.provenance.details["source_lacks"] = {
+                "what": "named architectures (python -m search.space --list) at this "
+                        "resolution and class count that this LUT cannot price, with the keys "
+                        "the source does not include",
+                "architectures": named_gaps(lut, space)}
             results.append(ImportedLut(name, resolution, lut))
     return results
+
+
+def named_gaps(lut: Lut, space: SpaceConfig) -> dict[str, list[str]]:
+    """Per named architecture laid out in `space` (its resolution and classes), the keys `lut`
+    lacks; architectures it prices in full are left out."""
+    gaps = {}
+    for name in NAMED_ARCHITECTURES:
+        arch = named_architecture(name, resolution=space.resolution,
+                                  num_classes=space.num_classes)
+        missing = lut.missing_keys(layer.key for layer in arch.layers())
+        if missing:
+            gaps[name] = missing
+    return gaps
 
 
 def _source_says(spec: SourceDevice) -> str:
