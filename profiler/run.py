@@ -14,6 +14,8 @@ Examples:
   python -m profiler.run --device host --dtype int8         # -> luts/host_int8.json
   python -m profiler.run --device host --runtime torchscript --resolution 32
   python -m profiler.run --device host --resume             # continue an interrupted build
+  python -m profiler.run --device host --include-named      # also every named architecture
+  python -m profiler.run --device host --include-named --extend   # add them to luts/host.json
   python -m profiler.run --device host --arch fbnet_b --json   # one network end to end
   python -m profiler.run --device s8                        # a phone (needs its backend)
 """
@@ -31,17 +33,18 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from fbnet.arch import Architecture, load_architecture, to_arch_string
+from fbnet.coverage import CLASSIFIER_CLASSES, lut_workloads, named_only_keys
 from fbnet.errors import UserError, cli_entry
 from fbnet.lut import LUT_SCHEMA, Lut, LutEntry, Provenance, Summation, load_lut
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
-from fbnet.workloads import (ConvNorm, FullyConnected, Workload, candidate_workload,
-                             space_workloads)
+from fbnet.workloads import ConvNorm, FullyConnected, Workload, candidate_workload
 from profiler.backends.base import RUNNERS, Backend, BackendOptions, create_backend
 from profiler.devices import resolve_device
 from profiler.export import (BACKENDS, DEFAULT_CACHE, DTYPES, RUNTIMES, Artifact, ArtifactCache,
@@ -49,8 +52,6 @@ from profiler.export import (BACKENDS, DEFAULT_CACHE, DTYPES, RUNTIMES, Artifact
 from profiler.measure import Stats, make_inputs, parse_etdump, profile_torchscript_ops
 from profiler.protocol import BenchResult, Manifest, ProgramResult, ProgramSpec
 
-# Classifier sizes every measured LUT covers, so any common head prices (CIFAR-10/100, ImageNet).
-CLASSIFIER_CLASSES = (10, 100, 1000)
 DRIFT_WARN = 0.10  # warn when the reference workload moves more than this over the run
 RETRY_ABOVE = 0.25  # re-measure a job whose reference block is this much slower than the best
 ROUND_ABOVE = 0.15  # a round this much slower than the typical one is dropped and re-measured
@@ -150,6 +151,13 @@ def parse_args(argv):
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="artifact cache folder")
     p.add_argument("--out", type=Path, help="output LUT (default luts/<device>[_variant].json)")
     p.add_argument("--resume", action="store_true", help="continue the LUT in --out")
+    p.add_argument("--include-named", action="store_true",
+                   help="also measure every part of each named architecture at this resolution "
+                        "(python -m search.space --list: their own stems, widths and heads)")
+    p.add_argument("--extend", action="store_true",
+                   help="add only what the complete LUT in --out lacks, keeping its entries and "
+                        "summation fit; its provenance records the addition (command, date, "
+                        "keys, machine load)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("--progress", choices=PROGRESS_MODES, default="bar",
                    help="bar: progress bars on stderr; lines: a line per tenth of each phase "
@@ -164,6 +172,9 @@ def parse_args(argv):
             raise UserError(f"--{name} must be at least {low}, got {getattr(args, name)}")
     if args.calibrate < 0:
         raise UserError("--calibrate must be 0 or more")
+    if args.extend and args.resume:
+        raise UserError("--extend adds to a complete LUT, --resume continues an unfinished one: "
+                        "give one of them")
     if args.runtime == "torchscript" and (args.dtype != "fp32" or args.backend != "xnnpack"):
         raise UserError("--runtime torchscript measures fp32 TorchScript-lite programs; "
                         "drop --dtype/--backend")
@@ -218,18 +229,6 @@ def check_writable(path: Path) -> None:
 
 
 # --- what to measure ------------------------------------------------------------------------
-def lut_workloads(space: SpaceConfig) -> list[Workload]:
-    """The space's unique workloads plus the classifier for the common class counts."""
-    workloads = space_workloads(space)
-    keys = {w.key for w in workloads}
-    for classes in CLASSIFIER_CLASSES:
-        fc = FullyConnected(space.head_channels, classes)
-        if fc.key not in keys:
-            workloads.append(fc)
-            keys.add(fc.key)
-    return workloads
-
-
 def reference_workload(space: SpaceConfig) -> Workload:
     """A mid-sized block re-measured in every job to expose drift (throttling, other load)."""
     layers = space.layers()
@@ -567,7 +566,7 @@ def new_lut(backend: Backend, space: SpaceConfig, s: Settings, args) -> Lut:
     measurement = {**asdict(s), "protocol": "round-robin rounds; warm-up every round; median "
                    "of timed runs without ETDump; per-op from a separate ETDump run",
                    "complete": False, "classifier_classes": list(CLASSIFIER_CLASSES),
-                   "only": args.only}
+                   "only": args.only, "named_architectures": args.include_named}
     provenance = Provenance("measured", {
         "tool": "python -m profiler.run", "runner": args.runner,
         "command": "python -m profiler.run " + " ".join(sys.argv[1:]) if sys.argv[1:] else
@@ -594,6 +593,27 @@ def resume_lut(path: Path, fresh: Lut) -> Lut:
     return old
 
 
+def extend_lut(path: Path, fresh: Lut) -> tuple[Lut, dict]:
+    """The complete LUT in `path` (measured with the settings of `fresh`) and the record of
+    what this run adds to it, appended to its provenance's `additions`: the command, date and
+    machine load (other load inflates host latencies) of the run, and the keys it measured."""
+    if not path.is_file():
+        raise UserError(f"--extend adds to an existing LUT and {path} does not exist; build it "
+                        "without --extend")
+    lut = resume_lut(path, fresh)
+    if not lut.measurement.get("complete"):
+        raise UserError(f"{path} is an unfinished build; continue it with --resume")
+    details = fresh.provenance.details
+    record = {"command": details["command"],
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "cpu_count": os.cpu_count(),
+              "load_avg_start": [round(v, 2) for v in os.getloadavg()],
+              "load_avg_1m_start": details["load_avg_1m_start"],
+              "keys": []}
+    lut.provenance.details.setdefault("additions", []).append(record)
+    return lut, record
+
+
 def build_lut(args) -> dict:
     s = settings_from(args)
     profile = resolve_device(args.device)
@@ -612,7 +632,7 @@ def build_lut(args) -> dict:
             raise UserError(f"{out} holds an unfinished build; add --resume to continue it, or "
                             "delete it to start over")
     cache = ArtifactCache(args.cache)
-    workloads = {w.key: w for w in lut_workloads(space)}
+    workloads = {w.key: w for w in lut_workloads(space, named=args.include_named)}
     if args.only:
         patterns = [g.strip() for g in args.only.split(",") if g.strip()]
         workloads = {k: w for k, w in workloads.items()
@@ -628,25 +648,36 @@ def build_lut(args) -> dict:
                              extra=backend_extra(args))
     with create_backend(profile, options) as backend:
         lut = new_lut(backend, space, s, args)
-        if args.resume and out.exists():
+        # where this run's export, drift, timing and load go: the build's own records, or
+        # the record of an addition to a complete LUT
+        run_record, load_record = lut.measurement, lut.provenance.details
+        if args.extend:
+            lut, run_record = extend_lut(out, lut)
+            load_record = run_record
+        elif args.resume and out.exists():
             lut = resume_lut(out, lut)
         lut.measurement["complete"] = False
         todo = [k for k in workloads if k not in lut.entries]
+        if args.extend:
+            run_record["keys"] = todo
+            named = {a: [k for k in keys if k in todo]
+                     for a, keys in named_only_keys(space).items()}
+            run_record["named_architectures"] = {a: keys for a, keys in named.items() if keys}
         jobs = [export_job(k, workloads[k].input_shape, s) for k in todo]
         if ref.key not in todo:
             jobs.append(export_job(ref.key, ref.input_shape, s))
         # The calibration networks go into the same export pool (starting a pool costs
         # seconds), first: they are the longest exports, so both workers end together.
-        networks = [] if args.only else [
+        networks = [] if args.only or args.extend else [
             arch_job(a, s) for a in calibration_architectures(space, args.calibrate, args.seed)]
         progress = progress_mode(args)
         artifacts, export_stats = export_with_progress(
             networks + jobs, cache, args.workers, progress,
             etrecord=lambda job: job.arch is None)  # networks are timed without ETDump
-        lut.measurement["export"] = {"exported": export_stats.exported,
-                                     "cached": export_stats.cached,
-                                     "wall_s": round(export_stats.wall_s, 1)}
-        drift = lut.measurement.setdefault("drift", {"reference": ref.key, "medians_ms": []})
+        run_record["export"] = {"exported": export_stats.exported,
+                                "cached": export_stats.cached,
+                                "wall_s": round(export_stats.wall_s, 1)}
+        drift = run_record.setdefault("drift", {"reference": ref.key, "medians_ms": []})
         t_measure = time.perf_counter()
         bar = Progress(len(todo), "measure", progress)
         raw: dict[str, ProgramResult] = {}  # the timed runs behind each entry of this run
@@ -680,22 +711,23 @@ def build_lut(args) -> dict:
                   "(other load or throttling); re-measure on a quiet device for a clean LUT",
                   file=sys.stderr)
         t_cal = time.perf_counter()
-        lut.summation = fit_summation(lut, backend, space, s, cache, args,
-                                      lut.measurement.setdefault("calibration_checks", {}))
+        if not args.extend:  # an addition keeps the fit of the build it extends
+            lut.summation = fit_summation(lut, backend, space, s, cache, args,
+                                          lut.measurement.setdefault("calibration_checks", {}))
         calibrate_s = time.perf_counter() - t_cal
     lut.measurement["complete"] = True
-    lut.measurement["stability"] = stability(lut)
-    lut.measurement["wall_s"] = {"total": round(time.perf_counter() - t_start, 1),
-                                 "export": round(export_stats.wall_s, 1),
-                                 "measure": round(measure_s, 1),
-                                 "calibrate": round(calibrate_s, 1)}
-    lut.provenance.details["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
+    run_record["stability"] = stability(lut)
+    run_record["wall_s"] = {"total": round(time.perf_counter() - t_start, 1),
+                            "export": round(export_stats.wall_s, 1),
+                            "measure": round(measure_s, 1),
+                            "calibrate": round(calibrate_s, 1)}
+    load_record["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     lut.save(out)
-    warn_if_host_was_busy(profile.kind, lut.provenance.details)
+    warn_if_host_was_busy(profile.kind, load_record)
     return {"lut": str(out), "entries": len(lut.entries), "measured_now": len(todo),
             "exported": export_stats.exported, "cached": export_stats.cached,
-            "wall_s": lut.measurement["wall_s"], "drift": drift,
-            "stability": lut.measurement["stability"],
+            "wall_s": run_record["wall_s"], "drift": drift,
+            "stability": run_record["stability"],
             "summation": {"method": lut.summation.method, "scale": lut.summation.scale,
                           "network_offset_ms": lut.summation.network_offset_ms},
             "title": lut.title}

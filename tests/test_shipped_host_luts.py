@@ -39,7 +39,7 @@ def test_provenance_and_settings_say_how_it_was_measured(shipped):
 
 def test_covers_exactly_its_space_with_consistent_statistics(shipped):
     lut, space = shipped
-    assert set(lut.entries) == {w.key for w in lut_workloads(space)}
+    assert set(lut.entries) == {w.key for w in lut_workloads(space, named=True)}
     lut.layer_table(space)  # the search can price every candidate of every layer
     for key, e in lut.entries.items():
         assert 0 < e.n <= lut.measurement["iters"], key  # rounds slowed by load are dropped
