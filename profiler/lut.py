@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -143,6 +144,12 @@ def cmd_show(args) -> None:
         f"\n    {k}: {_short(v)}" for k, v in prov.details.items()))
     if lut.measurement:
         print(f"  measurement: {_short(lut.measurement)}")
+    for record in prov.details.get("additions", []):
+        ratio = addition_slowdown(lut, record)
+        print(f"  added:      {len(record['keys'])} entries on {record['date']} by "
+              f"{record['command']} (1-minute load {record['load_avg_1m_start']} on "
+              f"{record['cpu_count']} cores" + (f"; its reference block read {ratio:.2f}x the "
+                                                f"build's" if ratio else "") + ")")
     print(f"  summation:  {lut.summation.method} (per entry -{lut.summation.per_entry_offset_ms} "
           f"ms, network +{lut.summation.network_offset_ms} ms)")
     print(f"  created:    {lut.created} by {lut.tool.get('name')} {lut.tool.get('version')}")
@@ -167,8 +174,25 @@ def cmd_show(args) -> None:
         print("fixed: " + ", ".join(f"{n} {lut.latency_ms(k):.3f}" for n, k in fixed) + " ms")
     if archs:
         print("networks: " + ", ".join(f"{a.arch} {_fmt_ms(a.latency_ms)}" for a in archs)
-              + " ms" + ("  (n/a: the LUT lacks that network's head/classifier blocks)"
+              + " ms" + (f"  (n/a: {_lacks(lut)} that network's own blocks)"
                          if any(a.latency_ms is None for a in archs) else ""))
+
+
+def _lacks(lut: Lut) -> str:
+    if lut.provenance.kind == "imported":
+        return f"its source, {lut.provenance.details.get('name', 'unknown')}, does not include"
+    return "the LUT lacks"
+
+
+def addition_slowdown(lut: Lut, record: dict) -> float | None:
+    """How much slower the reference block read while an addition to `lut` was measured than
+    during the build (median over jobs): entries added under other load read slower than the
+    rest of the LUT by about this factor. None where either run recorded no reference."""
+    build = (lut.measurement.get("drift") or {}).get("medians_ms")
+    added = (record.get("drift") or {}).get("medians_ms")
+    if not build or not added:
+        return None
+    return statistics.median(added) / statistics.median(build)
 
 
 def _describe(info: dict) -> str:

@@ -12,6 +12,8 @@ from fbnet.coverage import CLASSIFIER_CLASSES, lut_workloads, named_only_keys, n
 from fbnet.errors import UserError
 from fbnet.lut import load_lut
 from fbnet.space import SpaceConfig
+from profiler.lut import addition_slowdown
+from profiler.lut import main as lut_cli
 from profiler.run import extend_lut, parse_args
 
 KIND = {p.name: json.loads(p.read_text())["provenance"]["kind"]
@@ -102,3 +104,13 @@ def test_extend_needs_a_complete_lut(tmp_path):
         extend_lut(tmp_path / "none.json", load_lut(ROOT / "luts" / "host_32.json"))
     with pytest.raises(UserError, match="give one of them"):
         parse_args(["--extend", "--resume"])
+
+
+def test_show_names_each_addition_and_an_imported_lut_its_source(capsys):
+    lut_cli(["show", str(ROOT / "luts" / "host_32.json")])
+    out = capsys.readouterr().out
+    assert "added:" in out and "--include-named --extend" in out and "x the build's" in out
+    lut, _ = _load("host_32.json")
+    assert addition_slowdown(lut, lut.provenance.details["additions"][0]) > 0
+    lut_cli(["show", str(ROOT / "luts" / "pixel3.json")])
+    assert "its source, HW-NAS-Bench" in capsys.readouterr().out
