@@ -204,6 +204,44 @@ def named_architecture(name: str, *, resolution: int | None = None, width: float
     return Architecture(name, space, spec.candidates)
 
 
+# --- architectures the published facts compare with ------------------------------------------
+
+def mnasnet_in_space() -> Architecture:
+    """MnasNet (as FBNet compares with it in Table 3), approximated in this block space.
+
+    Same stages, widths, kernels and expansions (k3 e3 x3 / k5 e3 x3 / k5 e6 x3 / k3 e6 x2 /
+    k5 e6 x4 / k3 e6 x1, stem 32, head 1280), but its first block (a separable 3x3 conv) gets
+    FBNet's extra 1x1 conv, like `mobilenet_v2` here: about 4% more MACs than the original.
+    """
+    space = SpaceConfig.create(224, stem_channels=32, stage_widths=(16, 24, 40, 80, 96, 192, 320),
+                               stage_depths=(1, 3, 3, 3, 2, 4, 1), head_channels=1280)
+    cands = ("k3_e1",) + ("k3_e3",) * 3 + ("k5_e3",) * 3 + ("k5_e6",) * 3 + ("k3_e6",) * 2 \
+        + ("k5_e6",) * 4 + ("k3_e6",)
+    return Architecture("mnasnet", space, cands)
+
+
+def mobilenet_v2_13() -> Architecture:
+    """MobileNetV2 1.3 in this space: widths x1.3 (rounded to 8), head 1664 (1280 x 1.3)."""
+    base = named_architecture("mobilenet_v2")
+    s = base.space
+    space = SpaceConfig.create(224, width=1.3, stem_channels=s.stem_channels,
+                               stage_widths=s.stage_widths, stage_depths=s.stage_depths,
+                               head_channels=1664)
+    return Architecture("mobilenet_v2_1.3", space, base.candidates)
+
+
+# The architectures fbnet.published has facts about beyond the named ones.
+_COMPARED = {"mnasnet": mnasnet_in_space, "mobilenet_v2_1.3": mobilenet_v2_13}
+
+
+def published_architecture(name: str) -> Architecture:
+    """An architecture fbnet.published has facts about, at 224: a named one, or one the paper
+    compares with (MnasNet, MobileNetV2 1.3), approximated in this block space."""
+    if name in _COMPARED:
+        return _COMPARED[name]()
+    return named_architecture(name)
+
+
 def load_architecture(spec: str, *, resolution: int | None = None, width: float = 1.0,
                       num_classes: int | None = None) -> Architecture:
     """A named architecture, an architecture JSON file, or `samples.json#K` (K-th sample)."""

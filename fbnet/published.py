@@ -6,8 +6,8 @@ project's reference notes flag as transcriptions that could not be checked again
 itself carry `uncertain=True`.
 
 Architecture names are those of fbnet.arch (`fbnet_a`, `mobilenet_v2`, ...), plus `mnasnet` and
-`mobilenet_v2_1.3`, which the paper compares with and the latency model approximates in this
-block space (profiler.latency_model).
+`mobilenet_v2_1.3`, which the paper compares with; fbnet.arch.published_architecture builds
+each of them in this block space.
 """
 
 from __future__ import annotations

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from fbnet.arch import Architecture, named_architecture
+from fbnet.arch import Architecture, named_architecture, published_architecture
 from fbnet.errors import UserError
 from fbnet.published import latencies
 from fbnet.space import SpaceConfig
@@ -458,30 +458,6 @@ def validate(table: dict[str, float], device: str, *, seeds: int = 5,
 
 # --- calibration to published network latencies --------------------------------------------
 
-def mnasnet_in_space() -> Architecture:
-    """MnasNet (as FBNet compares with it in Table 3), approximated in this block space.
-
-    Same stages, widths, kernels and expansions (k3 e3 x3 / k5 e3 x3 / k5 e6 x3 / k3 e6 x2 /
-    k5 e6 x4 / k3 e6 x1, stem 32, head 1280), but its first block (a separable 3x3 conv) gets
-    FBNet's extra 1x1 conv, like `mobilenet_v2` here: about 4% more MACs than the original.
-    """
-    space = SpaceConfig.create(224, stem_channels=32, stage_widths=(16, 24, 40, 80, 96, 192, 320),
-                               stage_depths=(1, 3, 3, 3, 2, 4, 1), head_channels=1280)
-    cands = ("k3_e1",) + ("k3_e3",) * 3 + ("k5_e3",) * 3 + ("k5_e6",) * 3 + ("k3_e6",) * 2 \
-        + ("k5_e6",) * 4 + ("k3_e6",)
-    return Architecture("mnasnet", space, cands)
-
-
-def mobilenet_v2_13() -> Architecture:
-    """MobileNetV2 1.3 in this space: widths x1.3 (rounded to 8), head 1664 (1280 x 1.3)."""
-    base = named_architecture("mobilenet_v2")
-    s = base.space
-    space = SpaceConfig.create(224, width=1.3, stem_channels=s.stem_channels,
-                               stage_widths=s.stage_widths, stage_depths=s.stage_depths,
-                               head_channels=1664)
-    return Architecture("mobilenet_v2_1.3", space, base.candidates)
-
-
 @dataclass
 class CalibrationTarget:
     """A published end-to-end latency the device model is fitted to."""
@@ -492,11 +468,7 @@ class CalibrationTarget:
     note: str = ""
 
     def architecture(self) -> Architecture:
-        if self.arch_name == "mnasnet":
-            return mnasnet_in_space()
-        if self.arch_name == "mobilenet_v2_1.3":
-            return mobilenet_v2_13()
-        return named_architecture(self.arch_name)
+        return published_architecture(self.arch_name)
 
 
 @dataclass

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from fbnet.arch import load_architecture, named_architecture
+from fbnet.arch import (load_architecture, mnasnet_in_space, mobilenet_v2_13,
+                        named_architecture)
 from fbnet.coverage import CLASSIFIER_CLASSES, lut_workloads
 from fbnet.errors import UserError
 from fbnet.lut import load_lut
@@ -105,9 +106,9 @@ def test_prior_holds_what_the_data_cannot_see_and_targets_move_the_rest():
 
 def test_mnasnet_and_mobilenet_v2_13_are_priced():
     model = lm.DeviceModel("m", TRUE, "int8", True)
-    assert lm.mnasnet_in_space().macs == pytest.approx(327e6, rel=0.05)
-    assert lm.mobilenet_v2_13().space.head_channels == 1664
-    assert model.network_latency_ms(lm.mobilenet_v2_13()) > \
+    assert mnasnet_in_space().macs == pytest.approx(327e6, rel=0.05)
+    assert mobilenet_v2_13().space.head_channels == 1664
+    assert model.network_latency_ms(mobilenet_v2_13()) > \
         model.network_latency_ms(named_architecture("mobilenet_v2"))
 
 

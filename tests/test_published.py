@@ -6,7 +6,7 @@ import pytest
 
 from conftest import ROOT
 from fbnet import published
-from fbnet.arch import NAMED_ARCHITECTURES
+from fbnet.arch import NAMED_ARCHITECTURES, published_architecture
 from profiler import latency_model as lm
 
 CODE_DIRS = ("fbnet", "profiler", "search", "benchmarks")
@@ -18,6 +18,12 @@ def test_every_fact_is_typed_and_cited_one_way():
         assert re.fullmatch(r"FBNet \(Wu et al\., CVPR 2019\), Table \d", fact.source), fact
     keys = [(f.architecture, f.metric, f.device) for f in published.FACTS]
     assert len(keys) == len(set(keys))  # one value per architecture, metric and device
+
+
+def test_every_fact_names_an_architecture_this_space_can_build():
+    for fact in published.FACTS:
+        arch = published_architecture(fact.architecture)
+        assert arch.space.resolution == published.PUBLISHED_RESOLUTION and arch.macs > 0
 
 
 def test_lookups():
