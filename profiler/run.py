@@ -648,14 +648,14 @@ def build_lut(args) -> dict:
                              extra=backend_extra(args))
     with create_backend(profile, options) as backend:
         lut = new_lut(backend, space, s, args)
-        # where this run's export, drift, timing and load go: the build's own records, or
-        # the record of an addition to a complete LUT
-        run_record, load_record = lut.measurement, lut.provenance.details
         if args.extend:
-            lut, run_record = extend_lut(out, lut)
-            load_record = run_record
+            lut, addition = extend_lut(out, lut)
         elif args.resume and out.exists():
             lut = resume_lut(out, lut)
+        # where this run's export, drift, timing and load go: the build's own records, or
+        # the record of an addition to a complete LUT
+        run_record, load_record = (addition, addition) if args.extend else \
+            (lut.measurement, lut.provenance.details)
         lut.measurement["complete"] = False
         todo = [k for k in workloads if k not in lut.entries]
         if args.extend:

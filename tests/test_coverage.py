@@ -114,3 +114,30 @@ def test_show_names_each_addition_and_an_imported_lut_its_source(capsys):
     assert addition_slowdown(lut, lut.provenance.details["additions"][0]) > 0
     lut_cli(["show", str(ROOT / "luts" / "pixel3.json")])
     assert "its source, HW-NAS-Bench" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_extend_measures_only_what_a_complete_lut_lacks(tmp_path, cli):
+    """A real build on a tiny space, one entry dropped, then --extend: only that entry is
+    measured, the rest and the summation stay as they were, and the addition is recorded."""
+    tiny = ["profiler.run", "--resolution", "8", "--stage-depths", "1,1,1,1,1,1,1",
+            "--stage-widths", "8,8,8,8,8,8,8", "--warmup", "1", "--iters", "6", "--rounds", "2",
+            "--calibrate", "0", "--quiet", "--only", "ConvNorm_H8_*,Skip_H8_W8_Cin8_Cout8_stride1",
+            "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "tiny.json"), "--json"]
+    built = cli(*tiny)
+    assert built.returncode == 0, built.stderr
+    data = json.loads((tmp_path / "tiny.json").read_text())
+    dropped = "Skip_H8_W8_Cin8_Cout8_stride1"
+    del data["entries"][dropped]
+    (tmp_path / "tiny.json").write_text(json.dumps(data))
+    before = load_lut(tmp_path / "tiny.json")
+    extended = cli(*tiny, "--extend")
+    assert extended.returncode == 0, extended.stderr
+    assert json.loads(extended.stdout)["measured_now"] == 1
+    lut = load_lut(tmp_path / "tiny.json")
+    assert set(lut.entries) == set(before.entries) | {dropped}
+    assert all(lut.entries[k] == e for k, e in before.entries.items())
+    assert lut.summation == before.summation and lut.measurement == before.measurement
+    (record,) = lut.provenance.details["additions"]
+    assert record["keys"] == [dropped] and "--extend" in record["command"]
+    assert record["drift"]["medians_ms"] and record["load_avg_1m_end"] >= 0
