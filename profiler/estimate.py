@@ -1,6 +1,6 @@
 """Estimate a LUT for a device out of reach from the per-operator latency model.
 
-The model (profiler/latency_model.py) prices every operator of a block as
+The model (profiler.estimation) prices every operator of a block as
 max(MACs / throughput, bytes / bandwidth) + overhead. Its coefficients come from:
   s8, iphone_x    the FBNet paper's published end-to-end latencies, regularized toward a prior
                   built from the Pixel 3 fit and the phones' hardware (the paper measured int8
@@ -30,27 +30,16 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from tqdm import tqdm
-
 from fbnet import published
 from fbnet.arch import load_architecture, named_architecture
-from fbnet.coverage import CLASSIFIER_CLASSES, lut_workloads, named_only_keys
+from fbnet.coverage import lut_workloads
 from fbnet.errors import UserError, cli_entry
-from fbnet.lut import DeviceInfo, Lut, LutEntry, OpLatency, Provenance, RuntimeInfo
 from fbnet.space import SpaceConfig
-from fbnet.workloads import Workload
-from profiler import latency_model as lm
-
-DEVICES = tuple(lm.DEVICE_SPECS) + lm.MEASURED_DEVICES
-CROSS_DEVICE_ARCHS = ("fbnet_s8", "fbnet_iphonex")
-HOW_TO_MEASURE = "python -m profiler.run --device {device}"
-# raspi4 has no device profile: the profiler measures a board by running on it as the host
-MEASURE_AS = {"raspi4": "host"}
-SHIPPED_LUTS = Path(__file__).resolve().parents[1] / "luts"
-
-
-def how_to_measure(device: str) -> str:
-    return HOW_TO_MEASURE.format(device=MEASURE_AS.get(device, device))
+from profiler.estimation.build import (CROSS_DEVICE_ARCHS, DEVICES, build_model,
+                                       how_to_measure, make_lut)
+from profiler.estimation.devices import DEVICE_SPECS, held_out_check
+from profiler.estimation.fit import fit_blocks
+from profiler.estimation.hwnasbench import MEASURED_DEVICES, measured_tables
 
 
 def parse_args(argv):
@@ -72,127 +61,6 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-# --- building the device model --------------------------------------------------------------
-
-def _target_rows(result: lm.FitResult) -> list[dict]:
-    rows = []
-    for obs, pred in zip(result.observations, result.predicted_ms):
-        rows.append({"arch": obs.label, "published_ms": obs.latency_ms,
-                     "predicted_ms": round(pred, 4),
-                     "residual_pct": round(100 * (pred / obs.latency_ms - 1), 2),
-                     "sigma_pct": round(100 * obs.sigma, 1)})
-    return rows
-
-
-def _validation(tables, device: str, bar) -> list[dict]:
-    scores = lm.validate(tables[device], device, progress=bar.update)
-    return [{k: (round(v, 4) if isinstance(v, float) else
-                 {a: round(e, 4) for a, e in v.items()} if isinstance(v, dict) else v)
-             for k, v in asdict(s).items()} for s in scores]
-
-
-def build_model(device: str, hw_path: str | None, *, with_validation: bool = True,
-                quiet: bool = False) -> tuple[lm.DeviceModel, dict]:
-    """The device model and the provenance details that explain it."""
-    if device not in DEVICES:
-        raise UserError(f"unknown device {device!r}; this model estimates {', '.join(DEVICES)} "
-                        "(measure any other device with python -m profiler.run)")
-    if hw_path is None and not lm.DEFAULT_HWNAS_PATH.is_file():
-        return _model_from_shipped_lut(device)
-    tables = lm.load_hwnasbench(hw_path)
-    reference_name = "pixel3" if device in lm.DEVICE_SPECS else device
-    n_fits = 1 + (sum(lm.validation_fits(tables[d]) for d in lm.MEASURED_DEVICES)
-                  if with_validation else 0)
-    with tqdm(total=n_fits, desc=f"fitting {device}", unit="fit", disable=quiet,
-              leave=False) as bar:
-        reference = lm.fit_blocks(tables[reference_name], reference_name)
-        bar.update()
-        validation = {}
-        if with_validation:
-            for d in lm.MEASURED_DEVICES:
-                validation[d] = _validation(tables, d, bar)
-    details: dict = {
-        "model": lm.MODEL_NAME,
-        "formula": "per operator: max(MACs / throughput[class], bytes / bandwidth) + overhead; "
-                   "block = sum of its operators; network = plain sum of blocks",
-        "operator_classes": {"mac": list(lm.MAC_CLASSES), "memory": list(lm.MEMORY_CLASSES)},
-    }
-    if device in lm.DEVICE_SPECS:
-        spec = lm.device_spec(device)
-        result, prior = lm.calibrate(spec, reference.model)
-        model = result.model
-        details.update({
-            "method": "calibrated to published end-to-end latencies (FBNet paper), regularized "
-                      "toward a hardware prior (MAP, log space)",
-            "device_model": model.to_dict(),
-            "calibration_targets": _target_rows(result),
-            "prior": {"coefficients": prior.model.coefficients, "log_sigma": prior.log_sigma,
-                      "shared_throughput_scale_log_sigma": prior.scale_sigma,
-                      "notes": prior.notes, "penalty": round(result.prior_penalty, 4)},
-            "reference_fit": reference.model.to_dict(),
-        })
-    else:
-        model = reference.model
-        errs = [abs(e) for e in reference.rel_errors]
-        details.update({
-            "method": "fitted to HW-NAS-Bench's measured blocks of this device (log space, "
-                      "least squares); identity skips priced as the copy the source measured",
-            "device_model": model.to_dict(),
-            "in_sample": {"blocks": len(errs), "mape_pct": round(100 * sum(errs) / len(errs), 2)},
-        })
-    details["cross_device"] = {a: round(model.network_latency_ms(named_architecture(a)), 4)
-                               for a in CROSS_DEVICE_ARCHS}
-    if validation:
-        details["validation"] = {"data": "HW-NAS-Bench measured block latencies (224 and 32)",
-                                 **validation}
-    details["replace_with_measurement"] = how_to_measure(device)
-    return model, details
-
-
-def _model_from_shipped_lut(device: str) -> tuple[lm.DeviceModel, dict]:
-    """Without the HW-NAS-Bench data, reuse the model a shipped LUT recorded (same numbers)."""
-    from fbnet.lut import load_lut
-
-    path = SHIPPED_LUTS / f"{device}.json"
-    if not path.is_file():
-        raise UserError(f"HW-NAS-Bench data {lm.DEFAULT_HWNAS_PATH} not found and no shipped "
-                        f"{path} to reuse; pass --hw-nas-bench PATH/fbnet_cached_metrics.json")
-    details = dict(load_lut(path).provenance.details)
-    if "device_model" not in details:
-        raise UserError(f"HW-NAS-Bench data {lm.DEFAULT_HWNAS_PATH} not found and {path} "
-                        "records no fitted model to reuse; pass --hw-nas-bench PATH")
-    details["reused_from"] = f"{path.name} (HW-NAS-Bench data not found, so not re-fitted)"
-    return lm.DeviceModel.from_dict(details["device_model"]), details
-
-
-# --- writing the LUT ------------------------------------------------------------------------
-
-def make_lut(device: str, model: lm.DeviceModel, details: dict, workloads: list[Workload],
-             space: SpaceConfig, arch_name: str | None) -> Lut:
-    entries = {}
-    for w in workloads:
-        parts = model.breakdown(w)
-        ops = [OpLatency(f"{op.op_class} #{i + 1}", op.op_class, round(ms, 6))
-               for i, (op, ms) in enumerate(parts)]
-        entries[w.key] = LutEntry(latency_ms=round(sum(ms for _, ms in parts), 6), ops=ops)
-    spec = lm.DEVICE_SPECS.get(device)
-    if spec:
-        dev = DeviceInfo(device, spec.model, spec.soc, spec.cpu, extra={"description": spec.description})
-        runtime = RuntimeInfo(spec.runtime, None, spec.backend, spec.dtype, None)
-    else:
-        dev = DeviceInfo(device, extra={"description": f"{device} as measured by HW-NAS-Bench"})
-        runtime = RuntimeInfo("tflite", None, None, model.dtype, None)
-    measurement = {"method": "none: estimated by a per-operator latency model",
-                   "coverage": f"architecture {arch_name}" if arch_name else
-                   f"whole space at resolution {space.resolution}, classifiers for "
-                   f"{', '.join(map(str, CLASSIFIER_CLASSES))} classes, and every named "
-                   "architecture (provenance: named_architectures)"}
-    if not arch_name:
-        # the keys beyond the space's own that each named architecture brought in
-        details = {**details, "named_architectures": named_only_keys(space)}
-    return Lut(device=dev, runtime=runtime, provenance=Provenance("estimated", details),
-               entries=entries, space=space.to_dict(), measurement=measurement)
-
 
 # --- report ---------------------------------------------------------------------------------
 
@@ -212,12 +80,12 @@ def cmd_report(args) -> None:
     validation = all_details[DEVICES[0]]["validation"]
     cross = {d: {a: round(models[d].network_latency_ms(named_architecture(a)), 3)
                  for a in CROSS_DEVICE_ARCHS} for d in DEVICES}
-    reference = lm.fit_blocks(lm.load_hwnasbench(args.hw_nas_bench)["pixel3"], "pixel3").model
-    held_out = {d: lm.held_out_check(spec, reference, CROSS_DEVICE_ARCHS)
-                for d, spec in lm.DEVICE_SPECS.items()}
+    reference = fit_blocks(measured_tables(args.hw_nas_bench)["pixel3"], "pixel3").model
+    held_out = {d: held_out_check(spec, reference, CROSS_DEVICE_ARCHS)
+                for d, spec in DEVICE_SPECS.items()}
     if args.json:
         print(json.dumps({"validation": validation,
-                          "calibration": {d: all_details[d] for d in lm.DEVICE_SPECS},
+                          "calibration": {d: all_details[d] for d in DEVICE_SPECS},
                           "models": {d: m.to_dict() for d, m in models.items()},
                           "cross_device_ms": cross,
                           "held_out": {d: [asdict(h) | {"error_pct": round(h.error_pct, 2)}
@@ -227,16 +95,16 @@ def cmd_report(args) -> None:
     print("Validation on real phone data (HW-NAS-Bench blocks; held-out predictions)")
     print(f"{'device':<8} {'split':<24} {'blocks':>6} {'MAPE%':>6} {'<=10%':>6} {'<=20%':>6} "
           f"{'Spearman':>8}")
-    for device in lm.MEASURED_DEVICES:
+    for device in MEASURED_DEVICES:
         for s in validation[device]:
             print(f"{device:<8} {s['split']:<24} {s['blocks']:>6} {s['mape_pct']:6.1f} "
                   f"{s['within_10_pct']:6.1f} {s['within_20_pct']:6.1f} {s['spearman']:8.3f}")
         nets = validation[device][0]["networks"]
         print(f"{'':<8} network sums from held-out blocks: " +
               ", ".join(f"{a} {100 * e:+.1f}%" for a, e in nets.items()))
-    for device in lm.DEVICE_SPECS:
+    for device in DEVICE_SPECS:
         d = all_details[device]
-        print(f"\nCalibration of {device} ({lm.DEVICE_SPECS[device].description})")
+        print(f"\nCalibration of {device} ({DEVICE_SPECS[device].description})")
         print(f"{'target':<18} {'published ms':>12} {'model ms':>9} {'residual':>9} {'sigma':>6}")
         for t in d["calibration_targets"]:
             print(f"{t['arch']:<18} {t['published_ms']:12.2f} {t['predicted_ms']:9.2f} "
@@ -250,7 +118,7 @@ def cmd_report(args) -> None:
     for d in DEVICES:
         a, b = (cross[d][x] for x in CROSS_DEVICE_ARCHS)
         print(f"{d:<10} {a:14.2f} {b:14.2f} {a / b:7.3f}")
-    paper = ", ".join(f"{published_ratio(d):.2f} on the {d}" for d in lm.DEVICE_SPECS)
+    paper = ", ".join(f"{published_ratio(d):.2f} on the {d}" for d in DEVICE_SPECS)
     print(f"\nratio = FBNet-S8 / FBNet-iPhoneX; the paper: {paper}. "
           "The s8 and iphone_x models were calibrated on these latencies: their rows show the "
           "fit, not a prediction.")

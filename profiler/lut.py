@@ -29,6 +29,7 @@ from fbnet.io import atomic_write_text
 from fbnet.lut import PROVENANCE_KINDS, Lut, load_lut
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from fbnet.workloads import candidate_workload, fixed_parts, space_workloads
+from profiler.estimation.hwnasbench import import_hwnasbench
 
 DEFAULT_ARCHS = ("fbnet_a", "fbnet_b", "fbnet_c", "fbnet_s8", "fbnet_iphonex")
 
@@ -78,8 +79,6 @@ def _fmt_ms(ms: float | None) -> str:
 
 # --- import --------------------------------------------------------------------------------------
 def cmd_import(args) -> None:
-    from profiler.hwnasbench import import_hwnasbench
-
     if args.source != "hwnasbench":
         raise UserError(f"unknown import source {args.source!r}; supported: hwnasbench")
     devices = args.devices.split(",") if args.devices else None

@@ -13,7 +13,14 @@ from fbnet.errors import UserError
 from fbnet.lut import load_lut
 from fbnet.space import SpaceConfig
 from fbnet.workloads import ConvBlock, ConvNorm, FullyConnected, Skip, parse_key, space_workloads
-from profiler import latency_model as lm
+from profiler.estimation import hwnasbench
+from profiler.estimation.build import build_model
+from profiler.estimation.devices import device_spec, held_out_check
+from profiler.estimation.fit import Observation, Prior, fit, fit_blocks
+from profiler.estimation.hwnasbench import measured_tables
+from profiler.estimation.model import COEFFICIENTS, DeviceModel
+from profiler.estimation.operators import decompose
+from profiler.estimation.validation import VALIDATION_NETWORKS, validate
 from tests.conftest import ROOT
 
 TRUE = {"conv1x1_gmacs": 12.0, "gconv1x1_gmacs": 5.0, "dwconv3_gmacs": 2.0,
@@ -34,11 +41,11 @@ def test_operator_macs_add_up_to_the_workload():
     for space in (SpaceConfig.create(224), SpaceConfig.create(32),
                   named_architecture("fbnet_96").space):
         for w in space_workloads(space):
-            assert sum(op.macs for op in lm.decompose(w)) == w.macs, w.key
+            assert sum(op.macs for op in decompose(w)) == w.macs, w.key
 
 
 def test_decomposition_classes():
-    classes = lambda key: [op.op_class for op in lm.decompose(parse_key(key))]
+    classes = lambda key: [op.op_class for op in decompose(parse_key(key))]
     assert classes("ConvBlock_H56_W56_Cin24_Cout24_exp1_kernel5_stride1_group2") == \
         ["gconv1x1", "shuffle", "dwconv5", "gconv1x1", "add"]
     assert classes("ConvBlock_H56_W56_Cin24_Cout32_exp6_kernel3_stride2_group1") == \
@@ -55,48 +62,48 @@ def test_decomposition_classes():
 
 def test_identity_skip_is_free_in_a_deployed_network():
     skip = Skip(56, 56, 24, 24, 1)
-    measured_alone = lm.DeviceModel("a", TRUE, "fp32", elide_identity=False)
-    deployed = lm.DeviceModel("b", TRUE, "int8", elide_identity=True)
+    measured_alone = DeviceModel("a", TRUE, "fp32", elide_identity=False)
+    deployed = DeviceModel("b", TRUE, "int8", elide_identity=True)
     assert measured_alone.latency_ms(skip) > 0
     assert deployed.latency_ms(skip) == 0
 
 
 def test_roofline_takes_the_slower_of_compute_and_memory():
     slow_memory = {**TRUE, "bandwidth_gbps": 2.0}
-    model = lm.DeviceModel("m", slow_memory)
+    model = DeviceModel("m", slow_memory)
     fc = FullyConnected(1984, 1000)  # weights dominate: memory-bound at 2 GB/s in fp32
-    (op,) = lm.decompose(fc)
+    (op,) = decompose(fc)
     memory = op.elements * 4 / 2e6
     compute = op.macs / 1.5e6
     assert memory > compute > memory / 4
     assert model.latency_ms(fc) == pytest.approx(memory + TRUE["overhead_ms"])
-    assert lm.DeviceModel("m8", slow_memory, "int8").latency_ms(fc) == pytest.approx(
+    assert DeviceModel("m8", slow_memory, "int8").latency_ms(fc) == pytest.approx(
         max(memory / 4, compute) + TRUE["overhead_ms"])
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.03])
 def test_fit_recovers_known_coefficients(noise):
-    truth = lm.DeviceModel("truth", TRUE)
+    truth = DeviceModel("truth", TRUE)
     rng = np.random.default_rng(1)
-    obs = [lm.Observation(w.key, (w,), truth.latency_ms(w) * math.exp(rng.normal(0, noise)))
+    obs = [Observation(w.key, (w,), truth.latency_ms(w) * math.exp(rng.normal(0, noise)))
            for w in _synthetic_workloads()]
     # every class is compute-bound somewhere and memory-only ops pin the bandwidth, so each
     # coefficient is identifiable
-    fitted = lm.fit(obs, name="synthetic").model.coefficients
+    fitted = fit(obs, name="synthetic").model.coefficients
     tolerance = 0.01 if noise == 0 else 0.12
     for name, value in TRUE.items():
         assert fitted[name] == pytest.approx(value, rel=tolerance), name
 
 
 def test_prior_holds_what_the_data_cannot_see_and_targets_move_the_rest():
-    prior_model = lm.DeviceModel("prior", TRUE, "int8", True)
-    prior = lm.Prior(prior_model, {c: 0.5 for c in lm.COEFFICIENTS}, scale_sigma=1.0)
+    prior_model = DeviceModel("prior", TRUE, "int8", True)
+    prior = Prior(prior_model, {c: 0.5 for c in COEFFICIENTS}, scale_sigma=1.0)
     arch = named_architecture("fbnet_b")
     workloads = tuple(layer.workload for layer in arch.layers())
     prior_ms = prior_model.network_latency_ms(arch)
     # one network twice as slow as the prior says: the fit halves the device's speed, mostly
     # through the shared factor, and keeps the coefficients' ratios close to the prior's
-    result = lm.fit([lm.Observation("b", workloads, 2 * prior_ms, 0.01)], name="x",
+    result = fit([Observation("b", workloads, 2 * prior_ms, 0.01)], name="x",
                     dtype="int8", elide_identity=True, prior=prior)
     assert result.predicted_ms[0] == pytest.approx(2 * prior_ms, rel=0.03)
     c = result.model.coefficients
@@ -105,7 +112,7 @@ def test_prior_holds_what_the_data_cannot_see_and_targets_move_the_rest():
 
 
 def test_mnasnet_and_mobilenet_v2_13_are_priced():
-    model = lm.DeviceModel("m", TRUE, "int8", True)
+    model = DeviceModel("m", TRUE, "int8", True)
     assert mnasnet_in_space().macs == pytest.approx(327e6, rel=0.05)
     assert mobilenet_v2_13().space.head_channels == 1664
     assert model.network_latency_ms(mobilenet_v2_13()) > \
@@ -130,8 +137,8 @@ def test_s8_model_predicts_the_held_out_published_s8_latencies():
     The shipped `iphone_x` LUT has no such check: its only targets are its two Table 5
     latencies, so its cross-device ratio is the fit itself (docs/estimated-luts.md)."""
     held_out = {"fbnet_s8": 22.12, "fbnet_iphonex": 23.33}
-    reference = lm.fit_blocks(lm.load_hwnasbench()["pixel3"], "pixel3").model
-    check = lm.held_out_check(lm.device_spec("s8"), reference, list(held_out))
+    reference = fit_blocks(measured_tables()["pixel3"], "pixel3").model
+    check = held_out_check(device_spec("s8"), reference, list(held_out))
     assert {h.arch_name: h.published_ms for h in check} == held_out
     predicted = {h.arch_name: h.predicted_ms for h in check}
     assert all(h.calibrated_on == 6 for h in check)  # Table 3's six S8 latencies
@@ -154,15 +161,13 @@ def test_shipped_lut_covers_the_space_and_says_it_is_an_estimate(device, resolut
     targets = details["calibration_targets"]
     assert {t["arch"] for t in targets} >= {"fbnet_s8", "fbnet_iphonex"}
     assert all(abs(t["residual_pct"]) < 10 for t in targets)
-    model = lm.DeviceModel.from_dict(details["device_model"])
+    model = DeviceModel.from_dict(details["device_model"])
     for key, entry in lut.entries.items():
         assert entry.latency_ms == pytest.approx(model.latency_ms(parse_key(key)), abs=1e-5)
     assert details["validation"]["pixel3"][0]["split"] == "leave-one-shape-out"
 
 
 def test_shipped_luts_are_what_the_model_produces_today():
-    from profiler.estimate import build_model
-
     for device in ("s8", "iphone_x"):
         model, _ = build_model(device, None, with_validation=False, quiet=True)
         shipped = load_lut(ROOT / "luts" / SHIPPED[device, 224]).provenance.details
@@ -175,35 +180,33 @@ def test_model_generalizes_to_held_out_pixel3_shapes():
     docs/estimated-luts.md (MAPE 11.6%, 89.4% within 20%, Spearman 0.995; whole networks
     -4.7% to +0.3%). The fit is deterministic, so the bounds allow only for the optimizer's
     run-to-run wobble, not for a worse model."""
-    table = lm.load_hwnasbench()["pixel3"]
-    loso = lm.validate(table, "pixel3", seeds=1)[0]
+    table = measured_tables()["pixel3"]
+    loso = validate(table, "pixel3", seeds=1)[0]
     assert loso.split == "leave-one-shape-out" and loso.blocks == 216
     assert loso.spearman > 0.99
     assert loso.mape_pct < 12.0
     assert loso.within_20_pct > 87.0
-    assert set(loso.networks) == set(lm.VALIDATION_NETWORKS)
+    assert set(loso.networks) == set(VALIDATION_NETWORKS)
     assert all(abs(e) < 0.05 for e in loso.networks.values()), loso.networks
 
 
 def test_bad_hw_nas_bench_path_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not found"):
-        lm.load_hwnasbench(tmp_path / "missing.json")
+        measured_tables(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"edgegpu_latency": {}}))
     with pytest.raises(UserError, match="pixel3_latency"):
-        lm.load_hwnasbench(bad)
+        measured_tables(bad)
 
 
 def test_without_data_the_shipped_model_is_reused(monkeypatch, tmp_path):
-    from profiler import estimate
-
-    monkeypatch.setattr(lm, "DEFAULT_HWNAS_PATH", tmp_path / "absent.json")
-    model, details = estimate.build_model("s8", None)
+    monkeypatch.setattr(hwnasbench, "DEFAULT_SOURCE", tmp_path / "absent.json")
+    model, details = build_model("s8", None)
     shipped = load_lut(ROOT / "luts/s8.json").provenance.details["device_model"]
     assert model.coefficients == shipped["coefficients"]
     assert "not re-fitted" in details["reused_from"]
     with pytest.raises(UserError, match="--hw-nas-bench"):
-        estimate.build_model("raspi4", None)
+        build_model("raspi4", None)
 
 
 # --- CLI ------------------------------------------------------------------------------------

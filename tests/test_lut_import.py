@@ -13,7 +13,7 @@ from fbnet.arch import Architecture, load_architecture
 from fbnet.lut import load_lut
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from fbnet.workloads import parse_key, space_workloads
-from profiler.hwnasbench import DEFAULT_SOURCE, DEVICES, import_hwnasbench
+from profiler.estimation.hwnasbench import DEFAULT_SOURCE, DEVICES, import_hwnasbench
 from profiler.lut import merge_luts
 
 SOURCE = ROOT / "data" / "hw-nas-bench" / "fbnet_cached_metrics.json"

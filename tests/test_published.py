@@ -7,7 +7,7 @@ import pytest
 from conftest import ROOT
 from fbnet import published
 from fbnet.arch import NAMED_ARCHITECTURES, published_architecture
-from profiler import latency_model as lm
+from profiler.estimation.devices import DEVICE_SPECS
 
 CODE_DIRS = ("fbnet", "profiler", "search", "benchmarks")
 
@@ -38,7 +38,7 @@ def test_lookups():
 
 
 def test_calibration_targets_are_the_registry():
-    for device, spec in lm.DEVICE_SPECS.items():
+    for device, spec in DEVICE_SPECS.items():
         assert [(t.arch_name, t.latency_ms) for t in spec.targets] == \
             [(f.architecture, f.value) for f in published.latencies(device)]
     assert NAMED_ARCHITECTURES["fbnet_a"].description.endswith("19.8 ms on S8)")

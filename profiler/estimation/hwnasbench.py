@@ -1,9 +1,10 @@
-"""Import HW-NAS-Bench's FBNet-space lookup tables as fbnet-hw LUTs.
+"""HW-NAS-Bench's FBNet-space lookup tables: imported as fbnet-hw LUTs, and fitted by the model.
 
 HW-NAS-Bench (Li et al., ICLR 2021) ships one flat table per `<device>_<metric>` whose keys are
 exactly our block keys (fbnet.workloads), covering the 224x224 ImageNet and the 32x32 CIFAR-100
 layouts in one dict. Importing means: check every key parses, split the keys by the space they
 belong to, attach the energy table as an extra metric, and record where it all came from.
+The latency model (profiler.estimation) fits its coefficients to the measured CPU tables.
 The dump this reads ships in the repository: data/hw-nas-bench/ (README: source, license MIT).
 """
 
@@ -22,7 +23,7 @@ from fbnet.space import SpaceConfig
 from fbnet.workloads import FullyConnected, parse_key, space_workloads
 
 # HW-NAS-Bench's FBNet-space tables as shipped with the project (MIT; data/hw-nas-bench/README.md).
-DEFAULT_SOURCE = Path(__file__).resolve().parents[1] / "data" / "hw-nas-bench" / "fbnet_cached_metrics.json"
+DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "data" / "hw-nas-bench" / "fbnet_cached_metrics.json"
 
 # The two layouts HW-NAS-Bench priced: ImageNet (1000 classes) and CIFAR-100 (small layout).
 RESOLUTIONS = (224, 32)
@@ -83,6 +84,9 @@ DEVICES: dict[str, SourceDevice] = {d.name: d for d in (
                          "the searchable blocks", "identity skips are exactly 0")),
 )}
 
+# Devices of HW-NAS-Bench measured on a real CPU: the ones a roofline latency model describes.
+MEASURED_DEVICES = ("pixel3", "raspi4")
+
 
 @dataclass
 class ImportedLut:
@@ -99,8 +103,8 @@ def read_source(path: Path | str) -> dict[str, dict[str, float]]:
     """The `<device>_<metric>` -> {block key: value} tables of a HW-NAS-Bench FBNet dump."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path} does not exist; give the HW-NAS-Bench dump, e.g. "
-                        f"{DEFAULT_SOURCE}")
+        raise UserError(f"HW-NAS-Bench data {path} not found; give HW-NAS-Bench's FBNet dump, "
+                        f"e.g. {DEFAULT_SOURCE}")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -118,6 +122,16 @@ def read_source(path: Path | str) -> dict[str, dict[str, float]]:
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise UserError(f"{path}: {name}[{key}] = {value!r} is not a non-negative number")
     return tables
+
+
+def measured_tables(path: Path | str | None = None) -> dict[str, dict[str, float]]:
+    """{device: {block key: latency_ms}} of the MEASURED_DEVICES (default: the shipped dump)."""
+    path = Path(path) if path else DEFAULT_SOURCE
+    tables = read_source(path)
+    for device in MEASURED_DEVICES:
+        if f"{device}_latency" not in tables:
+            raise UserError(f"{path} has no {device}_latency table; is it HW-NAS-Bench's FBNet part?")
+    return {d: {k: float(v) for k, v in tables[f"{d}_latency"].items()} for d in MEASURED_DEVICES}
 
 
 def split_by_resolution(keys) -> dict[int, list[str]]:
