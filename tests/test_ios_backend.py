@@ -1,9 +1,10 @@
 """iOS backend (profiler/backends/ios.py).
 
 Fast tests drive the job protocol (push, launch, done marker, pull) through scripted
-transports. The end-to-end test runs the whole backend over `LocalAppTransport`, which plays
-the iOS app with the host-built native runner (android_app/build_host.sh: the same C++ core the
-app links), on real exported programs, and turns the result into a LUT that fbnet.lut loads.
+transports. The end-to-end test runs the whole backend over `LocalAppTransport`
+(tests/ios_fakes.py), which plays the iOS app with the host-built native runner
+(android_app/build_host.sh: the same C++ core the app links), on real exported programs, and
+turns the result into a LUT that fbnet.lut loads.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from fbnet.errors import UserError
 from fbnet.lut import Lut, LutEntry, Provenance, load_lut
 from profiler.backends import ios
 from profiler.backends.base import BackendOptions, TransportError
-from profiler.backends.ios import DoneMarker, IosBackend, IosDevice, IosTransport, \
-    LocalAppTransport
+from profiler.backends.ios import DoneMarker, IosBackend, IosDevice, IosTransport
 from profiler.devices import PROFILES, resolve_device
 from profiler.protocol import InputSpec, Manifest, ProgramSpec
+from tests.ios_fakes import LocalAppTransport
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ result.json and the ETDumps, record temperatures before and after.
 Several phones (`--device android:SER1,SER2`) split the programs of a job between them, one
 thread per phone, and the results merge into one; they must be the same model.
 
-Everything goes through a `Transport`, so tests drive this very code with a `LocalTransport`
-(a scratch folder on the host laid out like the phone) and the host-built runner.
+Everything goes through a `Transport`: adb for a phone, and a `LocalTransport` (a scratch folder
+on the host laid out like the phone) for `--runner native` on the host, which the tests use too.
 """
 
 from __future__ import annotations

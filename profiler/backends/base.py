@@ -13,8 +13,8 @@ A profiling run goes:
 Backends for a kind live in `profiler/backends/<kind>.py` and expose
 `create_backend(profile, options) -> Backend`; run.py never names them, so the Android and iOS
 backends plug in by adding their module. `LocalTransport` runs "device" commands on this host in
-a scratch folder, so the Android/iOS backends can be tested end to end with the host-built
-native runner and no phone.
+a scratch folder: `--runner native` measures the host through it with the host-built runner, and
+the tests run the Android backend end to end through it with no phone.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ class Transport(abc.ABC):
 class LocalTransport(Transport):
     """A "device" that is a scratch folder on this host: remote paths are relative to `root`.
 
-    Used by tests (and `--runner native` on the host) to drive the very code path a phone uses.
+    The host's device for `--runner native` (profiler.backends.native): the host-built runner
+    goes the very code path a phone takes, minus adb. The tests drive that path through it too.
     """
 
     def __init__(self, root: Path):
