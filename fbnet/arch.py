@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fbnet.errors import UserError
+from fbnet.io import atomic_write_text
 from fbnet.published import latency_ms, top1
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig, get_candidate
 from fbnet.workloads import Workload, candidate_workload, fixed_parts
@@ -281,8 +282,6 @@ def load_architecture(spec: str, *, resolution: int | None = None, width: float 
 
 
 def save_architecture(arch: Architecture, path: Path) -> None:
-    from fbnet.io import atomic_write_text
-
     atomic_write_text(Path(path), arch.to_json())
 
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Union
 
 from fbnet.errors import UserError
-from fbnet.space import LayerShape, SpaceConfig, conv_out, get_candidate, keeps_shape
+from fbnet.space import (CANDIDATE_NAMES, LayerShape, SpaceConfig, conv_out, get_candidate,
+                         keeps_shape)
 
 
 @dataclass(frozen=True)
@@ -251,8 +252,6 @@ def space_workloads(space: SpaceConfig) -> list[Workload]:
     Layers of a stage after its first share a shape, so they share keys; the order is stable
     (fixed stem, layers in order with candidates in index order, then head, pool, classifier).
     """
-    from fbnet.space import CANDIDATE_NAMES
-
     parts = fixed_parts(space)
     ordered: dict[str, Workload] = {parts.stem.key: parts.stem}
     for layer in space.layers():

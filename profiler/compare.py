@@ -20,12 +20,15 @@ import html
 import itertools
 import json
 import math
+import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import kendalltau, spearmanr
+from tqdm import tqdm
 
 from fbnet.errors import UserError, cli_entry
 from fbnet.io import atomic_write_text
@@ -113,6 +116,7 @@ def layer_labels(space: SpaceConfig) -> list[str]:
 
 # --- figures -------------------------------------------------------------------------------------
 def _plt():
+    # matplotlib loads only where a figure is drawn, with the Agg backend set before pyplot
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,8 +128,6 @@ def _plt():
 
 def _save(fig, path: Path) -> None:
     """Write the PNG atomically (a Ctrl-C never leaves half a figure) and free it."""
-    import os
-
     import matplotlib.pyplot as plt
 
     tmp = path.with_name(f".{path.name}.tmp")
@@ -244,8 +246,6 @@ def block_points(a: Device, b: Device, space: SpaceConfig) -> list[tuple[str, st
 
 
 def rank_stats(xs, ys) -> dict:
-    from scipy.stats import kendalltau, spearmanr
-
     return {"spearman": float(spearmanr(xs, ys).statistic),
             "kendall": float(kendalltau(xs, ys).statistic), "n": len(xs)}
 
@@ -430,8 +430,6 @@ def plot_networks(devices: list[Device], prices: dict, out: Path) -> Figure:
 
 # --- the report ----------------------------------------------------------------------------------
 def build_report(paths: list[str], out: Path, arch_specs: list[str], progress: bool = True) -> Report:
-    from tqdm import tqdm
-
     space, devices = load_devices(paths)
     specs = list(dict.fromkeys([*DEFAULT_ARCHS, *arch_specs]))
     prices = price_networks(devices, specs, set(arch_specs))  # bad --arch fails before any output

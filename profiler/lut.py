@@ -23,6 +23,9 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
+from scipy.stats import kendalltau, spearmanr
+
 from fbnet.arch import Architecture, load_architecture
 from fbnet.errors import UserError, cli_entry
 from fbnet.io import atomic_write_text
@@ -205,8 +208,6 @@ def _short(value, limit: int = 110) -> str:
 
 # --- diff ----------------------------------------------------------------------------------------
 def cmd_diff(args) -> None:
-    from scipy.stats import kendalltau, spearmanr
-
     a, b = load_lut(args.a), load_lut(args.b)
     common = [k for k in a.entries if k in b.entries]
     only_a = [k for k in a.entries if k not in b.entries]
@@ -367,8 +368,6 @@ def cmd_to_csv(args) -> None:
     lut = load_lut(args.lut)
     out = Path(args.out)
     if args.wide:
-        import pandas as pd
-
         space = lut_space(lut)
         lut.require([w.key for w in space_workloads(space)], "its space")
         rows = []

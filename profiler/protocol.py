@@ -12,6 +12,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from fbnet.errors import UserError
 from fbnet.io import atomic_write_json
 
@@ -143,6 +145,4 @@ class BenchResult:
 
 def fill_pattern(numel: int):
     """The deterministic input every runner feeds: value = ((i % 255) / 255) - 0.5 (float32)."""
-    import numpy as np
-
     return ((np.arange(numel, dtype=np.int64) % 255) / 255.0 - 0.5).astype(np.float32)

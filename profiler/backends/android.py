@@ -26,6 +26,7 @@ from pathlib import Path
 
 from fbnet.errors import UserError
 from fbnet.lut import DeviceInfo, RuntimeInfo
+from profiler.backends.adb_transport import AdbTransport, adb_client, list_attached, select_serials
 from profiler.backends.base import (Backend, BackendOptions, Program, Transport, TransportError,
                                     sha256_file)
 from profiler.protocol import BenchResult, Manifest, ProgramResult, ProgramSpec
@@ -569,9 +570,6 @@ def android_runner_path(options: BackendOptions) -> Path:
 
 def create_backend(profile, options: BackendOptions) -> Backend:
     """Find the phone(s) for `profile` on the adb server and build the backend."""
-    from profiler.backends.adb_transport import (AdbTransport, adb_client, list_attached,
-                                                 select_serials)
-
     serial = options.extra.get("serial") or os.environ.get("ANDROID_SERIAL")
     wanted = tuple(profile.serials) or ((serial,) if serial else ())
     client = adb_client()

@@ -27,14 +27,11 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fbnet.errors import UserError
 from fbnet.lut import DeviceInfo, RuntimeInfo
+from profiler.devices import DeviceProfile
 from profiler.protocol import BenchResult, InputSpec, Manifest
-
-if TYPE_CHECKING:
-    from profiler.devices import DeviceProfile
 
 RUNNERS = ("python", "native")
 

@@ -16,7 +16,11 @@ from pathlib import Path
 from fbnet.errors import UserError
 from fbnet.lut import DeviceInfo, RuntimeInfo
 from profiler.backends.base import Backend, BackendOptions, Program
+from profiler.backends.native import create_backend as create_native
+from profiler.export import runtime_versions
+from profiler.measure import run_manifest
 from profiler.protocol import BenchResult, Manifest
+
 
 def _cpu_model() -> str:
     try:
@@ -45,8 +49,6 @@ class HostBackend(Backend):
         """Nothing to copy: the in-process runner reads the artifact cache directly."""
 
     def run_job(self, manifest: Manifest) -> BenchResult:
-        from profiler.measure import run_manifest
-
         workdir = Path(self.options.workdir or tempfile.mkdtemp(prefix="fbnet-job-"))
         return run_manifest(manifest, Path("/"), workdir)
 
@@ -57,8 +59,6 @@ class HostBackend(Backend):
         pass
 
     def runtime_info(self) -> RuntimeInfo:
-        from profiler.export import runtime_versions
-
         versions = runtime_versions()
         if self.options.runtime == "torchscript":
             return RuntimeInfo("torchscript-lite", versions["torch"], None, "fp32",
@@ -73,7 +73,5 @@ def create_backend(profile, options: BackendOptions) -> Backend:
         if options.runtime != "executorch":
             raise UserError("--runner native runs ExecuTorch programs only; "
                             "use --runner python with --runtime torchscript")
-        from profiler.backends.native import create_backend as create_native
-
         return create_native(profile, options)
     return HostBackend(profile, options)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import fnmatch
 import json
 import os
 import shutil
@@ -27,6 +28,8 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from packaging.version import Version
 
 from fbnet.errors import UserError
 from fbnet.lut import DeviceInfo, RuntimeInfo
@@ -131,7 +134,9 @@ class IosTransport(Transport):
 
 class Pmd3Transport(IosTransport):
     """A real iPhone over USB through pymobiledevice3 (its API is async: one private event loop
-    runs every call, each bounded by a timeout so a wedged phone never hangs the profiler)."""
+    runs every call, each bounded by a timeout so a wedged phone never hangs the profiler).
+    pymobiledevice3 is the optional extra `ios`: it is imported where a phone is reached, so
+    the backend and its tests load without it."""
 
     def __init__(self, bundle_id: str):
         try:
@@ -170,9 +175,6 @@ class Pmd3Transport(IosTransport):
         return self.device
 
     async def _connect(self, udid, models, profile_name) -> IosDevice:
-        import fnmatch
-
-        from packaging.version import Version
         from pymobiledevice3 import usbmux
         from pymobiledevice3.exceptions import ConnectionFailedToUsbmuxdError
         from pymobiledevice3.lockdown import create_using_usbmux
@@ -232,7 +234,7 @@ class Pmd3Transport(IosTransport):
     async def _check_disk_image(self, lockdown, version) -> None:
         from pymobiledevice3.services.mobile_image_mounter import MobileImageMounterService
 
-        image_type = "Personalized" if version >= _v("17.0") else "Developer"
+        image_type = "Personalized" if version >= Version("17.0") else "Developer"
         async with MobileImageMounterService(lockdown) as mounter:
             mounted = await mounter.is_image_mounted(image_type)
         if not mounted:
@@ -241,7 +243,7 @@ class Pmd3Transport(IosTransport):
 
     async def _dvt_service_provider(self, lockdown, version):
         """What DVT (app launching) runs over: lockdown before iOS 17, an RSD tunnel after."""
-        if version < _v("17.0"):
+        if version < Version("17.0"):
             return lockdown
         from pymobiledevice3.exceptions import TunneldConnectionError
         from pymobiledevice3.tunneld.api import get_tunneld_device_by_udid
@@ -253,7 +255,7 @@ class Pmd3Transport(IosTransport):
         if rsd is not None:
             self._stack.push_async_callback(rsd.close)
             return rsd
-        if version < _v("17.4"):
+        if version < Version("17.4"):
             raise UserError(f"iOS {version} (17.0-17.3) reaches developer services only through "
                             "a tunnel: run `sudo pymobiledevice3 remote tunneld` in another "
                             "terminal and re-run")
@@ -367,12 +369,6 @@ class Pmd3Transport(IosTransport):
             pass
         finally:
             self._loop.close()
-
-
-def _v(text: str):
-    from packaging.version import Version
-
-    return Version(text)
 
 
 def explain_pmd3_error(err: Exception) -> str:
