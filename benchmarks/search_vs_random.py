@@ -15,8 +15,8 @@ target; the table says which sampler each seed used.
 The supernet's ranking quality is printed too: Kendall tau between each network's top-1 with
 the supernet's weights (its candidates alone, forward_arch) and its stand-alone top-1.
 
-The stand-alone recipe is a short one that fits a CPU (default: 2 epochs over --train-images
-Fashion-MNIST images at --train-width of the space, val on --val-images): it ranks networks,
+The stand-alone recipe (search/standalone.py) is a short one that fits a CPU: a few epochs over
+a fixed subset of Fashion-MNIST at half width, top-1 on a fixed val subset. It ranks networks,
 it does not measure their final accuracy.
 
 Every search and training writes into --out and is reused when its result is there, so an
@@ -67,12 +67,12 @@ def parse_args(argv):
     p.add_argument("--search-args", default="",
                    help="extra search.run arguments, e.g. \"--epochs 3\" (default: none, the "
                         "default search)")
-    p.add_argument("--train-epochs", type=int, default=2)
-    p.add_argument("--train-images", type=int, default=12000)
-    p.add_argument("--val-images", type=int, default=5000)
-    p.add_argument("--train-width", type=float, default=0.5,
-                   help="width multiplier the stand-alone networks train at (default 0.5, the "
-                        "search's proxy width)")
+    p.add_argument("--train-epochs", type=int, default=StandaloneRecipe.epochs)
+    p.add_argument("--train-images", type=int, default=StandaloneRecipe.train_images)
+    p.add_argument("--val-images", type=int, default=StandaloneRecipe.val_images)
+    p.add_argument("--train-width", type=float, default=StandaloneRecipe.width,
+                   help="width multiplier the stand-alone networks train at (default "
+                        f"{StandaloneRecipe.width}, the search's proxy width)")
     p.add_argument("--train-seed", type=int, default=0, help="the one training seed (default 0)")
     p.add_argument("--out", default="runs/search_vs_random")
     p.add_argument("--json", action="store_true")

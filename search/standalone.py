@@ -32,8 +32,8 @@ from search.train import Recipe, train
 class StandaloneRecipe:
     data: str = DEFAULT_DATA
     epochs: int = 2
-    train_images: int = 12000
-    val_images: int = 5000
+    train_images: int = 6000
+    val_images: int = 3000
     width: float = 0.5
 
     def check(self) -> None:

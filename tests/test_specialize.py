@@ -64,3 +64,34 @@ def test_budget_flags_exclude_each_other():
         Budget(5.0, 0.5).check()
     with pytest.raises(UserError, match="positive"):
         Budget(target_rel=0).check()
+
+
+def test_relative_budget_is_a_fraction_of_fbnet_b_on_that_lut():
+    from fbnet.arch import Architecture, named_architecture
+    from search.budget import reference_ms
+    from test_search import make_lut, macs_cost
+
+    space = SpaceConfig.create(32, num_classes=10)
+    lut = make_lut(space, macs_cost)
+    fbnet_b = Architecture("b", space, named_architecture("fbnet_b").candidates)
+    # an independent sum over the blocks of FBNet-B (plain summation: no offsets)
+    expected = sum(lut.entries[layer.key].latency_ms for layer in fbnet_b.layers())
+    assert reference_ms(lut, space) == pytest.approx(expected)
+    table = lut.layer_table(space)
+    assert Budget(target_rel=0.5).resolve_ms(lut, space, table) == pytest.approx(0.5 * expected)
+    with pytest.raises(UserError, match=r"--target-rel 0.01 .* below the cheapest"):
+        Budget(target_rel=0.01).resolve_ms(lut, space, table)
+
+
+def test_pair_refuses_luts_of_different_sizes_and_a_single_lut(tmp_path):
+    from search.pair import PairSettings, check_resolutions
+    from test_search import make_lut
+
+    a = make_lut(SpaceConfig.create(32), path=tmp_path / "a_32.json")
+    b = make_lut(SpaceConfig.create(64), path=tmp_path / "b_64.json")
+    with pytest.raises(UserError, match="different input sizes"):
+        check_resolutions([a, b])
+    with pytest.raises(UserError, match="at least two LUTs"):
+        PairSettings((tmp_path / "a_32.json",), Budget(target_rel=0.5)).check()
+    with pytest.raises(UserError, match="matched budget"):
+        PairSettings((tmp_path / "a_32.json", tmp_path / "b_64.json"), Budget()).check()
