@@ -46,7 +46,7 @@ done
 STAMP_TEXT="et=$ET_DIR cmake=$CM ninja=$NINJA type=$BUILD_TYPE et_version=$(cksum < "$ET_DIR/version.py" 2>/dev/null | cut -d' ' -f1)"
 STAMP="$BUILD_DIR/.fbnet_build_stamp"
 if [[ -x "$BIN" && -f "$STAMP" && "$(cat "$STAMP")" == "$STAMP_TEXT" ]]; then
-  newer="$(find "$HERE/CMakeLists.txt" "$HERE/runner" -newer "$BIN" -type f 2>/dev/null | head -n1)"
+  newer="$(find "$HERE/CMakeLists.txt" "$REPO/bench_runner" -newer "$BIN" -type f 2>/dev/null | head -n1)"
   if [[ -z "$newer" ]]; then
     echo "$BIN"
     exit 0

@@ -1,7 +1,7 @@
 """The benchmark protocol every runner shares (docs/bench-protocol.md), as Python dataclasses.
 
 The profiler writes a `Manifest`, a runner (the in-process Python runner in profiler.measure,
-the native C++ `fbnet_bench` of android_app/, the iOS app) executes it and writes a
+the native C++ `fbnet_bench` of bench_runner/, the iOS app) executes it and writes a
 `BenchResult`. Field names are exactly the JSON ones.
 """
 

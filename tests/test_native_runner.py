@@ -1,4 +1,4 @@
-"""Tests of the native benchmark runner (android_app/, docs/bench-protocol.md).
+"""Tests of the native benchmark runner (bench_runner/, docs/bench-protocol.md).
 
 The runner is built for this machine against the executorch pip wheel by
 android_app/build_host.sh (once per session; the first build takes a few

@@ -2,7 +2,7 @@
 # Fetches the C++ headers of ExecuTorch v1.5.1 (the version the app links through Swift
 # Package Manager) into ios_app/third-party/executorch-headers/, for the shared benchmark
 # core: the prebuilt xcframeworks export the module/tensor API headers but not those of
-# the runtime internals and ETDump that android_app/runner/bench_core.cpp includes.
+# the runtime internals and ETDump that bench_runner/bench_core.cpp includes.
 # Idempotent: returns at once when the headers are there. Needs git and network access.
 set -euo pipefail
 

@@ -1,4 +1,4 @@
-"""`--device host --runner native`: the native C++ runner (android_app/) on this machine.
+"""`--device host --runner native`: the native C++ runner (bench_runner/) on this machine.
 
 It runs the Android backend's own code path - the same probe, pinning, pushes, shell commands
 and result handling - over a `LocalTransport` whose scratch folder is laid out like the phone

@@ -1,4 +1,4 @@
-// Objective-C face of the shared C++ benchmark core (android_app/runner/bench_core.h), so
+// Objective-C face of the shared C++ benchmark core (bench_runner/bench_core.h), so
 // the Swift app runs exactly the measuring code the Android/host runner runs.
 #import <Foundation/Foundation.h>
 
