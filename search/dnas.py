@@ -44,7 +44,7 @@ from fbnet.errors import UserError
 from fbnet.io import atomic_write_json, atomic_write_text
 from fbnet.lut import LayerTable
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
-from search.loss import LatencyModel, LossConfig, dnas_loss
+from search.loss import LatencyModel, LossConfig, dnas_loss, latency_only_loss
 from search.convergence import assess
 from search.supernet import DEFAULT_BOUNDARY, SuperNet, recalibrated_bn, temperature
 
@@ -634,8 +634,6 @@ def latency_only_search(model: SuperNet, latency: LatencyModel, loss_cfg: LossCo
                         seed: int = 0) -> list[int]:
     """Sanity check (a): weights frozen, only the latency term trains theta (Adam). Returns the
     argmax candidate index per layer, which must be each layer's LUT-cheapest candidate."""
-    from search.loss import latency_only_loss
-
     opt = torch.optim.Adam([model.theta], lr=lr)
     for step in range(steps):
         gen = torch.Generator().manual_seed(_seed(seed, step, "ex"))
