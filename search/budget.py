@@ -1,14 +1,16 @@
-"""Latency budgets that mean the same on every device: relative to a reference network's price.
+"""Latency budgets that mean the same on every device: relative to a reference price.
 
-A budget in milliseconds means different things on different LUTs (FBNet-B costs 10.3 ms on
-the S8 LUT at 32x32 and 1.0 ms on this host's), so comparing two devices' searches at one
---target-ms, or at one --latency-weight of the paper's loss, compares networks at different
-points of their trade-off. The reference is FBNet-B (the paper's Table 1 network) in the
-searched space, priced by the same LUT:
+A budget in milliseconds means different things on different LUTs (the same network costs
+about 10 ms on the S8 LUT at 32x32 and 1 ms on this host's), so comparing two devices' searches
+at one --target-ms, or at one --latency-weight of the paper's loss, compares networks at
+different points of their trade-off. The reference is the space's mean price on the same LUT:
+the expected price of an architecture drawn with every candidate equally likely, which is
+also where a search starts (theta uniform). It exists for every space and every LUT.
 
-- `--target-rel F` sets the budget to F x price(FBNet-B) on the LUT being searched;
-- `--normalize-latency` makes the fbnet loss use LAT / price(FBNet-B) instead of LAT in ms,
-  so a latency weight pushes equally hard, relative to the device's own scale, on every LUT.
+- `--target-rel F` sets the budget to F x the reference price on the LUT being searched;
+- `--latency-unit reference` (search.run's default) makes the fbnet loss use LAT / reference
+  instead of LAT in ms, so a latency weight pushes equally hard, relative to the device's own
+  scale, on every LUT.
 """
 
 from __future__ import annotations
@@ -17,18 +19,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fbnet.arch import Architecture, named_architecture
 from fbnet.errors import UserError
-from fbnet.lut import LayerTable, Lut
-from fbnet.space import SpaceConfig
+from fbnet.lut import LayerTable
 
-REFERENCE_ARCH = "fbnet_b"
+REFERENCE_NAME = "the space's mean price"
 
 
-def reference_ms(lut: Lut, space: SpaceConfig) -> float:
-    """The reference network's price on `lut`, with its candidates in `space`."""
-    ref = named_architecture(REFERENCE_ARCH)
-    return lut.price(Architecture(REFERENCE_ARCH, space, ref.candidates)).total_ms
+def reference_ms(table: LayerTable) -> float:
+    """The expected price of an architecture of the space with uniform candidates."""
+    return table.fixed_ms + float(np.asarray(table.per_layer_ms).mean(1).sum())
 
 
 def price_range_ms(table: LayerTable) -> tuple[float, float]:
@@ -56,20 +55,21 @@ class Budget:
     def given(self) -> bool:
         return self.target_ms is not None or self.target_rel is not None
 
-    def resolve_ms(self, lut: Lut, space: SpaceConfig, table: LayerTable) -> float:
-        """The budget in ms on this LUT; a one-line error when no architecture can meet it."""
+    def resolve_ms(self, table: LayerTable, source: str) -> float:
+        """The budget in ms on the LUT `table` was priced from (named `source` in errors); a
+        one-line error when no architecture can meet it."""
         ms = (self.target_ms if self.target_ms is not None
-              else self.target_rel * reference_ms(lut, space))
+              else self.target_rel * reference_ms(table))
         cheapest, _ = price_range_ms(table)
         if ms < cheapest:
             asked = (f"--target-ms {self.target_ms:g}" if self.target_ms is not None else
                      f"--target-rel {self.target_rel:g} ({ms:.3f} ms)")
             raise UserError(f"{asked} is below the cheapest architecture of the space on "
-                            f"{lut.path or lut.title} ({cheapest:.3f} ms, every layer at its "
+                            f"{source} ({cheapest:.3f} ms, every layer at its "
                             "cheapest candidate); raise the budget")
         return ms
 
     def describe(self) -> str:
         if self.target_ms is not None:
             return f"{self.target_ms:g} ms"
-        return f"{self.target_rel:g} x {REFERENCE_ARCH}"
+        return f"{self.target_rel:g} x the space's mean price"

@@ -215,8 +215,12 @@ class Search:
         self.w_opt = torch.optim.SGD(self.w_params, lr=train_cfg.w_lr,
                                      momentum=train_cfg.w_momentum,
                                      weight_decay=train_cfg.w_weight_decay)
-        self.theta_opt = torch.optim.Adam([self.model.theta], lr=train_cfg.theta_lr,
-                                          weight_decay=train_cfg.theta_weight_decay)
+        # Decoupled weight decay (AdamW): theta's gradient is tiny (CE * alpha through a
+        # straight-through mask, RMS ~5e-4 per step), so the paper's 5e-4 as an L2 term in the
+        # gradient is as large as the gradient itself once theta moves, and pulls theta back to
+        # uniform; measured, it stalled searches at a median P(argmax) of 0.35.
+        self.theta_opt = torch.optim.AdamW([self.model.theta], lr=train_cfg.theta_lr,
+                                           weight_decay=train_cfg.theta_weight_decay)
         self.pos = Position()
         self.pos_rng = torch.get_rng_state()
         self.history: list[dict] = []

@@ -21,8 +21,9 @@ Only theta is trained on this loss. The weight step minimizes plain CE: the late
 not depend on w and would only rescale each example's CE gradient (by a factor that moves with
 --latency-weight), i.e. silently change the weights' learning rate.
 
-With a reference price R (`--normalize-latency`, search/budget.py) the loss uses LAT / R in
-place of LAT_ms, so one latency weight pushes alike on devices of different speed.
+With a reference price R (`--latency-unit reference`, search.run's default; search/budget.py)
+the loss uses LAT / R in place of LAT_ms, so one latency weight pushes alike on devices of
+different speed.
 
 `target` (drive the network to a budget T ms):
 

@@ -1,8 +1,8 @@
 """Device-specific networks at matched budgets: the paper's Table 5 from our own searches.
 
 For every LUT given (--lut, repeated) and every search seed: search that LUT at one relative
-budget (--target-rel F: F x FBNet-B's price on that LUT, the same point of each device's own
-trade-off; search/budget.py). With --specialize, the supernet of each search also gives every
+budget (--target-rel F: F x the space's mean price on that LUT, the same point of each
+device's own trade-off; search/budget.py). With --specialize, the supernet of each search also gives every
 other device's network at the same relative budget, without a new search (search.specialize).
 Every network is trained with one stand-alone recipe over --train-seeds (search/standalone.py)
 and priced on every LUT.
@@ -15,10 +15,10 @@ own phone at matched accuracy) are printed beside it: the speed-up on D, and the
 Searches and trainings are cached in --out and reused, so an interrupted run continues.
 
 Examples:
-  python -m search.pair --lut luts/s8.json --lut luts/iphone_x.json --target-rel 0.5
-  python -m search.pair --lut luts/pixel3.json --lut luts/edgegpu.json --target-rel 0.6 \\
+  python -m search.pair --lut luts/s8.json --lut luts/iphone_x.json --target-rel 0.8
+  python -m search.pair --lut luts/pixel3.json --lut luts/edgegpu.json --target-rel 0.8 \\
       --seeds 0,1,2 --train-seeds 0,1,2 --specialize --json
-  python -m search.pair --lut luts/s8.json --lut luts/iphone_x.json --target-rel 0.5 \\
+  python -m search.pair --lut luts/s8.json --lut luts/iphone_x.json --target-rel 0.8 \\
       --search-args "--epochs 3" --out runs/pair_short
 """
 
@@ -197,7 +197,7 @@ def parse_args(argv):
     p.add_argument("--lut", action="append", required=True,
                    help="a device's LUT; repeat for each device (at least two)")
     p.add_argument("--target-rel", type=float, help="the matched budget: a fraction of "
-                   "FBNet-B's price on each LUT")
+                   "the space's mean price on each LUT")
     p.add_argument("--target-ms", type=float, help="one budget in ms for every LUT (not "
                    "matched across devices of different speed)")
     p.add_argument("--seeds", default="0", help="search seeds (default 0)")

@@ -45,7 +45,7 @@ from fbnet.io import atomic_write_json
 from fbnet.lut import Lut, load_lut
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from search.convergence import Convergence, assess
-from search.budget import REFERENCE_ARCH, Budget, reference_ms
+from search.budget import Budget, reference_ms
 from search.data import DATA_SPECS, DEFAULT_DATA, load_data, split_train
 from search.dnas import (ALTERNATES, CHECKPOINT_NAME, LOG_CSV, LOG_JSONL, Dist, Search,
                          TrainConfig, sample_architectures, write_theta)
@@ -59,6 +59,8 @@ from search.supernet import BOUNDARIES, MODES
 # in about 10 minutes on 2 CPU cores (docs/search.md, "Convergence").
 DEFAULT_PROXY_WIDTH = 0.5
 DEFAULT_TRAIN_IMAGES = 9600
+# with LAT in units of the space's mean price: halving it lowers the loss factor 1.9x
+DEFAULT_LATENCY_WEIGHT = 2.0
 
 
 def parse_args(argv):
@@ -112,7 +114,7 @@ def parse_args(argv):
                    help=f"theta: Adam lr (default {d.theta_lr}; the paper's 0.01 suits its "
                    "long schedules)")
     g.add_argument("--theta-weight-decay", type=float, default=d.theta_weight_decay,
-                   help="theta: Adam weight decay (5e-4)")
+                   help="theta: decoupled (AdamW) weight decay (5e-4, the paper's coefficient)")
     g.add_argument("--tau0", type=float, default=d.tau0, help="initial Gumbel temperature (5.0)")
     g.add_argument("--tau-final", type=float, default=d.tau_final,
                    help=f"Gumbel temperature at the last theta step (default {d.tau_final}); it "
@@ -131,19 +133,22 @@ def parse_args(argv):
     g.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     l = p.add_argument_group("loss")
     l.add_argument("--loss", choices=LOSSES,
-                   help="fbnet: CE*alpha*log(1+LAT_ms)^(beta*w); target: CE + w*max(0, LAT/T-1)")
+                   help="fbnet: CE*alpha*log(1+LAT)^(beta*w); target: CE + w*max(0, LAT/T-1) "
+                        "(default fbnet; target when a budget is given)")
     l.add_argument("--alpha", type=float, default=0.2, help="fbnet loss alpha (0.2)")
     l.add_argument("--beta", type=float, default=0.6, help="fbnet loss beta (0.6)")
-    l.add_argument("--latency-weight", type=float, default=1.0,
-                   help="strength w of the latency term (default 1 = the paper; 0 = accuracy only)")
+    l.add_argument("--latency-weight", type=float, default=DEFAULT_LATENCY_WEIGHT,
+                   help=f"strength w of the latency term (default {DEFAULT_LATENCY_WEIGHT:g}; "
+                        "0 = accuracy only; the paper: 1 with --latency-unit ms)")
     l.add_argument("--target-ms", type=float,
                    help="latency budget in ms on the searched LUT (implies --loss target)")
     l.add_argument("--target-rel", type=float,
-                   help=f"latency budget as a fraction of {REFERENCE_ARCH}'s price on the "
+                   help="latency budget as a fraction of the space's mean price on the "
                         "searched LUT, the same on every device (implies --loss target)")
-    l.add_argument("--normalize-latency", action="store_true",
-                   help=f"fbnet loss: LAT in units of {REFERENCE_ARCH}'s price on the LUT, not "
-                        "ms, so a --latency-weight pushes alike on every device")
+    l.add_argument("--latency-unit", choices=("reference", "ms"), default="reference",
+                   help="fbnet loss: LAT in units of the space's mean price on the searched "
+                        "LUT, so a --latency-weight pushes alike on every device (default), or "
+                        "in ms as in the paper")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
@@ -306,7 +311,7 @@ def main(argv=None) -> int:
         train_cfg = replace(train_cfg, w_lr=0.1 * args.batch_size * d.world / 192)
     try:
         result = run_search(settings, loss_cfg, train_cfg, device, d, budget,
-                            normalize_latency=args.normalize_latency,
+                            normalize_latency=args.latency_unit == "reference",
                             announce=None if args.json else print)
     finally:
         d.close()
@@ -330,9 +335,9 @@ def run_search(settings: SearchSettings, loss_cfg: LossConfig, train_cfg: TrainC
     space = build_space(lut, bundle.resolution, bundle.num_classes, settings.width)
     table = lut.layer_table(space)  # UserError listing missing keys if the LUT lacks the space
     if budget.given:
-        loss_cfg = replace(loss_cfg, target_ms=budget.resolve_ms(lut, space, table))
+        loss_cfg = replace(loss_cfg, target_ms=budget.resolve_ms(table, str(lut.path)))
     if normalize_latency:
-        loss_cfg = replace(loss_cfg, reference_ms=reference_ms(lut, space))
+        loss_cfg = replace(loss_cfg, reference_ms=reference_ms(table))
     loss_cfg.check()
     # the supernet may train narrower than the space it prices (a proxy for the accuracy side)
     proxy = build_space(lut, bundle.resolution, bundle.num_classes,

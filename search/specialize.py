@@ -115,7 +115,7 @@ def parse_args(argv):
                    "for a 32x32 supernet, as in search.run)")
     p.add_argument("--target-ms", type=float, help="latency budget in ms on --lut")
     p.add_argument("--target-rel", type=float,
-                   help="latency budget as a fraction of FBNet-B's price on --lut")
+                   help="latency budget as a fraction of the space's mean price on --lut")
     p.add_argument("--out", help="write the architecture here (default: print only)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p.parse_args(argv)
@@ -129,7 +129,7 @@ def specialize(checkpoint: Path, lut_path: Path, budget: Budget
     lut_space = SpaceConfig.from_dict(lut.space) if lut.space else space
     check_same_space(space.with_classes(lut_space.num_classes), lut_space, checkpoint)
     table = lut.layer_table(space)
-    budget_ms = budget.resolve_ms(lut, space, table)
+    budget_ms = budget.resolve_ms(table, str(lut.path))
     log_probs = torch.log_softmax(trained.model.theta.detach().double(), -1).numpy()
     found = best_under_budget(log_probs, table, budget_ms)
     arch = Architecture(f"specialized_{Path(lut.path).stem}", space, found.candidates)
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
         save_architecture(arch, Path(args.out))
     result = {"arch": arch.to_dict(), "arch_string": to_arch_string(arch),
               "latency_ms": found.latency_ms, "budget_ms": found.budget_ms,
-              "reference_ms": reference_ms(lut, arch.space), "score": found.score,
+              "reference_ms": reference_ms(lut.layer_table(arch.space)), "score": found.score,
               "lut": str(lut.path), "macs": arch.macs, "params": arch.params,
               "seconds": seconds, "out": args.out}
     if args.json:

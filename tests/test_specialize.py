@@ -66,21 +66,15 @@ def test_budget_flags_exclude_each_other():
         Budget(target_rel=0).check()
 
 
-def test_relative_budget_is_a_fraction_of_fbnet_b_on_that_lut():
-    from fbnet.arch import Architecture, named_architecture
+def test_relative_budget_is_a_fraction_of_the_spaces_mean_price():
     from search.budget import reference_ms
-    from test_search import make_lut, macs_cost
 
-    space = SpaceConfig.create(32, num_classes=10)
-    lut = make_lut(space, macs_cost)
-    fbnet_b = Architecture("b", space, named_architecture("fbnet_b").candidates)
-    # an independent sum over the blocks of FBNet-B (plain summation: no offsets)
-    expected = sum(lut.entries[layer.key].latency_ms for layer in fbnet_b.layers())
-    assert reference_ms(lut, space) == pytest.approx(expected)
-    table = lut.layer_table(space)
-    assert Budget(target_rel=0.5).resolve_ms(lut, space, table) == pytest.approx(0.5 * expected)
-    with pytest.raises(UserError, match=r"--target-rel 0.01 .* below the cheapest"):
-        Budget(target_rel=0.01).resolve_ms(lut, space, table)
+    # two layers, fixed 1 ms: the mean architecture costs 1 + mean(row 0) + mean(row 1)
+    table = LayerTable(1.0, [[1.0] * 8 + [10.0], [2.0] * 9])
+    assert reference_ms(table) == pytest.approx(1.0 + 2.0 + 2.0)
+    assert Budget(target_rel=0.9).resolve_ms(table, "t.json") == pytest.approx(4.5)
+    with pytest.raises(UserError, match=r"--target-rel 0.5 .* below the cheapest.*4\.000 ms"):
+        Budget(target_rel=0.5).resolve_ms(table, "t.json")
 
 
 def test_pair_refuses_luts_of_different_sizes_and_a_single_lut(tmp_path):
