@@ -245,10 +245,13 @@ def published_architecture(name: str) -> Architecture:
 
 def load_architecture(spec: str, *, resolution: int | None = None, width: float = 1.0,
                       num_classes: int | None = None) -> Architecture:
-    """A named architecture, an architecture JSON file, or `samples.json#K` (K-th sample)."""
+    """A named architecture, an architecture JSON file, `samples.json#K` (K-th sample), or an
+    arch string (`to_arch_string`; its strides say its layout: 224 or 32 unless `resolution`)."""
     if spec in NAMED_ARCHITECTURES:
         return named_architecture(spec, resolution=resolution, width=width,
                                   num_classes=num_classes)
+    if _TOKEN.match(spec.split("|")[0].split(",")[0]) and not spec.endswith(".json"):
+        return _from_arch_string_spec(spec, resolution, width, num_classes)
     path_str, _, index = spec.partition("#")
     path = Path(path_str)
     if not path.suffix == ".json" and not path.exists():
@@ -279,6 +282,27 @@ def load_architecture(spec: str, *, resolution: int | None = None, width: float 
             num_classes=num_classes or s.num_classes, in_channels=s.in_channels)
         arch = arch.with_space(space)
     return arch
+
+
+def _from_arch_string_spec(text: str, resolution: int | None, width: float,
+                           num_classes: int | None) -> Architecture:
+    def parse(res: int) -> Architecture:
+        return from_arch_string(text, name="arch_string", resolution=res, num_classes=num_classes)
+
+    if resolution:
+        arch = parse(resolution)
+    else:  # the strides say the layout: try the imagenet one (224), then the small one (32)
+        try:
+            arch = parse(224)
+        except UserError:
+            arch = parse(32)
+    if width == 1.0:
+        return arch
+    s = arch.space
+    return arch.with_space(SpaceConfig.create(
+        s.resolution, width=width, stem_channels=s.stem_channels, stage_widths=s.stage_widths,
+        stage_depths=s.stage_depths, head_channels=s.head_channels, num_classes=s.num_classes,
+        in_channels=s.in_channels))
 
 
 def save_architecture(arch: Architecture, path: Path) -> None:

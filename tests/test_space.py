@@ -174,3 +174,16 @@ def test_cli_malformed_json(cli, tmp_path):
     wrong.write_text(json.dumps({"candidates": ["k3_e1"] * 3}))
     out = cli("search.space", str(wrong))
     assert out.returncode == 2 and "22 searchable layers" in out.stderr
+
+
+@pytest.mark.parametrize("resolution", [None, 32])
+def test_arch_strings_are_accepted_wherever_an_architecture_is(resolution, cli):
+    from fbnet.arch import load_architecture, named_architecture, to_arch_string
+
+    ref = named_architecture("fbnet_b", resolution=resolution)
+    text = to_arch_string(ref)
+    back = load_architecture(text)  # no resolution: the strides say the layout
+    assert back.space == ref.space and back.candidates == ref.candidates
+    shown = cli("search.space", text, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["macs"] == ref.macs
