@@ -20,6 +20,7 @@ import argparse
 import itertools
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fbnet.lut import load_lut  # noqa: E402
+from fbnet.space import SpaceConfig  # noqa: E402
+from profiler.run import random_architecture  # noqa: E402
 
 TARGETS = {"median_abs_error_pct": 5.0, "kendall_tau": 0.9, "within_5pct": 0.9}
 
@@ -55,9 +58,10 @@ def run_json(cmd: list[str]) -> tuple[dict, float]:
     return json.loads(proc.stdout), wall
 
 
-def agreement(paths: list[Path]) -> dict:
+def agreement(paths: list[Path], networks: int = 200) -> dict:
     """Fraction of entries within 5% (relative to the lower value) in each pair of builds and
-    across all of them (largest / smallest - 1)."""
+    across all of them (largest / smallest - 1), and the same for what the builds predict for
+    `networks` random networks of the space."""
     luts = [load_lut(p) for p in paths]
     keys = sorted(set.intersection(*(set(lut.entries) for lut in luts)))
     values = np.array([[lut.entries[k].latency_ms for k in keys] for lut in luts])
@@ -67,7 +71,15 @@ def agreement(paths: list[Path]) -> dict:
         rel = np.abs(values[i] - values[j]) / low
         pairs[f"{i + 1}-{j + 1}"] = round(float(np.mean(rel <= 0.05)), 4)
     spread = values.max(axis=0) / values.min(axis=0) - 1
+    space = SpaceConfig.from_dict(luts[0].space)
+    rng = random.Random(1)
+    archs = [random_architecture(space, rng, f"random_{i}") for i in range(networks)]
+    priced = np.array([[lut.price(a).total_ms for a in archs] for lut in luts])
+    net_spread = priced.max(axis=0) / priced.min(axis=0) - 1
     return {"entries": len(keys), "pairs_within_5pct": pairs,
+            "networks": networks,
+            "networks_within_5pct": round(float(np.mean(net_spread <= 0.05)), 4),
+            "networks_median_spread_pct": round(float(100 * np.median(net_spread)), 2),
             "all_within_5pct": round(float(np.mean(spread <= 0.05)), 4),
             "median_spread_pct": round(float(100 * np.median(spread)), 2),
             "max_spread_pct": round(float(100 * spread.max()), 1)}
@@ -144,7 +156,10 @@ def main() -> int:
     pairs = ", ".join(f"{k}: {v:.0%}" for k, v in agree["pairs_within_5pct"].items())
     print(f"  across builds: entries within 5% per pair {pairs}; all {len(builds)} within 5% "
           f"{agree['all_within_5pct']:.0%} (median spread {agree['median_spread_pct']:.1f}%, max "
-          f"{agree['max_spread_pct']:.0f}%, {agree['entries']} entries)")
+          f"{agree['max_spread_pct']:.0f}%, {agree['entries']} entries); "
+          f"{agree['networks']} random networks priced within 5% by all builds: "
+          f"{agree['networks_within_5pct']:.0%} (median spread "
+          f"{agree['networks_median_spread_pct']:.1f}%)")
     print("  targets (median |err| <= 5%, tau >= 0.9, >= 90% of entries within 5%): " +
           ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in met.items()))
     print(f"  LUTs in {out}")
