@@ -38,9 +38,10 @@ sys.path.insert(0, str(ROOT))
 
 from fbnet.arch import named_architecture  # noqa: E402
 from fbnet.errors import UserError, cli_entry  # noqa: E402
+from fbnet.lowering import prepare  # noqa: E402
 from fbnet.space import SpaceConfig  # noqa: E402
 from fbnet.workloads import candidate_workload, fixed_parts  # noqa: E402
-from profiler.export import ArtifactCache, ExportJob, _build_module, export_all  # noqa: E402
+from profiler.export import ArtifactCache, ExportJob, export_all  # noqa: E402
 from profiler.measure import parse_etdump  # noqa: E402
 from profiler.protocol import fill_pattern  # noqa: E402
 from profiler.run import DEFAULT_CACHE, Settings, arch_job  # noqa: E402
@@ -104,7 +105,7 @@ def run_under_qemu(runner: Path, programs: list, workdir: Path) -> tuple[dict, f
 
 
 def reference_output(job: ExportJob) -> np.ndarray:
-    module = _build_module(job)  # the exported module: same seed, same folded BatchNorms
+    module = prepare(job.build_module(), job.recipe)  # the exported module (fp32 recipes)
     x = torch.from_numpy(fill_pattern(math.prod(job.input_shape)).reshape(job.input_shape))
     with torch.no_grad():
         return module(x).numpy()

@@ -2,10 +2,12 @@
 
 One `ExportJob` -> one folder `.cache/artifacts/<id>/` holding the program (`program.pte`, or
 `program.ptl` for TorchScript-lite), its ETRecord (`etrecord.bin`, ExecuTorch only) and
-`meta.json` with the program's sha256. The id hashes everything that changes the bytes: the
-workload key (or the architecture JSON), dtype, backend, runtime, torch/executorch versions and
-`EXPORT_VERSION`. A re-run exports nothing it already has; an artifact whose bytes no longer
-match its sha256 is deleted and rebuilt. Exports run in a pool of worker processes.
+`meta.json` with the program's sha256. Programs are lowered by fbnet.lowering's recipe for the
+job's dtype, backend and runtime, the same one search.export ships networks with. The id hashes
+everything that changes the bytes: the workload key (or the architecture JSON), dtype, backend,
+runtime, the recipe, torch/executorch versions and `EXPORT_VERSION`. A re-run exports nothing
+it already has; an artifact whose bytes no longer match its sha256 is deleted and rebuilt.
+Exports run in a pool of worker processes.
 """
 
 from __future__ import annotations
@@ -22,15 +24,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
+from fbnet.arch import Architecture
 from fbnet.errors import UserError
+from fbnet.lowering import LoweringRecipe, lower, recipe_for
+from fbnet.workloads import build_module, parse_key
 from profiler.backends.base import Program, sha256_file
 from profiler.protocol import InputSpec
 
 # Bump when the export code changes what it writes: every cached artifact is then rebuilt.
 EXPORT_VERSION = "2"
-DTYPES = ("fp32", "int8")
-BACKENDS = ("xnnpack", "portable")
-RUNTIMES = ("executorch", "torchscript")
 DEFAULT_CACHE = Path(".cache/artifacts")
 _CALIBRATION_BATCHES = 8
 
@@ -57,12 +59,29 @@ class ExportJob:
     arch: str | None = None  # JSON text of the architecture (hashable, stable)
 
     @property
+    def recipe(self) -> LoweringRecipe:
+        return recipe_for(self.dtype, self.backend, self.runtime)
+
+    @property
     def suffix(self) -> str:
-        return ".ptl" if self.runtime == "torchscript" else ".pte"
+        return self.recipe.suffix
 
     def artifact_id(self) -> str:
-        ident = {"job": asdict(self), "versions": runtime_versions(), "export": EXPORT_VERSION}
+        ident = {"job": asdict(self), "recipe": asdict(self.recipe),
+                 "versions": runtime_versions(), "export": EXPORT_VERSION}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+    def build_module(self):
+        """The module this job exports, before lowering: the workload or network in eval mode,
+        with the same seeded weights every time (identical bytes, identical cache hits)."""
+        import torch
+
+        from fbnet.model import FBNet  # imports torch: loaded only where a module is built
+
+        torch.manual_seed(0)
+        if self.arch is not None:
+            return FBNet(Architecture.from_dict(json.loads(self.arch))).eval()
+        return build_module(parse_key(self.key)).eval()
 
 
 @dataclass
@@ -136,57 +155,12 @@ class ArtifactCache:
 
 
 # --- the export itself (runs in worker processes) ----------------------------------------------
-def _build_module(job: ExportJob):
+def _random_inputs(shape: tuple[int, ...], count: int):
+    """Seeded standard-normal inputs: a block has no data to calibrate int8 on."""
     import torch
 
-    torch.manual_seed(0)  # same weights every time: identical bytes, identical cache hits
-    if job.arch is not None:
-        from fbnet.arch import Architecture
-        from fbnet.model import FBNet
-
-        module = FBNet(Architecture.from_dict(json.loads(job.arch)))
-    else:
-        from fbnet.workloads import build_module, parse_key
-
-        module = build_module(parse_key(job.key))
-    module.eval()
-    if (job.runtime, job.backend, job.dtype) == ("executorch", "xnnpack", "fp32"):
-        fold_batchnorm(module)
-    return module
-
-
-def fold_batchnorm(module) -> None:
-    """Fold every BatchNorm into the convolution before it. XNNPACK's lowering fuses them
-    anyway, so the program runs the same arithmetic (same outputs, same latency), but lowering
-    the unfused graph costs over twice the CPU (a 224 network: 14.7 s against 6.3 s). Not for
-    the portable kernels or TorchScript-lite, which would run the BatchNorm separately."""
-    from torch import nn
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    for parent in module.modules():
-        if not isinstance(parent, nn.Sequential):
-            continue
-        for i in range(len(parent) - 1):
-            if isinstance(parent[i], nn.Conv2d) and isinstance(parent[i + 1], nn.BatchNorm2d):
-                parent[i] = fuse_conv_bn_eval(parent[i], parent[i + 1])
-                parent[i + 1] = nn.Identity()
-
-
-def _quantize_int8(module, example):
-    """PT2E static int8 for XNNPACK: symmetric per-channel weights, calibrated on random inputs."""
-    import torch
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer, get_symmetric_quantization_config)
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    graph = torch.export.export(module, (example,)).module()
-    quantizer = XNNPACKQuantizer()
-    quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True))
-    prepared = prepare_pt2e(graph, quantizer)
     gen = torch.Generator().manual_seed(0)
-    for _ in range(_CALIBRATION_BATCHES):
-        prepared(torch.randn(example.shape, generator=gen))
-    return convert_pt2e(prepared)
+    return [torch.randn(shape, generator=gen) for _ in range(count)]
 
 
 def export_to_folder(job: ExportJob, folder: str, etrecord: bool = True) -> dict:
@@ -197,42 +171,24 @@ def export_to_folder(job: ExportJob, folder: str, etrecord: bool = True) -> dict
     read it."""
     import warnings
 
-    import torch
-
     warnings.filterwarnings("ignore")
     start = time.perf_counter()
     folder_path = Path(folder)
-    module = _build_module(job)
-    example = torch.randn(job.input_shape, generator=torch.Generator().manual_seed(0))
-    program = folder_path / f"program{job.suffix}"
+    recipe = job.recipe
+    calibration = _random_inputs(job.input_shape, _CALIBRATION_BATCHES) \
+        if recipe.dtype == "int8" else []
+    lowered = lower(job.build_module(), recipe, _random_inputs(job.input_shape, 1)[0],
+                    calibration=calibration, etrecord=etrecord and recipe.runtime == "executorch")
+    program = folder_path / f"program{recipe.suffix}"
+    program.write_bytes(lowered.program)
     etrecord_path = None
-    if job.runtime == "torchscript":
-        if job.dtype != "fp32":
-            raise ValueError("the TorchScript-lite path exports fp32 only")
-        torch.jit.script(module)._save_for_lite_interpreter(str(program))
-    else:
-        from executorch.exir import to_edge_transform_and_lower
-
-        if job.dtype == "int8":
-            module = _quantize_int8(module, example)
-        exported = torch.export.export(module, (example,))
-        partitioners = []
-        if job.backend == "xnnpack":
-            from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
-                XnnpackPartitioner)
-
-            partitioners = [XnnpackPartitioner()]
-        edge = to_edge_transform_and_lower(exported, partitioner=partitioners,
-                                           generate_etrecord=etrecord)
-        et_program = edge.to_executorch()
-        program.write_bytes(et_program.buffer)
-        if etrecord:
-            etrecord_path = folder_path / "etrecord.bin"
-            et_program.get_etrecord().save(str(etrecord_path))
-    meta = {"job": asdict(job), "program": program.name,
-            "etrecord": etrecord_path.name if etrecord_path else None, "sha256": sha256_file(program),
-            "export_s": time.perf_counter() - start, "versions": runtime_versions(),
-            "export_version": EXPORT_VERSION}
+    if lowered.etrecord is not None:
+        etrecord_path = folder_path / "etrecord.bin"
+        lowered.save_etrecord(etrecord_path)
+    meta = {"job": asdict(job), "recipe": recipe.name, "program": program.name,
+            "etrecord": etrecord_path.name if etrecord_path else None,
+            "sha256": sha256_file(program), "export_s": time.perf_counter() - start,
+            "versions": runtime_versions(), "export_version": EXPORT_VERSION}
     (folder_path / "meta.json").write_text(json.dumps(meta, indent=1))
     return meta
 

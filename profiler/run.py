@@ -42,13 +42,13 @@ import numpy as np
 from fbnet.arch import Architecture, load_architecture, to_arch_string
 from fbnet.coverage import CLASSIFIER_CLASSES, lut_workloads, named_only_keys
 from fbnet.errors import UserError, cli_entry
+from fbnet.lowering import BACKENDS, DTYPES, RUNTIMES, recipe_for
 from fbnet.lut import LUT_SCHEMA, Lut, LutEntry, Provenance, Summation, load_lut
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from fbnet.workloads import ConvNorm, FullyConnected, Workload, candidate_workload
 from profiler.backends.base import RUNNERS, Backend, BackendOptions, create_backend
 from profiler.devices import resolve_device
-from profiler.export import (BACKENDS, DEFAULT_CACHE, DTYPES, RUNTIMES, Artifact, ArtifactCache,
-                             ExportJob, export_all)
+from profiler.export import DEFAULT_CACHE, Artifact, ArtifactCache, ExportJob, export_all
 from profiler.measure import Stats, make_inputs, parse_etdump, profile_torchscript_ops
 from profiler.protocol import BenchResult, Manifest, ProgramResult, ProgramSpec
 
@@ -58,7 +58,7 @@ ROUND_ABOVE = 0.15  # a round this much slower than the typical one is dropped a
 RETRIES = 3  # bound on the extra jobs of each kind of re-measurement
 DISTURBED = 2.0  # an entry whose median is this many times its fastest run is re-measured
 NOISY_CI = 0.03  # ... and one whose median's 95% interval is wider than +-3% of it
-NOISY_MIN_MS = 0.0005  # ... and than +-0.5 us (identity skips take a few us)
+NOISY_MIN_MS = 0.002  # ... and than +-2 us (identity skips take a few us)
 TYPICAL_MIN_ROUNDS = 4  # fewer rounds than this are all kept (see typical_rounds)
 SETTLE_K, SETTLE_AGREE, SETTLE_JOBS = 3, 0.03, 20  # steady: last 3 medians within 3%, <= 20 jobs
 THERMAL_RISE_C = 10.0  # a job that leaves the device this much warmer than at the start ...
@@ -175,9 +175,7 @@ def parse_args(argv):
     if args.extend and args.resume:
         raise UserError("--extend adds to a complete LUT, --resume continues an unfinished one: "
                         "give one of them")
-    if args.runtime == "torchscript" and (args.dtype != "fp32" or args.backend != "xnnpack"):
-        raise UserError("--runtime torchscript measures fp32 TorchScript-lite programs; "
-                        "drop --dtype/--backend")
+    recipe_for(args.dtype, args.backend, args.runtime)  # a one-line error if there is none
     return args
 
 

@@ -1,8 +1,11 @@
 """Export a (trained) network for deployment and check it against PyTorch.
 
-ExecuTorch (default): torch.export -> to_edge_transform_and_lower(XNNPACK) -> .pte; int8 is
-post-training quantization (XNNPACKQuantizer, symmetric per-channel, calibrated on --data).
-TorchScript-lite (.ptl) is the legacy PyTorch Mobile path, fp32 only.
+The network is lowered by the recipe of --dtype, --backend and --runtime (fbnet.lowering), the
+one profiler.run prices blocks with under the same flags, so the program runs what its LUT
+priced. ExecuTorch (default): torch.export -> to_edge_transform_and_lower (XNNPACK, or the
+portable kernels) -> .pte; int8 is post-training quantization (XNNPACKQuantizer, symmetric
+per-channel, calibrated on --data). TorchScript-lite (.ptl) is the legacy PyTorch Mobile path,
+fp32 only.
 
 The written program is then loaded with the real runtime (executorch.runtime / the lite
 interpreter) and run on a few inputs; the report gives the largest difference from PyTorch,
@@ -14,6 +17,7 @@ Examples:
   python -m search.export --weights runs/train/fbnet_b/checkpoint.pt --out out/fbnet_b.pte
   python -m search.export --weights runs/train/s8/checkpoint.pt --out out/s8_int8.pte --dtype int8
   python -m search.export --arch fbnet_c --resolution 224 --out out/fbnet_c.pte   # untrained
+  python -m search.export --arch fbnet_b --resolution 32 --backend portable --out out/b_portable.pte
   python -m search.export --arch fbnet_b --resolution 32 --runtime torchscript --out out/b.ptl
 
 Writes --out and, next to it, <out>.json with the architecture, the export settings and the
@@ -26,7 +30,6 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -38,9 +41,10 @@ from torch import nn
 from fbnet.arch import Architecture, load_architecture
 from fbnet.errors import UserError, cli_entry
 from fbnet.io import atomic_write_bytes, atomic_write_json
+from fbnet.lowering import (BACKENDS, DEFAULT_BACKEND, DTYPES, RUNTIMES, LoweringRecipe, lower,
+                            recipe_for)
 from fbnet.model import FBNet
 
-RUNTIME_SUFFIX = {"executorch": ".pte", "torchscript": ".ptl"}
 # Relative to the largest |logit| of the reference: XNNPACK fp32 reorders sums (~1e-6);
 # int8 kernels may round a value one quantization step differently from PyTorch's reference.
 DEFAULT_TOLERANCE = {"fp32": 1e-3, "int8": 0.1}
@@ -63,6 +67,7 @@ class CheckResult:
 @dataclass
 class ExportReport:
     out: str
+    recipe: str
     runtime: str
     backend: str | None
     dtype: str
@@ -84,8 +89,11 @@ def parse_args(argv):
     p.add_argument("--weights", help="search.train checkpoint.pt, or a state_dict saved with "
                    "torch.save (default: untrained weights, fine for latency only)")
     p.add_argument("--out", required=True, help="output file: .pte (executorch) or .ptl (torchscript)")
-    p.add_argument("--dtype", choices=("fp32", "int8"), default="fp32")
-    p.add_argument("--runtime", choices=tuple(RUNTIME_SUFFIX), default="executorch")
+    p.add_argument("--dtype", choices=DTYPES, default="fp32")
+    p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                   help="ExecuTorch delegate (portable: the undelegated kernels)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="executorch",
+                   help="torchscript: legacy TorchScript-lite .ptl programs")
     p.add_argument("--data", help="data spec for int8 calibration and the check's inputs "
                    "(default: the checkpoint's training data; random inputs for fp32 otherwise)")
     p.add_argument("--resolution", type=int, help="input size (default: the architecture's own)")
@@ -168,37 +176,6 @@ def _quiet():
     logging.getLogger("torch").setLevel(logging.ERROR)
 
 
-def quantize_int8(model: nn.Module, calibration: list[torch.Tensor]) -> nn.Module:
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer, get_symmetric_quantization_config)
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    graph = torch.export.export(model, (calibration[0],)).module()
-    prepared = prepare_pt2e(graph, quantizer)
-    with torch.no_grad():
-        for x in calibration:  # the exported graph has a static batch of 1
-            prepared(x)
-    return convert_pt2e(prepared)
-
-
-def export_executorch(model: nn.Module, example: torch.Tensor) -> bytes:
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-
-    program = torch.export.export(model, (example,))
-    lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
-    return lowered.to_executorch().buffer
-
-
-def export_torchscript(model: nn.Module) -> bytes:
-    scripted = torch.jit.script(model)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.ptl"
-        scripted._save_for_lite_interpreter(str(path))
-        return path.read_bytes()
-
-
 def runtime_runner(path: Path, runtime: str):
     """A callable running the written file with the deployment runtime."""
     if runtime == "executorch":
@@ -225,16 +202,14 @@ def compare(run, reference: nn.Module, inputs: list[torch.Tensor]) -> tuple[floa
     return max_abs, max_abs / max(max_ref, 1e-30), agree / len(inputs)
 
 
-def export(model: FBNet, out: Path, *, runtime: str = "executorch", dtype: str = "fp32",
-           data_spec: str | None = None, calibration_samples: int = 64, check_inputs: int = 8,
-           tolerance: float | None = None, seed: int = 0, weights: str | None = None,
-           log=print) -> ExportReport:
-    """Export `model` to `out`, run it with the runtime and compare with PyTorch."""
-    suffix = RUNTIME_SUFFIX[runtime]
-    if out.suffix != suffix:
-        raise UserError(f"--runtime {runtime} writes a {suffix} file; use --out {out.with_suffix(suffix)}")
-    if dtype == "int8" and runtime != "executorch":
-        raise UserError("int8 export is for ExecuTorch (XNNPACK); use --runtime executorch")
+def export(model: FBNet, out: Path, recipe: LoweringRecipe, *, data_spec: str | None = None,
+           calibration_samples: int = 64, check_inputs: int = 8, tolerance: float | None = None,
+           seed: int = 0, weights: str | None = None, log=print) -> ExportReport:
+    """Export `model` to `out` by `recipe`, run it with the runtime and compare with PyTorch."""
+    runtime, dtype = recipe.runtime, recipe.dtype
+    if out.suffix != recipe.suffix:
+        raise UserError(f"--runtime {runtime} writes a {recipe.suffix} file; use --out "
+                        f"{out.with_suffix(recipe.suffix)}")
     if dtype == "int8" and data_spec is None:
         raise UserError("int8 needs calibration data: pass --data (e.g. digits) or a "
                         "search.train checkpoint as --weights")
@@ -244,28 +219,26 @@ def export(model: FBNet, out: Path, *, runtime: str = "executorch", dtype: str =
     res = model.arch.space.resolution
     inputs = _sample_inputs(data_spec, res, check_inputs, "val", seed + 1)
     t0 = time.perf_counter()
-    reference: nn.Module = model
-    if runtime == "executorch":
-        if dtype == "int8":
-            log(f"calibrating int8 on {calibration_samples} images of {data_spec}")
-            reference = quantize_int8(model, _sample_inputs(data_spec, res, calibration_samples,
-                                                            "train", seed))
-        log(f"exporting {model.arch.name} ({dtype}) with torch.export + XNNPACK")
-        blob = export_executorch(reference, inputs[0])
-    else:
-        log(f"exporting {model.arch.name} with torch.jit.script (lite interpreter)")
-        blob = export_torchscript(model)
+    calibration: list[torch.Tensor] = []
+    if dtype == "int8":
+        log(f"calibrating int8 on {calibration_samples} images of {data_spec}")
+        calibration = _sample_inputs(data_spec, res, calibration_samples, "train", seed)
+    log(f"exporting {model.arch.name} by the {recipe.name} recipe")
+    lowered = lower(model, recipe, inputs[0], calibration=calibration)
+    blob = lowered.program
     seconds = time.perf_counter() - t0
     atomic_write_bytes(out, blob)
 
     run = runtime_runner(out, runtime)
+    # int8: PyTorch runs the same quantized graph; fp32: the model as given (BatchNorm unfolded)
+    reference = lowered.module if dtype == "int8" else model
     max_abs, max_rel, agree = compare(run, reference, inputs)
     check = CheckResult(len(inputs), "pytorch int8 (same quantized graph)" if dtype == "int8"
                         else "pytorch fp32", max_abs, max_rel, tolerance, agree,
                         max_rel <= tolerance)
     if dtype == "int8":
         _, check.vs_fp32_max_rel_diff, check.vs_fp32_top1_agreement = compare(run, model, inputs)
-    return ExportReport(str(out), runtime, "xnnpack" if runtime == "executorch" else None, dtype,
+    return ExportReport(str(out), recipe.name, runtime, recipe.backend, dtype,
                         model.arch.name, model.arch.to_dict(), res, weights,
                         data_spec if dtype == "int8" else None, len(blob), seconds, check)
 
@@ -273,6 +246,7 @@ def export(model: FBNet, out: Path, *, runtime: str = "executorch", dtype: str =
 @cli_entry
 def main(argv=None) -> int:
     args = parse_args(argv)
+    recipe = recipe_for(args.dtype, args.backend, args.runtime)
     _quiet()
     model, trained_on = load_model(args.arch, args.weights, resolution=args.resolution,
                                    width=args.width, num_classes=args.num_classes)
@@ -280,10 +254,9 @@ def main(argv=None) -> int:
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     if args.weights is None:
         log("note: no --weights; exporting untrained weights (right for latency, not accuracy)")
-    report = export(model, Path(args.out), runtime=args.runtime, dtype=args.dtype,
-                    data_spec=data_spec, calibration_samples=args.calibration_samples,
-                    check_inputs=args.check_inputs, tolerance=args.tolerance, seed=args.seed,
-                    weights=args.weights, log=log)
+    report = export(model, Path(args.out), recipe, data_spec=data_spec,
+                    calibration_samples=args.calibration_samples, check_inputs=args.check_inputs,
+                    tolerance=args.tolerance, seed=args.seed, weights=args.weights, log=log)
     report_path = Path(f"{args.out}.json")
     atomic_write_json(report_path, asdict(report))
     c = report.check
