@@ -58,7 +58,7 @@ ROUND_ABOVE = 0.15  # a round this much slower than the typical one is dropped a
 RETRIES = 3  # bound on the extra jobs of each kind of re-measurement
 DISTURBED = 2.0  # an entry whose median is this many times its fastest run is re-measured
 NOISY_CI = 0.03  # ... and one whose median's 95% interval is wider than +-3% of it
-NOISY_MIN_MS = 0.002  # ... and than +-2 us (identity skips take a few us)
+NOISY_MIN_MS = 0.0005  # ... and than +-0.5 us (identity skips take a few us)
 TYPICAL_MIN_ROUNDS = 4  # fewer rounds than this are all kept (see typical_rounds)
 SETTLE_K, SETTLE_AGREE, SETTLE_JOBS = 3, 0.03, 20  # steady: last 3 medians within 3%, <= 20 jobs
 THERMAL_RISE_C = 10.0  # a job that leaves the device this much warmer than at the start ...
