@@ -1,5 +1,6 @@
 """fbnet.lowering: the recipe registry, and the promise that what ships is what was priced."""
 
+import dataclasses
 import itertools
 import json
 
@@ -9,7 +10,7 @@ import torch
 from fbnet.arch import save_architecture
 from fbnet.errors import UserError
 from fbnet.lowering import BACKENDS, DTYPES, RECIPES, RUNTIMES, recipe_for
-from profiler.export import ArtifactCache, export_all
+from profiler.export import ArtifactCache, ExportJob, export_all
 from profiler.run import Settings, arch_job
 from tests.test_train_export import tiny_arch
 
@@ -32,6 +33,15 @@ def test_every_combination_has_a_recipe_or_a_one_line_error():
         recipe_for("int8", "xnnpack", "torchscript")
     with pytest.raises(UserError, match="unknown --backend"):
         recipe_for("fp32", "coreml", "executorch")
+
+
+def test_cache_key_holds_the_recipe(monkeypatch):
+    """A recipe that lowers differently never reuses an artifact lowered the old way."""
+    job = ExportJob("FC_Cin8_Cout2", (1, 8))
+    before = job.artifact_id()
+    monkeypatch.setitem(RECIPES, "xnnpack-fp32",
+                        dataclasses.replace(RECIPES["xnnpack-fp32"], fold_batchnorm=False))
+    assert job.artifact_id() != before
 
 
 @pytest.mark.slow
