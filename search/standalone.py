@@ -59,9 +59,12 @@ def at_width(arch: Architecture, width: float) -> Architecture:
 class StandaloneTrainer:
     """Trains architectures with one StandaloneRecipe, caching each result under `root`."""
 
-    def __init__(self, recipe: StandaloneRecipe, root: Path):
+    def __init__(self, recipe: StandaloneRecipe, root: Path, threads: int = 1):
         recipe.check()
         self.recipe, self.root = recipe, Path(root)
+        # one thread, as search.run: these networks are small, and on a busy machine OpenMP
+        # threads waiting for a core make every step several times slower
+        self.threads = threads
         self._data: DataBundle | None = None
 
     @property
@@ -85,6 +88,7 @@ class StandaloneTrainer:
                 return float(cached["top1"])
             raise UserError(f"{out} was trained with another recipe; use another --out")
         recipe = Recipe(epochs=self.recipe.epochs, seed=seed)
+        torch.set_num_threads(self.threads)
         result = train(at_width(arch, self.recipe.width), self.data, recipe, out, resume=True,
                        data_spec=self.recipe.data, progress=False, log=lambda *_: None)
         payload = json.loads(result_path.read_text())
