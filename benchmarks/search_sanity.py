@@ -5,7 +5,8 @@
 (c) two LUTs with different block costs give different architectures, each faster on its own
     LUT than the other's.
 
-(a) optimizes theta alone (no data). (b) and (c) run real searches on `digits` (theta on the
+(a) optimizes theta alone (no data). (b) and (c) run real searches on --data (default
+Fashion-MNIST; theta on the
 latency-aware loss, weights on CE) with a short schedule: 960 images, 4 epochs (1 warm-up),
 theta lr 0.1, one theta step per weight step, over two seeds. With the defaults (entangled
 boundaries) it takes about 15-25 minutes on 2 CPU cores; `--only c --seeds 0` about 3.
@@ -32,7 +33,7 @@ import torch
 from fbnet.arch import Architecture
 from fbnet.lut import load_lut
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
-from search.data import load_data, split_train
+from search.data import DEFAULT_DATA, load_data, split_train
 from search.dnas import Search, TrainConfig, latency_only_search
 from search.loss import LatencyModel, LossConfig
 from search.supernet import BOUNDARIES, SuperNet
@@ -41,6 +42,8 @@ from search.supernet import BOUNDARIES, SuperNet
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=DEFAULT_DATA, help=f"dataset of (b) and (c) (default "
+                   f"{DEFAULT_DATA})")
     p.add_argument("--lut-a", default="luts/s8_32.json")
     p.add_argument("--lut-b", default="luts/iphone_x_32.json")
     p.add_argument("--weights", default="0,1,4,16", help="latency weights for (b)")
@@ -86,7 +89,7 @@ def check_a(lut, mode: str, seed: int) -> dict:
 
 def short_search(lut, loss: LossConfig, args, out: Path, seed: int | None = None) -> Search:
     seed = args.seed if seed is None else seed
-    bundle = load_data("digits", seed=seed)
+    bundle = load_data(args.data, seed=seed)
     space = space_for(lut, bundle.num_classes)
     train = torch.utils.data.Subset(bundle.train, range(min(args.train_images, len(bundle.train))))
     w, th = split_train(train, 0.8, seed)

@@ -24,7 +24,9 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 # sampled-entangled: search.run's default; sampled-separate: --boundary separate
 CONFIGS = ("single", "sampled-entangled", "sampled-separate", "soft")
 
@@ -41,6 +43,10 @@ def parse_args(argv):
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (search.run's default: 1)")
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
+    p.add_argument("--convergence", metavar="DIR",
+                   help="also report the wall time to convergence of the default search "
+                        "(python -m search.run --lut luts/s8.json --out DIR; a finished run in "
+                        "DIR is read, not re-run)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--child", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -130,6 +136,23 @@ def measure(config: str, resolution: int, batch: int, steps: int, device: str,
             "params_m": sum(p.numel() for p in params) / 1e6, "threads": torch.get_num_threads()}
 
 
+def time_to_convergence(out: Path) -> dict:
+    """Seconds of the default search until the first epoch that meets the convergence
+    criterion (search/convergence.py), from the run's own per-epoch log."""
+    if not (out / "result.json").is_file():
+        subprocess.run([sys.executable, "-m", "search.run", "--lut", "luts/s8.json", "--out",
+                        str(out), "--no-progress", *(["--resume"] if (out / "checkpoint.pt")
+                                                      .is_file() else [])],
+                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    elapsed, first = 0.0, None
+    for row in rows:
+        elapsed += row["seconds"]
+        if row["converged"] and first is None:
+            first = {"epoch": row["epoch"], "seconds": elapsed}
+    return {"run": str(out), "epochs": len(rows), "total_s": elapsed, "converged_at": first}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.child:
@@ -153,9 +176,11 @@ def main(argv=None) -> int:
     for r in rows:
         r["step_vs_single"] = r["step_s"] / base["step_s"] if base else None
         r["memory_vs_single"] = r["peak_mb"] / base["peak_mb"] if base else None
+    convergence = time_to_convergence(Path(args.convergence)) if args.convergence else None
     if args.json:
         print(json.dumps({"resolution": args.resolution, "batch_size": args.batch_size,
-                          "device": args.device, "rows": rows}, indent=1))
+                          "device": args.device, "rows": rows, "convergence": convergence},
+                         indent=1))
         return 0
     print(f"FBNet-B space, input {args.resolution}x{args.resolution}, batch {args.batch_size}, "
           f"{args.device}, {rows[0]['threads']} threads, best of {args.rounds} rounds x median of "
@@ -170,6 +195,13 @@ def main(argv=None) -> int:
               f"{r['params_m']:8.2f} {theta}")
     print(f"(peak memory: {rows[0]['memory_kind']}; a process baseline of ~300-400 MB for "
           "python + torch is included on the CPU)")
+    if convergence:
+        at = convergence["converged_at"]
+        print(f"default search ({convergence['run']}): "
+              + (f"converged after epoch {at['epoch']}, {at['seconds']:.0f} s" if at else
+                 "did not converge")
+              + f"; {convergence['epochs']} epochs in {convergence['total_s']:.0f} s (the "
+              "epochs' own time, without data loading)")
     return 0
 
 
