@@ -261,10 +261,3 @@ def space_workloads(space: SpaceConfig) -> list[Workload]:
     for w in (parts.head, parts.pool, parts.classifier):
         ordered.setdefault(w.key, w)
     return list(ordered.values())
-
-
-def build_module(workload: Workload):
-    """The torch module that runs exactly this workload (BN in eval mode after `.eval()`)."""
-    from fbnet import blocks
-
-    return blocks.build_workload_module(workload)

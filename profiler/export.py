@@ -27,7 +27,8 @@ from typing import Callable
 from fbnet.arch import Architecture
 from fbnet.errors import UserError
 from fbnet.lowering import LoweringRecipe, lower, recipe_for
-from fbnet.workloads import build_module, parse_key
+from fbnet.blocks import build_workload_module
+from fbnet.workloads import parse_key
 from profiler.backends.base import Program, sha256_file
 from profiler.protocol import InputSpec
 
@@ -81,7 +82,7 @@ class ExportJob:
         torch.manual_seed(0)
         if self.arch is not None:
             return FBNet(Architecture.from_dict(json.loads(self.arch))).eval()
-        return build_module(parse_key(self.key)).eval()
+        return build_workload_module(parse_key(self.key)).eval()
 
 
 @dataclass
