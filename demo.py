@@ -64,9 +64,6 @@ def parse_args(argv):
                    help="DNAS epochs per search (default 4, the first weights-only)")
     p.add_argument("--search-images", type=int, default=3000,
                    help="Fashion-MNIST train images each search uses (default 3000)")
-    p.add_argument("--search-theta-lr", type=float, default=0.5,
-                   help="search.run --theta-lr (default 0.5: a short search needs theta to "
-                        "move fast)")
     p.add_argument("--target-rel", type=float, default=0.8,
                    help="the matched budget: search.run --target-rel, a fraction of the space's "
                         "mean price on each device's LUT (default 0.8)")
@@ -91,7 +88,7 @@ def plan(out: Path, args) -> list[Step]:
             "search.run", "--lut", str(luts[name]), "--data", "fashion-mnist", "--out", str(run),
             "--epochs", str(args.search_epochs), "--warmup-epochs", "1",
             "--train-images", str(args.search_images), "--no-progress",
-            "--target-rel", str(args.target_rel), "--theta-lr", str(args.search_theta_lr),
+            "--target-rel", str(args.target_rel),
             *(["--resume"] if (run / "checkpoint.pt").exists() else [])],
             needs=["profile host"] if name == "host" else []))
     for name, _, _ in SEARCH_TARGETS:
