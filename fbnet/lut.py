@@ -336,6 +336,43 @@ class LayerTable:
     per_layer_ms: list[list[float]]  # [layer][candidate index], candidate order = CANDIDATE_NAMES
 
 
+# --- file naming ---------------------------------------------------------------------------------
+# luts/<device>[_<resolution>][_<dtype>][_<backend>][_<runtime>][_measured].json; the defaults
+# (224, fp32, xnnpack, executorch) are left out: luts/s8.json, luts/s8_32.json, host_32_int8.json.
+DEFAULT_LUT_RESOLUTION = 224
+MAX_LUT_RESOLUTION = 1024
+LUT_NAME_DEFAULTS = {"dtype": "fp32", "backend": "xnnpack", "runtime": "executorch"}
+# the words after the resolution that qualify a LUT (kept when its sibling is named)
+LUT_NAME_QUALIFIERS = {"int8", "portable", "torchscript", "measured"}
+
+
+def lut_file_name(device: str, resolution: int = DEFAULT_LUT_RESOLUTION, dtype: str = "fp32",
+                  backend: str = "xnnpack", runtime: str = "executorch") -> str:
+    parts = [device.replace(":", "_").replace(",", "_")]
+    if resolution != DEFAULT_LUT_RESOLUTION:
+        parts.append(str(resolution))
+    for key, value in (("dtype", dtype), ("backend", backend), ("runtime", runtime)):
+        if value != LUT_NAME_DEFAULTS[key]:
+            parts.append(value)
+    return "_".join(parts) + ".json"
+
+
+def lut_sibling_name(stem: str, resolution: int) -> str:
+    """The file name of the same device's LUT at another input size (same qualifiers)."""
+    tokens = stem.split("_")
+    end = len(tokens)
+    while end > 1 and tokens[end - 1] in LUT_NAME_QUALIFIERS:
+        end -= 1
+    rest = tokens[end:]
+    # a number just before the qualifiers is the resolution; device serials may end in numbers
+    # too (adb's host:port), which are larger than any input size
+    last = tokens[end - 1]
+    is_size = end > 1 and last.isdigit() and int(last) <= MAX_LUT_RESOLUTION
+    device = tokens[:end - 1] if is_size else tokens[:end]
+    size = [str(resolution)] if resolution != DEFAULT_LUT_RESOLUTION else []
+    return "_".join(device + size + rest) + ".json"
+
+
 def load_lut(path: Path | str) -> Lut:
     """Read and validate a LUT file; any problem is a one-line UserError."""
     path = Path(path)

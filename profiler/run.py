@@ -43,7 +43,7 @@ from fbnet.arch import Architecture, load_architecture, to_arch_string
 from fbnet.coverage import CLASSIFIER_CLASSES, lut_workloads, named_only_keys
 from fbnet.errors import UserError, cli_entry
 from fbnet.lowering import BACKENDS, DTYPES, RUNTIMES, recipe_for
-from fbnet.lut import LUT_SCHEMA, Lut, LutEntry, Provenance, Summation, load_lut
+from fbnet.lut import LUT_SCHEMA, Lut, LutEntry, Provenance, Summation, load_lut, lut_file_name
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from fbnet.workloads import ConvNorm, FullyConnected, Workload, candidate_workload
 from profiler.backends.base import RUNNERS, Backend, BackendOptions, create_backend
@@ -187,17 +187,7 @@ def settings_from(args) -> Settings:
 
 
 def default_lut_path(device: str, resolution: int, s: Settings) -> Path:
-    name = device.replace(":", "_").replace(",", "_")
-    parts = [name]
-    if resolution != 224:
-        parts.append(str(resolution))
-    if s.dtype != "fp32":
-        parts.append(s.dtype)
-    if s.backend != "xnnpack":
-        parts.append(s.backend)
-    if s.runtime != "executorch":
-        parts.append(s.runtime)
-    path = Path("luts") / ("_".join(parts) + ".json")
+    path = Path("luts") / lut_file_name(device, resolution, s.dtype, s.backend, s.runtime)
     if _holds_unmeasured_lut(path):
         # luts/s8.json ships as an estimate: a measurement goes beside it, never over it
         path = path.with_name(path.stem + "_measured.json")

@@ -110,3 +110,22 @@ def test_search_space_prices_with_lut(tmp_path, cli):
     wrong = cli("search.space", "fbnet_b", "--lut", str(tmp_path / "l.json"))  # 224 vs 32 LUT
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1
     assert "does not cover" in wrong.stderr
+
+
+def test_lut_file_names_have_one_scheme():
+    from fbnet.lut import lut_file_name, lut_sibling_name
+
+    assert lut_file_name("s8") == "s8.json"
+    assert lut_file_name("host", 32, "int8", "portable") == "host_32_int8_portable.json"
+    assert lut_file_name("android:10.0.0.2:5555", 32) == "android_10.0.0.2_5555_32.json"
+    # a sibling at another size keeps the device and the qualifiers
+    for stem, res, sibling in [("s8", 32, "s8_32.json"), ("s8_32", 224, "s8.json"),
+                               ("iphone_x", 32, "iphone_x_32.json"),
+                               ("host_32_int8", 224, "host_int8.json"),
+                               ("s8_measured", 32, "s8_32_measured.json"),
+                               ("android_10.0.0.2_5555_32", 224, "android_10.0.0.2_5555.json"),
+                               ("android_10.0.0.2_5555", 32, "android_10.0.0.2_5555_32.json")]:
+        assert lut_sibling_name(stem, res) == sibling
+    # what profiler.run writes, search.run finds again
+    name = lut_file_name("pixel3", 224, "int8").removesuffix(".json")
+    assert lut_sibling_name(lut_sibling_name(name, 32).removesuffix(".json"), 224) == name + ".json"
