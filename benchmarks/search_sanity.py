@@ -32,7 +32,7 @@ import torch
 
 from fbnet.arch import Architecture
 from fbnet.lut import load_lut
-from fbnet.space import CANDIDATE_NAMES, SpaceConfig
+from fbnet.space import SpaceConfig
 from search.data import DEFAULT_DATA, load_data, split_train
 from search.dnas import Search, TrainConfig, latency_only_search
 from search.loss import LatencyModel, LossConfig
