@@ -320,7 +320,7 @@ def test_interrupted_build_keeps_its_entries_and_resumes(tmp_path, cache, tiny_l
     out = tmp_path / "tiny.json"
     # long jobs of 2 programs each (the LUT is saved after every job); exports are cached
     args = [arg for arg in build_args(cache, out)[1:] if arg != "--json"]
-    slow = ["--iters", "3000", "--rounds", "3", "--chunk", "2"]
+    slow = ["--iters", "20000", "--rounds", "3", "--chunk", "2"]
     proc = subprocess.Popen([sys.executable, "-m", "profiler.run", *args, *slow], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
