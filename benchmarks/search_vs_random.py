@@ -34,7 +34,6 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -49,9 +48,8 @@ from fbnet.lut import load_lut
 from fbnet.space import CANDIDATE_NAMES
 from search.data import DATA_SPECS, DEFAULT_DATA
 from search.dnas import load_trained_supernet
-from search.standalone import StandaloneRecipe, StandaloneTrainer
+from search.standalone import StandaloneRecipe, StandaloneTrainer, cached_search
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv):
@@ -135,18 +133,6 @@ def random_at_latency(per_layer_ms: np.ndarray, fixed_ms: float, target_ms: floa
 
 # --- the protocol --------------------------------------------------------------------------------
 
-def run_search(lut: str, data: str, seed: int, out: Path, extra: str) -> dict:
-    result_path = out / "result.json"
-    if not result_path.is_file():
-        cmd = [sys.executable, "-m", "search.run", "--lut", lut, "--data", data, "--seed",
-               str(seed), "--out", str(out), "--no-progress", *extra.split()]
-        if (out / "checkpoint.pt").is_file():
-            cmd.append("--resume")
-        print(f"[seed {seed}] {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
-        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    return json.loads(result_path.read_text())
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
@@ -158,7 +144,9 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     for seed in seeds:
         run_dir = out / f"search_seed{seed}"
-        found = run_search(args.lut, args.data, seed, run_dir, args.search_args)
+        print(f"[seed {seed}] search into {run_dir}", file=sys.stderr, flush=True)
+        found = cached_search(run_dir, ["--lut", args.lut, "--data", args.data, "--seed",
+                                        str(seed), *args.search_args.split()])
         searched = load_architecture(str(run_dir / "arch.json"))
         lut = load_lut(found["lut"])
         table = lut.layer_table(searched.space)

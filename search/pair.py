@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,9 +41,8 @@ from fbnet.lut import Lut, load_lut
 from search.budget import Budget
 from search.luts import lut_resolution
 from search.specialize import specialize
-from search.standalone import StandaloneRecipe, StandaloneTrainer
+from search.standalone import StandaloneRecipe, StandaloneTrainer, cached_search
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -101,23 +99,6 @@ def check_resolutions(luts: list[Lut]) -> int:
     return next(iter(sizes.values()))
 
 
-def run_search(lut: Path, budget: Budget, seed: int, out: Path, extra: str) -> dict:
-    result_path = out / "result.json"
-    if not result_path.is_file():
-        flag = (["--target-rel", str(budget.target_rel)] if budget.target_rel is not None
-                else ["--target-ms", str(budget.target_ms)])
-        cmd = [sys.executable, "-m", "search.run", "--lut", str(lut), *flag, "--seed", str(seed),
-               "--out", str(out), "--no-progress", *extra.split()]
-        if (out / "checkpoint.pt").is_file():
-            cmd.append("--resume")
-        done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise UserError(f"the search of {lut} (seed {seed}) failed: {last}")
-    return json.loads(result_path.read_text())
-
-
 def pareto_holds(own: Network, other: Network, device: str) -> dict:
     tol = max(own.top1_std, other.top1_std)
     speedup = other.latency_ms[device] / own.latency_ms[device] - 1
@@ -136,7 +117,11 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
     jobs = [(path, seed) for path in settings.luts for seed in settings.seeds]
     for path, seed in tqdm(jobs, desc="searches", unit="search", disable=log is None):
         run_dir = settings.out / f"search_{path.stem}_seed{seed}"
-        found = run_search(path, settings.budget, seed, run_dir, settings.search_args)
+        budget = (["--target-rel", str(settings.budget.target_rel)]
+                  if settings.budget.target_rel is not None
+                  else ["--target-ms", str(settings.budget.target_ms)])
+        found = cached_search(run_dir, ["--lut", str(path), *budget, "--seed", str(seed),
+                                        *settings.search_args.split()])
         lut = load_lut(found["lut"])
         stem = Path(lut.path).stem
         luts[stem] = lut

@@ -14,6 +14,8 @@ comparison that is interrupted continues where it stopped.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -26,6 +28,23 @@ from fbnet.io import atomic_write_json
 from fbnet.space import SpaceConfig
 from search.data import DEFAULT_DATA, DataBundle, load_data
 from search.train import Recipe, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cached_search(out: Path, args: list[str]) -> dict:
+    """`python -m search.run ... --out out` (resumed from its checkpoint if one is there), or
+    the result.json a finished run already left in `out`."""
+    result_path = out / "result.json"
+    if not result_path.is_file():
+        cmd = [sys.executable, "-m", "search.run", *args, "--out", str(out), "--no-progress",
+               *(["--resume"] if (out / "checkpoint.pt").is_file() else [])]
+        done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UserError(f"search.run {' '.join(args)} failed: {last}")
+    return json.loads(result_path.read_text())
 
 
 @dataclass(frozen=True)
