@@ -597,8 +597,10 @@ class TrainedSupernet:
              batch_size: int = 128) -> float:
         """Val top-1 of one architecture alone with the supernet's weights, BatchNorm
         statistics re-estimated for it on the first batches of `calibration`."""
-        images = [x for (x, _), _ in zip(DataLoader(calibration, batch_size=32),
-                                         range(BN_CALIBRATION_BATCHES))]
+        with torch.random.fork_rng():  # augmentation draws: the same batches on every call
+            torch.manual_seed(0)
+            images = [x for (x, _), _ in zip(DataLoader(calibration, batch_size=32),
+                                             range(BN_CALIBRATION_BATCHES))]
         correct = total = 0
         with recalibrated_bn(self.model, candidates, images):
             for x, y in DataLoader(ds, batch_size=batch_size):
