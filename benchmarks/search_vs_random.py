@@ -40,11 +40,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import kendalltau
 
 from fbnet.arch import Architecture, load_architecture
 from fbnet.io import atomic_write_json
 from fbnet.lut import load_lut
+from fbnet.metrics import kendall_tau
 from fbnet.space import CANDIDATE_NAMES
 from search.data import DATA_SPECS, DEFAULT_DATA
 from search.dnas import load_trained_supernet
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
                   flush=True)
         randoms = [e["top1"] for e in entries[1:]]
         mine = entries[0]["top1"]
-        tau, _ = kendalltau([e["supernet_top1"] for e in entries], [e["top1"] for e in entries])
+        tau = kendall_tau([e["supernet_top1"] for e in entries], [e["top1"] for e in entries])
         rows.append({"seed": seed, "sampler": sampler, "searched_top1": mine,
                      "searched_latency_ms": entries[0]["latency_ms"],
                      "converged": found["convergence"]["converged"],

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import kendalltau, spearmanr
 from tqdm import tqdm
 
 from fbnet.errors import UserError, cli_entry
 from fbnet.io import atomic_write_text
 from fbnet.lut import Lut, load_lut
+from fbnet.metrics import kendall_tau, spearman_rho
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from fbnet.workloads import candidate_workload, fixed_parts, space_workloads
 from profiler.lut import DEFAULT_ARCHS, ArchPrice, lut_space, price_arch
@@ -246,8 +246,7 @@ def block_points(a: Device, b: Device, space: SpaceConfig) -> list[tuple[str, st
 
 
 def rank_stats(xs, ys) -> dict:
-    return {"spearman": float(spearmanr(xs, ys).statistic),
-            "kendall": float(kendalltau(xs, ys).statistic), "n": len(xs)}
+    return {"spearman": spearman_rho(xs, ys), "kendall": kendall_tau(xs, ys), "n": len(xs)}
 
 
 def plot_scatter(a: Device, b: Device, space: SpaceConfig, out: Path) -> tuple[Figure, dict]:

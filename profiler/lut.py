@@ -24,12 +24,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
-from scipy.stats import kendalltau, spearmanr
 
 from fbnet.arch import Architecture, load_architecture
 from fbnet.errors import UserError, cli_entry
 from fbnet.io import atomic_write_text
 from fbnet.lut import PROVENANCE_KINDS, Lut, load_lut
+from fbnet.metrics import kendall_tau, spearman_rho
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from fbnet.workloads import candidate_workload, fixed_parts, space_workloads
 from profiler.estimation.hwnasbench import import_hwnasbench
@@ -226,8 +226,8 @@ def cmd_diff(args) -> None:
                  "min_ratio": math.exp(logs[0]), "max_ratio": math.exp(logs[-1])}
     if len(rows) >= 3:
         xs, ys = [r["a_ms"] for r in rows], [r["b_ms"] for r in rows]
-        stats["spearman"] = float(spearmanr(xs, ys).statistic)
-        stats["kendall"] = float(kendalltau(xs, ys).statistic)
+        stats["spearman"] = spearman_rho(xs, ys)
+        stats["kendall"] = kendall_tau(xs, ys)
     # the blocks whose cost moved most relative to the typical ratio
     typical = stats.get("geomean_ratio", 1.0)
     top = sorted((r for r in rows if 0 < r["ratio"] < math.inf),

@@ -28,6 +28,7 @@ from fbnet.arch import NAMED_ARCHITECTURES, Architecture, load_architecture, to_
 from fbnet.errors import UserError, cli_entry
 from fbnet.io import atomic_write_json
 from fbnet.lut import Lut, LutEntry, Summation, load_lut
+from fbnet.metrics import errors_pct, kendall_tau, mape_pct, median_abs_error_pct, spearman_rho
 from fbnet.space import SpaceConfig
 from profiler.backends.base import RUNNERS, BackendOptions, create_backend
 from profiler.devices import resolve_device
@@ -99,19 +100,17 @@ def architectures(lut: Lut, space: SpaceConfig, samples: int, seed: int,
 
 
 def metrics(measured, predicted) -> dict:
-    from scipy import stats
-
     m, p = np.asarray(measured), np.asarray(predicted)
-    err = 100.0 * (p - m) / m
-    result = {"n": int(m.size), "mape": float(np.mean(np.abs(err))),
-              "median_abs_error_pct": float(np.median(np.abs(err))),
+    err = errors_pct(m, p)
+    result = {"n": int(m.size), "mape": mape_pct(m, p),
+              "median_abs_error_pct": median_abs_error_pct(m, p),
               "max_abs_error_pct": float(np.max(np.abs(err))),
               "mean_error_pct": float(np.mean(err)),
               "within_5pct": float(np.mean(np.abs(err) <= 5.0)),
               "within_10pct": float(np.mean(np.abs(err) <= 10.0))}
     if m.size > 1:
-        result["kendall_tau"] = float(stats.kendalltau(m, p).statistic)
-        result["spearman"] = float(stats.spearmanr(m, p).statistic)
+        result["kendall_tau"] = kendall_tau(m, p)
+        result["spearman"] = spearman_rho(m, p)
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
 
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from fbnet.arch import named_architecture
+from fbnet.metrics import mape_pct, spearman_rho
 from fbnet.space import SpaceConfig
 from fbnet.workloads import ConvBlock, FullyConnected, Skip, Workload, parse_key, space_workloads
 from profiler.estimation.fit import block_observations, fit
@@ -38,9 +38,9 @@ class SplitScore:
 def _score(split: str, folds: int, measured: list[float], predicted: list[float]) -> SplitScore:
     m, p = np.array(measured), np.array(predicted)
     rel = np.abs(p / m - 1)
-    return SplitScore(split, folds, len(m), float(100 * rel.mean()),
+    return SplitScore(split, folds, len(m), mape_pct(m, p),
                       float(100 * np.mean(rel <= 0.10)), float(100 * np.mean(rel <= 0.20)),
-                      float(spearmanr(m, p).statistic))
+                      spearman_rho(m, p))
 
 
 # Networks whose every block HW-NAS-Bench measured at 224 (FBNet-A's 1504 head is not there).
