@@ -16,7 +16,8 @@ from pathlib import Path
 from fbnet.errors import UserError
 from fbnet.io import atomic_write_text
 from fbnet.published import latency_ms, top1
-from fbnet.space import CANDIDATE_NAMES, SpaceConfig, get_candidate
+from fbnet.space import (CANDIDATE_NAMES, DEFAULT_HEAD_CHANNELS, DEFAULT_NUM_CLASSES, SpaceConfig,
+                         default_layout, get_candidate)
 from fbnet.workloads import Workload, candidate_workload, fixed_parts
 
 ARCH_FORMAT = "fbnet-arch/1"
@@ -272,16 +273,7 @@ def load_architecture(spec: str, *, resolution: int | None = None, width: float 
             raise UserError(f"{path} has {len(samples)} samples; pick one with #0..#{len(samples)-1}")
         data = samples[k].get("architecture", samples[k])
     arch = Architecture.from_dict(data, source=str(path))
-    if resolution is not None or width != 1.0 or num_classes is not None:
-        s = arch.space
-        space = SpaceConfig.create(
-            resolution or s.resolution,
-            layout=None if resolution else s.layout,
-            width=width, stem_channels=s.stem_channels, stage_widths=s.stage_widths,
-            stage_depths=s.stage_depths, head_channels=s.head_channels,
-            num_classes=num_classes or s.num_classes, in_channels=s.in_channels)
-        arch = arch.with_space(space)
-    return arch
+    return at_resolution(arch, resolution, width=width, num_classes=num_classes)
 
 
 def _from_arch_string_spec(text: str, resolution: int | None, width: float,
@@ -296,12 +288,28 @@ def _from_arch_string_spec(text: str, resolution: int | None, width: float,
             arch = parse(224)
         except UserError:
             arch = parse(32)
-    if width == 1.0:
-        return arch
+    return at_resolution(arch, width=width)
+
+
+def at_resolution(arch: Architecture, resolution: int | None = None, *, width: float = 1.0,
+                  num_classes: int | None = None) -> Architecture:
+    """The same candidates and widths for input size `resolution` (default: the architecture's
+    own), every width scaled by `width`, with `num_classes` outputs (default: its own). A head
+    or class count that was the old layout's default becomes the new layout's, as for named
+    architectures; any other is kept."""
     s = arch.space
+    res = resolution or s.resolution
+    if res == s.resolution and width == 1.0 and num_classes in (None, s.num_classes):
+        return arch
+    layout = s.layout if res == s.resolution else default_layout(res)
+    moved = layout != s.layout
+    default_head = moved and s.head_channels == DEFAULT_HEAD_CHANNELS[s.layout]
+    default_classes = moved and s.num_classes == DEFAULT_NUM_CLASSES[s.layout]
     return arch.with_space(SpaceConfig.create(
-        s.resolution, width=width, stem_channels=s.stem_channels, stage_widths=s.stage_widths,
-        stage_depths=s.stage_depths, head_channels=s.head_channels, num_classes=s.num_classes,
+        res, layout=layout, width=width, stem_channels=s.stem_channels,
+        stage_widths=s.stage_widths, stage_depths=s.stage_depths,
+        head_channels=None if default_head else s.head_channels,
+        num_classes=num_classes or (None if default_classes else s.num_classes),
         in_channels=s.in_channels))
 
 

@@ -32,11 +32,10 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fbnet.arch import Architecture, load_architecture, to_arch_string
+from fbnet.arch import Architecture, at_resolution, load_architecture, to_arch_string
 from fbnet.errors import UserError, cli_entry
 from fbnet.lut import Lut, load_lut
 from fbnet.published import PUBLISHED_RESOLUTION, latency_ms, top1_fraction
-from fbnet.space import DEFAULT_HEAD_CHANNELS, DEFAULT_NUM_CLASSES, SpaceConfig
 
 
 @dataclass
@@ -156,22 +155,6 @@ def load_measurement(path: Path) -> Measurement:
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
         raise UserError(f"{path} is not a profiler.run --arch --json result (needs arch, "
                         "resolution, device.name, median_ms)") from None
-
-
-def at_resolution(arch: Architecture, resolution: int) -> Architecture:
-    """The same blocks and widths laid out for another input size (that size's layout/head)."""
-    s = arch.space
-    if s.resolution == resolution:
-        return arch
-    # parts that were the old layout's defaults become the new layout's defaults
-    default_head = s.head_channels == DEFAULT_HEAD_CHANNELS[s.layout]
-    default_classes = s.num_classes == DEFAULT_NUM_CLASSES[s.layout]
-    space = SpaceConfig.create(resolution, stem_channels=s.stem_channels,
-                               stage_widths=s.stage_widths, stage_depths=s.stage_depths,
-                               head_channels=None if default_head else s.head_channels,
-                               num_classes=None if default_classes else s.num_classes,
-                               in_channels=s.in_channels)
-    return arch.with_space(space)
 
 
 def _lut_resolution(lut: Lut) -> int:

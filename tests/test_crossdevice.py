@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from fbnet.arch import Architecture, save_architecture
+from fbnet.arch import Architecture, at_resolution, save_architecture
 from fbnet.errors import UserError
 from fbnet.lut import DeviceInfo, Lut, LutEntry, Provenance, RuntimeInfo
 from fbnet.space import SpaceConfig
 from fbnet.workloads import ConvBlock, space_workloads
-from search.crossdevice import (ArchRow, Measurement, at_resolution, build_table, fastest_lines,
-                                format_table, load_arch_row, main)
+from search.crossdevice import (ArchRow, Measurement, build_table, fastest_lines, format_table,
+                                load_arch_row, main)
 
 RES = 16
 
