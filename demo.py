@@ -3,9 +3,10 @@
   1. profile the host: every block of the 32x32 search space, exported to ExecuTorch/XNNPACK
      and timed in the real runtime -> a measured host LUT (the export cache makes re-runs fast)
   2. search (FBNet DNAS on Fashion-MNIST) on the host LUT and on the shipped Samsung S8 and
-     iPhone X LUTs, all three at one matched budget: a fraction of the space's mean price on each
-     device's own LUT (search.run --target-rel), so each search sits at the same point of its
-     device's trade-off
+     iPhone X LUTs, all three at one matched trade-off: the paper's loss with latency in units
+     of the space's mean price on each device's own LUT (search.run's default), so one latency
+     weight pushes equally hard on every device (--target-rel F searches at a matched budget
+     instead)
   3. train the three found networks briefly, 4. export them to .pte (checked against PyTorch)
   5. measure them end to end on the host and compare with what the host LUT predicted
   6. the cross-device table (paper Table 5): is each device's network the faster one on its
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fbnet.errors import UserError, cli_entry
+from fbnet.io import atomic_write_text
 
 # (name, LUT, what it is): the host LUT is measured by step 1, the phone LUTs ship in luts/
 SEARCH_TARGETS = (("host", None, "this machine, measured now"),
@@ -64,9 +66,12 @@ def parse_args(argv):
                    help="DNAS epochs per search (default 4, the first weights-only)")
     p.add_argument("--search-images", type=int, default=3000,
                    help="Fashion-MNIST train images each search uses (default 3000)")
-    p.add_argument("--target-rel", type=float, default=0.8,
-                   help="the matched budget: search.run --target-rel, a fraction of the space's "
-                        "mean price on each device's LUT (default 0.8)")
+    p.add_argument("--latency-weight", type=float, default=2.0,
+                   help="the matched trade-off: search.run --latency-weight, latency in units "
+                        "of each device's mean price (default 2)")
+    p.add_argument("--target-rel", type=float,
+                   help="a matched budget instead: search.run --target-rel, a fraction of the "
+                        "space's mean price on each device's LUT")
     p.add_argument("--train-epochs", type=int, default=1,
                    help="epochs per found network (default 1)")
     p.add_argument("--train-steps", type=int, default=150,
@@ -88,7 +93,8 @@ def plan(out: Path, args) -> list[Step]:
             "search.run", "--lut", str(luts[name]), "--data", "fashion-mnist", "--out", str(run),
             "--epochs", str(args.search_epochs), "--warmup-epochs", "1",
             "--train-images", str(args.search_images), "--no-progress",
-            "--target-rel", str(args.target_rel),
+            *(["--target-rel", str(args.target_rel)] if args.target_rel is not None else
+              ["--latency-weight", str(args.latency_weight)]),
             *(["--resume"] if (run / "checkpoint.pt").exists() else [])],
             needs=["profile host"] if name == "host" else []))
     for name, _, _ in SEARCH_TARGETS:
@@ -139,8 +145,6 @@ def run_step(step: Step, index: int, total: int, logs: Path) -> None:
     step.seconds = time.perf_counter() - t0
     if code == 0:
         if step.stdout_to:
-            from fbnet.io import atomic_write_text
-
             atomic_write_text(step.stdout_to, "".join(lines))
         step.status = "ok"
         print(f"    done in {step.seconds:.0f} s", flush=True)
@@ -196,7 +200,7 @@ def measured_vs_predicted(out: Path) -> None:
 
 def device_specific_verdict(out: Path) -> None:
     """The product's claim, checked on this run: on each phone's LUT, is the network searched
-    for that phone faster than the one searched for the other phone (same relative budget)?"""
+    for that phone faster than the one searched for the other phone (matched trade-off)?"""
     path = out / "crossdevice.json"
     if not path.exists():
         return
@@ -207,7 +211,7 @@ def device_specific_verdict(out: Path) -> None:
              if dev in columns and dev in rows and other in rows]
     if not pairs:
         return
-    print("\ndevice-specific networks at a matched budget:")
+    print("\ndevice-specific networks at a matched trade-off:")
     for dev, other in pairs:
         own = rows[dev]["cells"][columns[dev]]["latency_ms"]
         theirs = rows[other]["cells"][columns[dev]]["latency_ms"]
@@ -226,8 +230,10 @@ def main(argv=None) -> int:
     if min(args.search_epochs, args.train_epochs, args.search_images, args.train_steps) < 1:
         raise UserError("--search-epochs, --search-images, --train-epochs and --train-steps "
                         "must be >= 1")
-    if not args.target_rel > 0:
+    if args.target_rel is not None and not args.target_rel > 0:
         raise UserError(f"--target-rel must be positive, got {args.target_rel}")
+    if not args.latency_weight > 0:
+        raise UserError(f"--latency-weight must be positive, got {args.latency_weight}")
     out = Path(args.out)
     if args.fresh and out.exists():
         shutil.rmtree(out)

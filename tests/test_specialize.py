@@ -8,7 +8,9 @@ import pytest
 from fbnet.errors import UserError
 from fbnet.lut import LayerTable
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
-from search.budget import Budget
+from fbnet.arch import Architecture
+from search.budget import Budget, reference_ms
+from search.pair import Network, PairSettings, check_resolutions, pareto_holds, training_folder
 from search.specialize import best_under_budget, check_same_space
 
 
@@ -67,8 +69,6 @@ def test_budget_flags_exclude_each_other():
 
 
 def test_relative_budget_is_a_fraction_of_the_spaces_mean_price():
-    from search.budget import reference_ms
-
     # two layers, fixed 1 ms: the mean architecture costs 1 + mean(row 0) + mean(row 1)
     table = LayerTable(1.0, [[1.0] * 8 + [10.0], [2.0] * 9])
     assert reference_ms(table) == pytest.approx(1.0 + 2.0 + 2.0)
@@ -78,7 +78,6 @@ def test_relative_budget_is_a_fraction_of_the_spaces_mean_price():
 
 
 def test_pair_refuses_luts_of_different_sizes_and_a_single_lut(tmp_path):
-    from search.pair import PairSettings, check_resolutions
     from test_search import make_lut
 
     a = make_lut(SpaceConfig.create(32), path=tmp_path / "a_32.json")
@@ -89,3 +88,44 @@ def test_pair_refuses_luts_of_different_sizes_and_a_single_lut(tmp_path):
         PairSettings((tmp_path / "a_32.json",), Budget(target_rel=0.5)).check()
     with pytest.raises(UserError, match="matched budget"):
         PairSettings((tmp_path / "a_32.json", tmp_path / "b_64.json"), Budget()).check()
+
+
+def test_pair_takes_exactly_one_matched_setting_and_passes_it_to_every_search(tmp_path):
+    luts = (tmp_path / "a_32.json", tmp_path / "b_32.json")
+    with pytest.raises(UserError, match="one matched setting"):
+        PairSettings(luts, Budget(target_rel=0.8), latency_weight=2.0).check()
+    with pytest.raises(UserError, match="positive"):
+        PairSettings(luts, latency_weight=0.0).check()
+    assert PairSettings(luts, Budget(target_rel=0.8)).search_flags() == ["--target-rel", "0.8"]
+    assert PairSettings(luts, latency_weight=2.0).search_flags() == [
+        "--loss", "fbnet", "--latency-unit", "reference", "--latency-weight", "2.0"]
+
+
+def _net(name, latency_ms, top1, first="skip"):
+    arch = Architecture(name, SpaceConfig.create(32), (first,) + ("skip",) * 21)
+    return Network(name, "dnas", name, 0, arch, latency_ms, top1)
+
+
+def test_pareto_check_and_the_table5_margin_by_hand():
+    # on d: own 10 ms at 80.0 +- 1.0, other 10.4 ms at 79.5 +- 0.5: 4% faster, +0.5 points
+    own = _net("own", {"d": 10.0}, [0.79, 0.80, 0.81])
+    other = _net("other", {"d": 10.4}, [0.79, 0.795, 0.80])
+    check = pareto_holds(own, other, "d")
+    assert check["speedup"] == pytest.approx(0.04)
+    assert check["top1_gap"] == pytest.approx(0.005)
+    assert check["tolerance"] == pytest.approx(0.01)
+    assert check["holds"] and check["margin"]  # 0.5 points more accurate at lower latency
+    # 2 points less accurate (beyond the 1-point std): faster but not Pareto-better
+    worse = _net("worse", {"d": 5.0}, [0.77, 0.78, 0.79])
+    assert not pareto_holds(worse, other, "d")["holds"]
+    # within the std and 3% faster: holds, but not by the margin
+    close = _net("close", {"d": 10.1}, [0.785, 0.795, 0.805])
+    check = pareto_holds(close, other, "d")
+    assert check["holds"] and not check["margin"]
+    # slower is never Pareto-better, however accurate
+    assert not pareto_holds(other, own, "d")["holds"]
+
+
+def test_a_network_found_twice_is_trained_once():
+    a, b, c = _net("a", {}, []), _net("b", {}, []), _net("c", {}, [], first="k3_e1")
+    assert training_folder(a.arch) == training_folder(b.arch) != training_folder(c.arch)
