@@ -17,7 +17,6 @@ import argparse
 import json
 import random
 import sys
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -30,18 +29,38 @@ from fbnet.io import atomic_write_json
 from fbnet.lut import Lut, LutEntry, Summation, load_lut
 from fbnet.metrics import errors_pct, kendall_tau, mape_pct, median_abs_error_pct, spearman_rho
 from fbnet.space import SpaceConfig
-from profiler.backends.base import RUNNERS, BackendOptions, create_backend
-from profiler.devices import resolve_device
+from profiler.backends.base import RUNNERS
+from profiler.calibration import random_architecture
 from profiler.export import DEFAULT_CACHE, ArtifactCache
+from profiler.jobs import Exporter, Progress, arch_job, chunks, measured_entry, run_programs
 from profiler.measure import CI_LEVEL
-from profiler.run import (CLOCKS, Progress, Settings, arch_job, chunks, export_with_progress,
-                          measured_entry, random_architecture, resolve_clock, run_programs)
+from profiler.settings import CLOCKS, Settings, Target, resolve_clock
 
 TARGETS = {"median_abs_error_pct": 5.0, "within_10pct": 0.90, "kendall_tau": 0.90}
 # The noise explains the error when at least this fraction of networks is within its interval
 # (the intervals are 95% ones: a few networks outside them are expected).
 EXPLAINED_FRACTION = 0.90
 Z_95 = 1.96  # a calibration RMS error (one standard deviation) as a 95% half-width
+
+
+@dataclass(frozen=True)
+class ValidateSettings:
+    """One validation: the LUT, where to measure, which networks, how long to time them."""
+
+    lut: str  # the LUT's path, as given
+    target: Target = Target()
+    samples: int = 50  # random architectures
+    seed: int = 0
+    named: bool = True  # also the named architectures the LUT covers
+    warmup: int = 5
+    iters: int = 30
+    rounds: int = 3
+    clock: str = "auto"  # auto: the clock the LUT was measured with
+    workers: int = 2
+    cache: Path = DEFAULT_CACHE
+    out: Path | None = None  # also write the rows and metrics here
+    plot: Path | None = None  # scatter plot PNG
+    progress: str = "bar"  # bar | none
 
 
 @dataclass
@@ -84,6 +103,14 @@ def parse_args(argv):
     if args.samples < 0 or args.iters < 1 or args.rounds < 1 or args.warmup < 0:
         raise UserError("--samples and --warmup must be >= 0, --iters and --rounds >= 1")
     return args
+
+
+def settings_from(args) -> ValidateSettings:
+    return ValidateSettings(
+        args.lut, Target(args.device, args.runner, args.native_runner), samples=args.samples,
+        seed=args.seed, named=not args.no_named, warmup=args.warmup, iters=args.iters,
+        rounds=args.rounds, clock=args.clock, workers=args.workers, cache=args.cache,
+        out=args.out, plot=args.plot, progress="none" if args.quiet else "bar")
 
 
 def architectures(lut: Lut, space: SpaceConfig, samples: int, seed: int,
@@ -192,45 +219,40 @@ def network_row(arch: Architecture, measured: LutEntry, lut: Lut, plain: Lut) ->
                lut_ci_pct=None if lut_half is None else round(100 * lut_half / predicted, 3))
 
 
-def validate(args) -> tuple[dict, list[Row], Lut]:
-    lut = load_lut(args.lut)
+def validate(cfg: ValidateSettings) -> tuple[dict, list[Row], Lut]:
+    lut = load_lut(cfg.lut)
     if lut.space is None:
-        raise UserError(f"{args.lut} does not record its space; re-create it with profiler.run")
+        raise UserError(f"{cfg.lut} does not record its space; re-create it with profiler.run")
     space = SpaceConfig.from_dict(lut.space)
-    profile = resolve_device(args.device)
+    profile = cfg.target.profile
     rt = lut.runtime
     if rt.name not in ("executorch", "torchscript-lite"):
         raise UserError(
-            f"{args.lut} is {lut.provenance.kind} for {rt.name} on {lut.device.name}, which this "
+            f"{cfg.lut} is {lut.provenance.kind} for {rt.name} on {lut.device.name}, which this "
             "profiler cannot re-measure; validate a LUT built by profiler.run (e.g. measure the "
             f"device with python -m profiler.run --device {lut.device.name})")
     if profile.name != lut.device.name:
-        print(f"warning: {args.lut} was measured on {lut.device.name}, validating on "
+        print(f"warning: {cfg.lut} was measured on {lut.device.name}, validating on "
               f"{profile.name}", file=sys.stderr)
     runtime = "torchscript" if rt.name.startswith("torchscript") else "executorch"
     threads = rt.threads or 1
     # the LUT's clock unless told otherwise, so both sides are timed the same way
-    clock = resolve_clock(args.clock if args.clock != "auto" else
-                          lut.measurement.get("clock", "auto"), profile.kind, args.runner,
+    clock = resolve_clock(cfg.clock if cfg.clock != "auto" else
+                          lut.measurement.get("clock", "auto"), profile.kind, cfg.target.runner,
                           threads)
     s = Settings(dtype=rt.dtype or "fp32", backend=rt.backend or "xnnpack", runtime=runtime,
-                 threads=threads, warmup=args.warmup, iters=args.iters, rounds=args.rounds,
+                 threads=threads, warmup=cfg.warmup, iters=cfg.iters, rounds=cfg.rounds,
                  ops=False, clock=clock)
-    archs = architectures(lut, space, args.samples, args.seed, not args.no_named)
+    archs = architectures(lut, space, cfg.samples, cfg.seed, cfg.named)
     if not archs:
         raise UserError("nothing to validate: use --samples 1 or more")
     lut.require({layer.key for a in archs for layer in a.layers()}, "the sampled networks")
-    cache = ArtifactCache(args.cache)
+    exporter = Exporter(ArtifactCache(cfg.cache), cfg.workers, cfg.progress)
     jobs = {a.name: arch_job(a, s) for a in archs}
-    progress = "none" if args.quiet else "bar"
-    artifacts, _ = export_with_progress(list(jobs.values()), cache, args.workers, progress,
-                                        etrecord=False)  # timed without ETDump
-    options = BackendOptions(runner=args.runner, runtime=s.runtime, backend=s.backend,
-                             dtype=s.dtype, threads=s.threads, native_runner=args.native_runner,
-                             workdir=Path(tempfile.mkdtemp(prefix="fbnet-validate-")))
+    artifacts, _ = exporter.export(list(jobs.values()), etrecord=False)  # timed without ETDump
     measured: dict[str, LutEntry] = {}
-    with create_backend(profile, options) as backend:
-        bar = Progress(len(archs), "measure", progress)
+    with cfg.target.open(s, "validate") as backend:
+        bar = Progress(len(archs), "measure", cfg.progress)
         try:
             # a few networks per job: round-robin within it, bounded memory for 224 nets
             for part in chunks(archs, 10):
@@ -246,9 +268,9 @@ def validate(args) -> tuple[dict, list[Row], Lut]:
     m = [r.measured_ms for r in rows]
     summary = {"lut": metrics(m, [r.predicted_ms for r in rows]),
                "plain_sum": metrics(m, [r.plain_sum_ms for r in rows])}
-    report = {"lut_path": str(args.lut), "lut_title": lut.title, "device": profile.name,
+    report = {"lut_path": str(cfg.lut), "lut_title": lut.title, "device": profile.name,
               "clock": clock,
-              "samples": args.samples, "seed": args.seed, "networks": len(rows),
+              "samples": cfg.samples, "seed": cfg.seed, "networks": len(rows),
               **summary["lut"], "plain_sum": summary["plain_sum"],
               "summation": asdict(lut.summation) | {"fit": None},
               "noise": noise_check(rows, lut),
@@ -258,13 +280,13 @@ def validate(args) -> tuple[dict, list[Row], Lut]:
                                     and summary["lut"]["within_10pct"] >= TARGETS["within_10pct"]
                                     and summary["lut"].get("kendall_tau", 0) >=
                                     TARGETS["kendall_tau"])}
-    if args.plot:
-        plot(rows, lut, summary, args.plot)
-        report["plot"] = str(args.plot)
-    if args.out:
-        atomic_write_json(args.out, {**report, "rows": [asdict(r) | {"error_pct": round(
+    if cfg.plot:
+        plot(rows, lut, summary, cfg.plot)
+        report["plot"] = str(cfg.plot)
+    if cfg.out:
+        atomic_write_json(cfg.out, {**report, "rows": [asdict(r) | {"error_pct": round(
             r.error_pct, 3)} for r in rows]})
-        report["out"] = str(args.out)
+        report["out"] = str(cfg.out)
     return report, rows, lut
 
 
@@ -272,7 +294,7 @@ def validate(args) -> tuple[dict, list[Row], Lut]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore")
-    report, rows, lut = validate(args)
+    report, rows, lut = validate(settings_from(args))
     if args.json:
         print(json.dumps(report | {"rows": [asdict(r) | {"error_pct": round(r.error_pct, 3)}
                                             for r in rows]}, indent=1))

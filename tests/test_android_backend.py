@@ -134,7 +134,7 @@ def artifacts(tmp_path_factory):
     """Three real 32 px workloads exported to XNNPACK .pte files (stem, a block, classifier)."""
     from profiler.export import ArtifactCache, ExportJob, export_all
 
-    from profiler.run import reference_workload
+    from profiler.build import reference_workload
 
     space = SpaceConfig.create(32)
     parts = fixed_parts(space)

@@ -12,9 +12,10 @@ from fbnet.coverage import CLASSIFIER_CLASSES, lut_workloads, named_only_keys, n
 from fbnet.errors import UserError
 from fbnet.lut import load_lut
 from fbnet.space import SpaceConfig
+from profiler.build import extend_lut
 from profiler.lut import addition_slowdown
 from profiler.lut import main as lut_cli
-from profiler.run import extend_lut, parse_args
+from profiler.run import parse_args
 
 KIND = {p.name: json.loads(p.read_text())["provenance"]["kind"]
         for p in sorted((ROOT / "luts").glob("*.json"))}

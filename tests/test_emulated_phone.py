@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from emulated_phone.phone import Phone, adb, adb_server, missing_tools, sandbox_error
+from fbnet.coverage import lut_workloads
 from fbnet.lut import load_lut
 from fbnet.space import SpaceConfig
 from profiler.backends.adb_transport import AdbTransport, adb_client
@@ -23,7 +24,6 @@ from profiler.backends.android import DEVICE_DIR, PhoneSession
 from profiler.backends.base import TransportError
 from profiler.export import ArtifactCache, ExportJob, export_all
 from profiler.protocol import Manifest, ProgramSpec
-from profiler.run import lut_workloads
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--resolution", "8", "--stage-depths", "1,1,1,1,1,1,1",

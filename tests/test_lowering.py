@@ -11,7 +11,8 @@ from fbnet.arch import save_architecture
 from fbnet.errors import UserError
 from fbnet.lowering import BACKENDS, DTYPES, RECIPES, RUNTIMES, recipe_for
 from profiler.export import ArtifactCache, ExportJob, export_all
-from profiler.run import Settings, arch_job
+from profiler.jobs import arch_job
+from profiler.settings import Settings
 from tests.test_train_export import tiny_arch
 
 

@@ -12,12 +12,12 @@ import pytest
 
 from fbnet.arch import named_architecture
 from fbnet.lut import LutEntry, load_lut
-from profiler import run
+from profiler import jobs, noise
 from profiler.backends.base import Program
 from profiler.export import ExportJob
 from profiler.measure import Stats, median_ci
 from profiler.protocol import BenchResult, InputSpec, ProgramResult, RunnerInfo
-from profiler.run import Settings
+from profiler.settings import Settings
 from profiler.validate import Row, noise_check
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ BLOCKS = ["FC_Cin8_Cout2", "FC_Cin8_Cout3"]
 
 
 class Art:
-    """An exported program as run.py sees one (no file is ever read)."""
+    """An exported program as profiler.jobs sees one (no file is ever read)."""
 
     def __init__(self, key):
         self.job = ExportJob(key, (1, 8))
@@ -98,7 +98,7 @@ def test_a_round_with_a_slow_reference_is_dropped_and_measured_again():
 
     device = ScriptedDevice(timing)
     drift = {"medians_ms": [1.0]}
-    results, ref_ms = run.measure_chunk(device, arts(*BLOCKS, REF), REF, Settings(), drift)
+    results, ref_ms = noise.measure_chunk(device, arts(*BLOCKS, REF), REF, Settings(), drift)
     assert ref_ms == 1.0 and drift["rounds_dropped"] == 1 and len(device.jobs) == 2
     for key in BLOCKS:
         assert len(results[key].rounds) == Settings().rounds
@@ -108,7 +108,7 @@ def test_a_round_with_a_slow_reference_is_dropped_and_measured_again():
 def test_a_job_that_ran_during_a_burst_is_run_again():
     device = ScriptedDevice(lambda key, job, rnd: 10.0 if job < 2 else 1.0)
     drift = {"medians_ms": [1.0]}
-    results, ref_ms = run.measure_chunk(device, arts("FC_Cin8_Cout2", REF), REF, Settings(),
+    results, ref_ms = noise.measure_chunk(device, arts("FC_Cin8_Cout2", REF), REF, Settings(),
                                         drift)
     assert ref_ms == 1.0 and drift["retries"] == 2 and len(device.jobs) == 3
     assert set(results["FC_Cin8_Cout2"].latencies_ms) == {1.0}
@@ -117,34 +117,34 @@ def test_a_job_that_ran_during_a_burst_is_run_again():
 def test_retries_are_bounded_on_a_device_that_never_calms_down():
     device = ScriptedDevice(lambda key, job, rnd: 10.0)
     drift = {"medians_ms": [1.0]}
-    _, ref_ms = run.measure_chunk(device, arts("FC_Cin8_Cout2", REF), REF, Settings(), drift)
-    assert ref_ms == 10.0 and drift["retries"] == run.RETRIES
-    assert len(device.jobs) == run.RETRIES + 1
+    _, ref_ms = noise.measure_chunk(device, arts("FC_Cin8_Cout2", REF), REF, Settings(), drift)
+    assert ref_ms == 10.0 and drift["retries"] == noise.RETRIES
+    assert len(device.jobs) == noise.RETRIES + 1
 
 
 def test_a_hot_phone_pauses_and_the_job_is_flagged_and_run_again(monkeypatch):
-    monkeypatch.setattr(run, "THERMAL_PAUSE_S", 0.0)
+    monkeypatch.setattr(noise, "THERMAL_PAUSE_S", 0.0)
     baseline = {"cpu0": 40.0, "battery": 30.0}
     device = ScriptedDevice(lambda key, job, rnd: 1.0,
                             thermal=lambda job: {"cpu0": 55.0 if job == 0 else 42.0,
                                                  "battery": 31.0})
     drift = {"medians_ms": []}
-    run.measure_chunk(device, arts("FC_Cin8_Cout2", REF), REF, Settings(), drift, baseline)
+    noise.measure_chunk(device, arts("FC_Cin8_Cout2", REF), REF, Settings(), drift, baseline)
     assert drift["thermal_flags"] == 1 and drift["max_thermal_rise_c"] == 15.0
     assert len(device.jobs) == 2
     # a device without temperatures (the host) is never paused
-    assert run.thermal_rise_c(BenchResult(RunnerInfo("x")), baseline) == 0.0
+    assert noise.thermal_rise_c(BenchResult(RunnerInfo("x")), baseline) == 0.0
 
 
 def test_settle_runs_until_the_reference_is_steady():
     """The reference reads slow while the device ramps up (first 4 jobs), then steady."""
     device = ScriptedDevice(lambda key, job, rnd: [2.0, 1.6, 1.3, 1.1][job] if job < 4 else 1.0)
     drift = {}
-    run.settle(device, Art(REF), Settings(), drift)
+    noise.settle(device, Art(REF), Settings(), drift)
     assert drift["settled"] and drift["settle_ms"] == [2.0, 1.6, 1.3, 1.1, 1.0, 1.0, 1.0]
     drifting = ScriptedDevice(lambda key, job, rnd: 1.0 + 0.1 * job)
-    run.settle(drifting, Art(REF), Settings(), drift)
-    assert not drift["settled"] and len(drifting.jobs) == run.SETTLE_JOBS
+    noise.settle(drifting, Art(REF), Settings(), drift)
+    assert not drift["settled"] and len(drifting.jobs) == noise.SETTLE_JOBS
 
 
 def empty_lut(tmp_path):
@@ -164,14 +164,14 @@ def test_jobs_slower_than_the_build_settled_to_are_measured_again(tmp_path):
     drift = {"medians_ms": []}
     raw, measured = {}, []
     for part in ([BLOCKS[0]], [BLOCKS[1]]):
-        results, ref_ms = run.measure_part(device, part, artifacts, REF, Settings(), drift, {})
+        results, ref_ms = noise.measure_part(device, part, artifacts, REF, Settings(), drift, {})
         for key in part:
             raw[key] = results[key]
-            lut.entries[key] = run.measured_entry(results[key], artifacts[key], None, Settings())
+            lut.entries[key] = jobs.measured_entry(results[key], artifacts[key], None, Settings())
         drift["medians_ms"].append(ref_ms)
         measured.append((part, len(drift["medians_ms"]) - 1))
     assert drift["medians_ms"] == [1.5, 1.0] and lut.entries[BLOCKS[0]].latency_ms == 1.5
-    run.recheck_drift(device, lut, measured, raw, artifacts, workloads, REF, Settings(), drift,
+    noise.recheck_drift(device, lut, measured, raw, artifacts, workloads, REF, Settings(), drift,
                       {})
     assert drift["medians_ms"] == [1.0, 1.0] and drift["rechecked"] == 1
     assert lut.entries[BLOCKS[0]].latency_ms == 1.0
@@ -193,31 +193,31 @@ def test_noisy_entries_are_measured_again_up_to_a_bound():
     keys = [*BLOCKS, "FC_Cin8_Cout5"]
     artifacts = {a.job.key: a for a in arts(*keys, REF)}
     device = ScriptedDevice(timing)
-    first = run.run_programs(device, list(artifacts.values()), Settings())
-    entries = {k: run.measured_entry(first[k], artifacts[k], None, Settings()) for k in keys}
+    first = jobs.run_programs(device, list(artifacts.values()), Settings())
+    entries = {k: jobs.measured_entry(first[k], artifacts[k], None, Settings()) for k in keys}
     raw = {k: first[k] for k in keys}
-    assert run.noisy(entries[BLOCKS[0]]) and not run.noisy(entries[BLOCKS[1]])
+    assert noise.noisy(entries[BLOCKS[0]]) and not noise.noisy(entries[BLOCKS[1]])
     before = entries[BLOCKS[0]].ci_half_ms
     drift = {}
-    run.remeasure_noisy(device, entries, raw, artifacts, {}, REF, Settings(), drift)
+    noise.remeasure_noisy(device, entries, raw, artifacts, {}, REF, Settings(), drift)
     assert entries[BLOCKS[0]].ci_half_ms < before and entries[BLOCKS[0]].latency_ms == 1.0
     assert entries[BLOCKS[0]].n == Settings().iters and raw[BLOCKS[0]].latencies_ms == [1.0] * 50
     assert all(BLOCKS[1] not in job for job in device.jobs[1:])
-    assert len(device.jobs) == 1 + run.RETRIES and drift["unsettled"] == 1
+    assert len(device.jobs) == 1 + noise.RETRIES and drift["unsettled"] == 1
     assert all(REF in job for job in device.jobs[1:])
 
 
 def test_typical_rounds_leave_out_a_round_slowed_by_other_load():
     rounds = [[1.0] * 4, [1.02] * 4, [2.0] * 4, [0.99] * 4]
-    assert run.typical_rounds(rounds) == [rounds[0], rounds[1], rounds[3]]
-    assert run.typical_rounds(rounds[:3]) == rounds[:3]  # too few rounds to tell
+    assert jobs.typical_rounds(rounds) == [rounds[0], rounds[1], rounds[3]]
+    assert jobs.typical_rounds(rounds[:3]) == rounds[:3]  # too few rounds to tell
 
 
 def test_remeasured_entries_keep_their_per_op_breakdown():
     result = ProgramResult(BLOCKS[0], "x", latencies_ms=[1.0] * 10, rounds=[[1.0] * 5] * 2)
     old = LutEntry(1.2, ops=[], extra={"method_execute_ms": 0.9, "transpose_boundary_ms": 0.05,
                                        "call_overhead_ms": 0.3})
-    entry = run.measured_entry(result, Art(BLOCKS[0]), None, Settings(), per_op_from=old)
+    entry = jobs.measured_entry(result, Art(BLOCKS[0]), None, Settings(), per_op_from=old)
     # the call overhead is the new median minus the runtime's own execute time
     assert entry.extra["call_overhead_ms"] == pytest.approx(0.1)
     assert entry.boundary_ms == pytest.approx(0.15)
@@ -287,13 +287,13 @@ def test_calibration_residuals_count_as_the_luts_noise():
 
 # --- progress ---------------------------------------------------------------------------------
 def test_progress_lines_print_a_line_per_tenth(capsys):
-    bar = run.Progress(20, "measure", "lines")
+    bar = jobs.Progress(20, "measure", "lines")
     for _ in range(20):
         bar.update()
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 10 and lines[0].startswith("measure: 2/20")
     assert lines[-1].startswith("measure: 20/20")
-    quiet = run.Progress(20, "measure", "none")
+    quiet = jobs.Progress(20, "measure", "none")
     quiet.update(20)
     assert capsys.readouterr().out == ""
 

@@ -6,15 +6,18 @@ from pathlib import Path
 
 import pytest
 
+from fbnet.coverage import lut_workloads
 from fbnet.errors import UserError
 from fbnet.lut import LUT_SCHEMA
 from profiler.backends.base import BackendOptions, LocalTransport, create_backend, sha256_file
+from profiler.build import default_lut_path, reference_workload, warn_if_host_was_busy
 from profiler.devices import PROFILES, DeviceProfile, resolve_device
 from profiler.export import ArtifactCache, ExportJob
 from profiler.measure import Stats, op_type
+from profiler.noise import measure_chunk
 from profiler.protocol import (BenchResult, InputSpec, Manifest, ProgramResult, ProgramSpec,
                                RunnerInfo, fill_pattern)
-from profiler.run import Settings, default_lut_path, lut_workloads, reference_workload
+from profiler.settings import Settings
 from fbnet.space import SpaceConfig
 
 
@@ -172,8 +175,6 @@ def test_cli_validate_missing_lut(cli, tmp_path):
 
 
 def test_job_hit_by_a_load_burst_is_remeasured():
-    from profiler.run import measure_chunk
-
     class Burst:
         """A device where the first two jobs run during a burst of other load (10x slower)."""
 
@@ -213,8 +214,6 @@ def test_validate_refuses_a_lut_it_cannot_remeasure(cli):
 
 
 def test_busy_host_gets_a_warning_quiet_host_and_phones_none(capsys, monkeypatch):
-    from profiler.run import warn_if_host_was_busy
-
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     warn_if_host_was_busy("host", {"load_avg_1m_start": 1.35, "load_avg_1m_end": 3.03})
     assert "host was busy" in capsys.readouterr().err

@@ -13,15 +13,17 @@ from dataclasses import replace
 import pytest
 
 from conftest import ROOT, run_cli
+from fbnet.arch import to_arch_string
 from fbnet.lut import Lut, RuntimeInfo, load_lut
 from fbnet.space import SpaceConfig
 from profiler import run
 from profiler.backends.base import Backend, BackendOptions, create_backend
+from profiler.calibration import calibration_architectures, fit_summation, random_architecture
 from profiler.devices import resolve_device
 from profiler.export import ArtifactCache, ExportJob, export_all
+from profiler.jobs import arch_job
 from profiler.measure import make_inputs, profile_torchscript_ops, run_manifest
 from profiler.protocol import BenchResult, Manifest, ProgramResult, ProgramSpec, RunnerInfo
-from profiler.run import arch_job, calibration_architectures, random_architecture
 
 pytestmark = pytest.mark.slow
 
@@ -165,10 +167,10 @@ def test_other_runtimes_and_dtypes_run(cache, tmp_path, runtime, dtype):
 
 def calibration_settings(cache):
     """profiler.run's own arguments for a calibration of the tiny space (not a partial build:
-    --only turns calibration off)."""
+    --only turns calibration off), as the build's typed settings."""
     args = run.parse_args([*TINY, "--warmup", "1", "--iters", "6", "--rounds", "2", "--no-ops",
                            "--calibrate", str(CALIBRATE), "--cache", str(cache), "--quiet"])
-    return args, run.settings_from(args)
+    return run.build_settings(args)
 
 
 def blocks_sum_ms(lut: Lut, arch) -> float:
@@ -214,16 +216,18 @@ def test_summation_fit_recovers_a_known_scale_and_offset(cache, tiny_lut, scale,
     lut = load_lut(tiny_lut[0])
     for entry in lut.entries.values():
         entry.latency_ms, entry.boundary_ms = 100 * entry.latency_ms, 100 * entry.boundary_ms
-    args, s = calibration_settings(cache)
+    cfg = calibration_settings(cache)
+    s = cfg.measure
     space = tiny_space()
     archs = calibration_architectures(space, CALIBRATE, 0)
     truth = {arch_job(a, s).key: scale * blocks_sum_ms(lut, a) + offset_ms for a in archs}
-    fitted = run.fit_summation(lut, LinearDevice(truth), space, s, ArtifactCache(cache), args, {})
+    fitted = fit_summation(lut, LinearDevice(truth), space, s, cfg.calibration,
+                           cfg.exporter(), {})
     assert fitted.subtract_boundary
     assert fitted.scale == pytest.approx(scale, rel=1e-4)
     assert fitted.network_offset_ms == pytest.approx(offset_ms, abs=1e-3)
     assert "least squares" in fitted.fit["how"]
-    assert [r["arch"] for r in fitted.fit["networks"]] == [run.to_arch_string(a) for a in archs]
+    assert [r["arch"] for r in fitted.fit["networks"]] == [to_arch_string(a) for a in archs]
     priced = replace(lut, summation=fitted)
     for a in archs:
         assert priced.network_latency_ms([l.key for l in a.layers()]) == pytest.approx(
@@ -234,12 +238,14 @@ def test_summation_fit_outside_the_plausible_scale_fits_only_the_offset(cache, t
     """A fitted scale outside 0.5..2 is not believed (docs/profiler.md): scale stays 1 and
     the offset is the median of measured - sum, here the median of 2 * sum + 0.1 ms."""
     lut = load_lut(tiny_lut[0])
-    args, s = calibration_settings(cache)
+    cfg = calibration_settings(cache)
+    s = cfg.measure
     space = tiny_space()
     archs = calibration_architectures(space, CALIBRATE, 0)
     sums = {arch_job(a, s).key: blocks_sum_ms(lut, a) for a in archs}
     truth = {key: 3.0 * ms + 0.1 for key, ms in sums.items()}
-    fitted = run.fit_summation(lut, LinearDevice(truth), space, s, ArtifactCache(cache), args, {})
+    fitted = fit_summation(lut, LinearDevice(truth), space, s, cfg.calibration,
+                           cfg.exporter(), {})
     assert fitted.fit["how"] == "median of measured - sum" and fitted.scale == 1.0
     assert fitted.network_offset_ms == pytest.approx(
         statistics.median(2.0 * ms + 0.1 for ms in sums.values()), abs=2e-4)
@@ -250,11 +256,12 @@ def calibrated(cache, tiny_lut, tmp_path_factory):
     """The tiny LUT with its summation fitted on real calibration networks, measured by the
     real ExecuTorch runtime on this host."""
     lut = load_lut(tiny_lut[0])
-    args, s = calibration_settings(cache)
+    cfg = calibration_settings(cache)
+    s = cfg.measure
     options = BackendOptions(workdir=tmp_path_factory.mktemp("calibrate"))
     with create_backend(resolve_device("host"), options) as backend:
-        lut.summation = run.fit_summation(lut, backend, tiny_space(), s, ArtifactCache(cache),
-                                          args, {})
+        lut.summation = fit_summation(lut, backend, tiny_space(), s, cfg.calibration,
+                                      cfg.exporter(), {})
     path = tmp_path_factory.mktemp("calibrated") / "tiny.json"
     lut.save(path)
     return path
@@ -277,7 +284,7 @@ def test_real_calibration_fits_the_networks_it_measured(calibrated):
         (s.fit["how"] == "median of measured - sum" and s.scale == 1.0), s
     plain = []
     for row, arch in zip(rows, calibration_architectures(tiny_space(), CALIBRATE, 0)):
-        assert row["arch"] == run.to_arch_string(arch)
+        assert row["arch"] == to_arch_string(arch)
         assert row["sum_ms"] == pytest.approx(blocks_sum_ms(lut, arch), abs=1e-4)
         predicted = s.scale * row["sum_ms"] + s.network_offset_ms
         assert row["error_pct"] == pytest.approx(100 * (predicted / row["measured_ms"] - 1),

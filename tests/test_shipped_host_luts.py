@@ -5,9 +5,10 @@ import pytest
 
 from conftest import ROOT
 from fbnet.arch import from_arch_string, to_arch_string
+from fbnet.coverage import lut_workloads
 from fbnet.lut import load_lut
 from fbnet.space import SpaceConfig
-from profiler.run import calibration_architectures, lut_workloads
+from profiler.calibration import calibration_architectures
 from profiler.validate import architectures
 
 SHIPPED = ["host.json", "host_32.json"]
