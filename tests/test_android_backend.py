@@ -2,7 +2,9 @@
 native runner, over a LocalTransport that executes on this host (see profiler/backends/android.py).
 
 Unit tests cover what is read from a phone (probe, thermal zones, core masks, ELF checks) from
-captured text; the rest runs real exported programs with the host-built fbnet_bench.
+text in the probe script's output format; the rest runs real exported programs with the
+host-built fbnet_bench. The probe script itself runs in a real mksh, over an emulated phone's
+getprop and sysfs, in tests/test_emulated_phone.py.
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ from profiler.protocol import Manifest, ProgramSpec
 
 PHONE_DIR = DEVICE_DIR.lstrip("/")  # the phone's layout under each LocalTransport root
 
-# `adb shell` output of PROBE_SCRIPT on a Galaxy S8 (Exynos 8895: 4 big M2 + 4 little A53).
+# What PROBE_SCRIPT prints on a Galaxy S8 (Exynos 8895: 4 big M2 + 4 little A53), written from
+# the S8's published properties and clocks (SM-G950F, universal8895, 2.314/1.690 GHz). It is not
+# a capture from a phone: none was at hand. What a real phone prints differently (a missing
+# property, another cpufreq layout) is what running `profiler.run --device s8` on one checks.
 S8_PROBE = """\
 prop ro.product.model=SM-G950F
 prop ro.product.manufacturer=samsung
