@@ -1,6 +1,6 @@
 """The latency lookup table (LUT): the contract between `profiler/` (writes) and `search/` (reads).
 
-A LUT is one JSON file (schema `fbnet-lut/1`, see README "LUT format"):
+A LUT is one JSON file (schema `fbnet-lut/1`, see docs/luts.md, "LUT format"):
 
     {"schema": "fbnet-lut/1",
      "device": {...}, "runtime": {...}, "measurement": {...}, "provenance": {...},
@@ -122,6 +122,56 @@ class Provenance:
 
 
 @dataclass
+class Measurement:
+    """How a LUT's numbers were obtained. A measured LUT records profiler.run's settings, the
+    lowering recipe (fbnet.lowering) its programs were exported by, and the build's own records;
+    an imported or estimated LUT states what it can in `details`. Only the fields that are set
+    are written, in this order, then `details`."""
+
+    # profiler.settings.Settings of the build
+    dtype: str | None = None
+    backend: str | None = None
+    runtime: str | None = None
+    threads: int | None = None
+    warmup: int | None = None
+    iters: int | None = None
+    rounds: int | None = None
+    etdump_iters: int | None = None
+    ops: bool | None = None
+    clock: str | None = None  # wall | thread_cpu
+    recipe: str | None = None  # the fbnet.lowering recipe's name, e.g. xnnpack-fp32
+    protocol: str | None = None
+    complete: bool | None = None  # False while a build is unfinished (--resume continues it)
+    classifier_classes: list[int] | None = None
+    # a build's --only globs; a build writes it even when None (it measured the whole space)
+    only: str | None = None
+    named_architectures: bool | None = None  # --include-named
+    export: dict | None = None  # exported / cached counts and wall time
+    drift: dict | None = None  # the reference block's medians and what was re-measured
+    calibration_checks: dict | None = None  # re-measurements of the calibration networks
+    stability: dict | None = None  # how much of the LUT is noise (profiler.build.stability)
+    wall_s: dict | None = None
+    details: dict = field(default_factory=dict)  # what other producers state, e.g. batch_size
+
+    def to_dict(self) -> dict:
+        data = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "details" and (value is not None or
+                                        (f.name == "only" and self.complete is not None)):
+                data[f.name] = value
+        return data | self.details
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str) -> "Measurement":
+        if not isinstance(data, dict):
+            raise UserError(f"{source}: 'measurement' must be an object")
+        known = {f.name for f in fields(cls)} - {"details"}
+        return cls(**{k: v for k, v in data.items() if k in known},
+                   details={k: v for k, v in data.items() if k not in known})
+
+
+@dataclass
 class Summation:
     """How block latencies add up to a network latency.
 
@@ -157,8 +207,8 @@ class Lut:
     runtime: RuntimeInfo
     provenance: Provenance
     entries: dict[str, LutEntry] = field(default_factory=dict)
-    space: dict | None = None  # SpaceConfig.to_dict() of the space the LUT was built for
-    measurement: dict = field(default_factory=dict)  # warmup, iters, rounds, drift, ...
+    space: SpaceConfig | None = None  # the space the LUT was built for
+    measurement: Measurement = field(default_factory=Measurement)
     summation: Summation = field(default_factory=Summation)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(
         timespec="seconds"))
@@ -173,7 +223,7 @@ class Lut:
         rt = self.runtime
         bits = [rt.name, rt.backend, rt.dtype, f"{rt.threads}T" if rt.threads else None]
         label = " ".join(b for b in bits if b)
-        res = f" @{self.space['resolution']}" if self.space else ""
+        res = f" @{self.space.resolution}" if self.space else ""
         return f"{self.device.name} ({label}, {self.provenance.kind}){res}"
 
     # --- lookups ------------------------------------------------------------------------------
@@ -193,7 +243,7 @@ class Lut:
         missing = self.missing_keys(keys)
         if missing:
             shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
-            res = f" (the LUT was built at resolution {self.space['resolution']})" if self.space else ""
+            res = f" (the LUT was built at resolution {self.space.resolution})" if self.space else ""
             if self.provenance.kind == "imported":
                 # an imported LUT holds what its source measured; nothing can be added to it
                 source = self.provenance.details.get("name", "its source")
@@ -256,9 +306,9 @@ class Lut:
             "schema": self.schema,
             "device": asdict(self.device),
             "runtime": asdict(self.runtime),
-            "measurement": self.measurement,
+            "measurement": self.measurement.to_dict(),
             "provenance": asdict(self.provenance),
-            "space": self.space,
+            "space": self.space.to_dict() if self.space else None,
             "summation": asdict(self.summation),
             "created": self.created,
             "tool": self.tool,
@@ -295,9 +345,10 @@ class Lut:
             parse_key(key)  # rejects keys that are not canonical block keys
             entries[key] = LutEntry.from_dict(raw, f"{source} entry {key}")
         kwargs = {k: data[k] for k in ("created", "tool") if k in data}
+        space = SpaceConfig.from_dict(data["space"]) if data.get("space") else None
+        measurement = Measurement.from_dict(data.get("measurement") or {}, source)
         return cls(device=device, runtime=runtime, provenance=provenance, entries=entries,
-                   space=data.get("space"), measurement=data.get("measurement") or {},
-                   summation=summation, **kwargs)
+                   space=space, measurement=measurement, summation=summation, **kwargs)
 
     def save(self, path: Path | str) -> None:
         atomic_write_json(Path(path), self.to_dict())

@@ -23,7 +23,7 @@ import numpy as np
 
 from fbnet.coverage import CLASSIFIER_CLASSES, lut_workloads, named_only_keys
 from fbnet.errors import UserError
-from fbnet.lut import LUT_SCHEMA, Lut, Provenance, load_lut, lut_file_name
+from fbnet.lut import LUT_SCHEMA, Lut, Measurement, Provenance, load_lut, lut_file_name
 from fbnet.space import SpaceConfig
 from fbnet.workloads import Workload, candidate_workload
 from profiler.backends.base import Backend
@@ -119,15 +119,17 @@ def selected_workloads(space: SpaceConfig, only: str | None,
 
 # --- the LUT ----------------------------------------------------------------------------------
 def new_lut(backend: Backend, cfg: BuildSettings) -> Lut:
-    measurement = {**asdict(cfg.measure), "protocol": "round-robin rounds; warm-up every "
-                   "round; median of timed runs without ETDump; per-op from a separate ETDump "
-                   "run", "complete": False, "classifier_classes": list(CLASSIFIER_CLASSES),
-                   "only": cfg.only, "named_architectures": cfg.include_named}
+    measurement = Measurement(
+        **asdict(cfg.measure), recipe=cfg.measure.recipe.name,
+        protocol="round-robin rounds; warm-up every round; median of timed runs without "
+        "ETDump; per-op from a separate ETDump run", complete=False,
+        classifier_classes=list(CLASSIFIER_CLASSES), only=cfg.only,
+        named_architectures=cfg.include_named)
     provenance = Provenance("measured", {
         "tool": "python -m profiler.run", "runner": cfg.target.runner, "command": cfg.command,
         "load_avg_1m_start": round(os.getloadavg()[0], 2)})
     return Lut(device=backend.device_info, runtime=backend.runtime_info(),
-               provenance=provenance, space=cfg.space.to_dict(), measurement=measurement)
+               provenance=provenance, space=cfg.space, measurement=measurement)
 
 
 def resume_lut(path: Path, fresh: Lut) -> Lut:
@@ -139,8 +141,8 @@ def resume_lut(path: Path, fresh: Lut) -> Lut:
         mismatch.append(f"runtime {old.runtime} vs {fresh.runtime}")
     if old.space != fresh.space:
         mismatch.append("the space (resolution/widths)")
-    if old.measurement.get("clock") != fresh.measurement.get("clock"):
-        mismatch.append(f"clock {old.measurement.get('clock')} vs {fresh.measurement.get('clock')}")
+    if old.measurement.clock != fresh.measurement.clock:
+        mismatch.append(f"clock {old.measurement.clock} vs {fresh.measurement.clock}")
     if mismatch:
         raise UserError(f"cannot resume {path}: it was measured with different settings "
                         f"({'; '.join(mismatch)}); use another --out or drop --resume")
@@ -155,7 +157,7 @@ def extend_lut(path: Path, fresh: Lut) -> tuple[Lut, dict]:
         raise UserError(f"--extend adds to an existing LUT and {path} does not exist; build it "
                         "without --extend")
     lut = resume_lut(path, fresh)
-    if not lut.measurement.get("complete"):
+    if not lut.measurement.complete:
         raise UserError(f"{path} is an unfinished build; continue it with --resume")
     details = fresh.provenance.details
     record = {"command": details["command"],
@@ -177,7 +179,7 @@ def stability(lut: Lut) -> dict:
     block's largest change between jobs."""
     rel = [100 * e.ci_half_ms / e.latency_ms for e in lut.entries.values()
            if e.ci_half_ms is not None and e.latency_ms > NOISY_MIN_MS]
-    drift = lut.measurement.get("drift") or {}
+    drift = lut.measurement.drift or {}
     rows = lut.summation.fit.get("networks") or []
     result = {"entry_ci_median_pct": round(float(np.median(rel)), 2) if rel else None,
               "entry_ci_p90_pct": round(float(np.percentile(rel, 90)), 2) if rel else None,
@@ -205,6 +207,16 @@ def warn_if_host_was_busy(kind: str, details: dict) -> None:
 
 
 # --- the build --------------------------------------------------------------------------------
+def _record(lut: Lut, addition: dict | None, **values) -> None:
+    """Keep this run's records (export, drift, stability, timing) in the build's measurement,
+    or in the record of an addition to a complete LUT."""
+    for key, value in values.items():
+        if addition is None:
+            setattr(lut.measurement, key, value)
+        else:
+            addition[key] = value
+
+
 def build_lut(cfg: BuildSettings) -> dict:
     """Measure the space of `cfg` into the LUT `cfg.out`; returns the build's summary."""
     s, space, out = cfg.measure, cfg.space, cfg.out
@@ -217,22 +229,20 @@ def build_lut(cfg: BuildSettings) -> dict:
     ref = reference_workload(space)
     t_start = time.perf_counter()
     with cfg.target.open(s, "profile") as backend:
-        lut = new_lut(backend, cfg)
+        lut, addition = new_lut(backend, cfg), None
         if cfg.extend:
             lut, addition = extend_lut(out, lut)
         elif cfg.resume and out.exists():
             lut = resume_lut(out, lut)
-        # where this run's export, drift, timing and load go: the build's own records, or
-        # the record of an addition to a complete LUT
-        run_record, load_record = (addition, addition) if cfg.extend else \
-            (lut.measurement, lut.provenance.details)
-        lut.measurement["complete"] = False
+        # the machine load goes with the build's provenance or with the addition
+        load_record = lut.provenance.details if addition is None else addition
+        lut.measurement.complete = False
         todo = [k for k in workloads if k not in lut.entries]
-        if cfg.extend:
-            run_record["keys"] = todo
+        if addition is not None:
+            addition["keys"] = todo
             named = {a: [k for k in keys if k in todo]
                      for a, keys in named_only_keys(space).items()}
-            run_record["named_architectures"] = {a: keys for a, keys in named.items() if keys}
+            addition["named_architectures"] = {a: keys for a, keys in named.items() if keys}
         jobs = [export_job(k, workloads[k].input_shape, s) for k in todo]
         if ref.key not in todo:
             jobs.append(export_job(ref.key, ref.input_shape, s))
@@ -245,10 +255,12 @@ def build_lut(cfg: BuildSettings) -> dict:
             space, calibration.networks, calibration.seed)]
         artifacts, export_stats = exporter.export(
             networks + jobs, etrecord=lambda job: job.arch is None)  # networks: no ETDump
-        run_record["export"] = {"exported": export_stats.exported,
-                                "cached": export_stats.cached,
-                                "wall_s": round(export_stats.wall_s, 1)}
-        drift = run_record.setdefault("drift", {"reference": ref.key, "medians_ms": []})
+        drift = {"reference": ref.key, "medians_ms": []}
+        if addition is None and lut.measurement.drift is not None:
+            drift = lut.measurement.drift  # a resumed build continues its record
+        _record(lut, addition, export={"exported": export_stats.exported,
+                                       "cached": export_stats.cached,
+                                       "wall_s": round(export_stats.wall_s, 1)}, drift=drift)
         t_measure = time.perf_counter()
         bar = Progress(len(todo), "measure", cfg.progress)
         raw: dict[str, ProgramResult] = {}  # the timed runs behind each entry of this run
@@ -282,23 +294,24 @@ def build_lut(cfg: BuildSettings) -> dict:
                   "(other load or throttling); re-measure on a quiet device for a clean LUT",
                   file=sys.stderr)
         t_cal = time.perf_counter()
-        if not cfg.extend:  # an addition keeps the fit of the build it extends
+        if addition is None:  # an addition keeps the fit of the build it extends
+            if lut.measurement.calibration_checks is None:
+                lut.measurement.calibration_checks = {}
             lut.summation = fit_summation(lut, backend, space, s, calibration, exporter,
-                                          lut.measurement.setdefault("calibration_checks", {}))
+                                          lut.measurement.calibration_checks)
         calibrate_s = time.perf_counter() - t_cal
-    lut.measurement["complete"] = True
-    run_record["stability"] = stability(lut)
-    run_record["wall_s"] = {"total": round(time.perf_counter() - t_start, 1),
-                            "export": round(export_stats.wall_s, 1),
-                            "measure": round(measure_s, 1),
-                            "calibrate": round(calibrate_s, 1)}
+    lut.measurement.complete = True
+    wall_s = {"total": round(time.perf_counter() - t_start, 1),
+              "export": round(export_stats.wall_s, 1), "measure": round(measure_s, 1),
+              "calibrate": round(calibrate_s, 1)}
+    built = stability(lut)
+    _record(lut, addition, stability=built, wall_s=wall_s)
     load_record["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     lut.save(out)
     warn_if_host_was_busy(cfg.target.profile.kind, load_record)
     return {"lut": str(out), "entries": len(lut.entries), "measured_now": len(todo),
             "exported": export_stats.exported, "cached": export_stats.cached,
-            "wall_s": run_record["wall_s"], "drift": drift,
-            "stability": run_record["stability"],
+            "wall_s": wall_s, "drift": drift, "stability": built,
             "summation": {"method": lut.summation.method, "scale": lut.summation.scale,
                           "network_offset_ms": lut.summation.network_offset_ms},
             "title": lut.title}

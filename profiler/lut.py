@@ -42,7 +42,7 @@ def lut_space(lut: Lut) -> SpaceConfig:
     if not lut.space:
         raise UserError(f"{lut.path or lut.device.name} records no 'space'; re-create it with "
                         "python -m profiler.run or profiler.lut import")
-    return SpaceConfig.from_dict(lut.space)
+    return lut.space
 
 
 @dataclass
@@ -130,7 +130,8 @@ def cmd_show(args) -> None:
         print(json.dumps({
             "path": str(lut.path), "title": lut.title, "device": asdict(lut.device),
             "runtime": asdict(lut.runtime), "provenance": asdict(lut.provenance),
-            "space": lut.space, "summation": asdict(lut.summation), "created": lut.created,
+            "space": space.to_dict() if space else None, "summation": asdict(lut.summation),
+            "created": lut.created,
             "entries": len(lut.entries), "missing": missing, "extra_metrics": extras,
             "entries_with_ops": with_ops,
             "layers": None if grid is None else [
@@ -144,8 +145,9 @@ def cmd_show(args) -> None:
     print(f"  runtime:    {_describe(asdict(lut.runtime))}")
     print(f"  provenance: {prov.kind}" + "".join(
         f"\n    {k}: {_short(v)}" for k, v in prov.details.items()))
-    if lut.measurement:
-        print(f"  measurement: {_short(lut.measurement)}")
+    measurement = lut.measurement.to_dict()
+    if measurement:
+        print(f"  measurement: {_short(measurement)}")
     for record in prov.details.get("additions", []):
         ratio = addition_slowdown(lut, record)
         print(f"  added:      {len(record['keys'])} entries on {record['date']} by "
@@ -190,7 +192,7 @@ def addition_slowdown(lut: Lut, record: dict) -> float | None:
     """How much slower the reference block read while an addition to `lut` was measured than
     during the build (median over jobs): entries added under other load read slower than the
     rest of the LUT by about this factor. None where either run recorded no reference."""
-    build = (lut.measurement.get("drift") or {}).get("medians_ms")
+    build = (lut.measurement.drift or {}).get("medians_ms")
     added = (record.get("drift") or {}).get("medians_ms")
     if not build or not added:
         return None
@@ -283,6 +285,8 @@ def cmd_diff(args) -> None:
 
 def _meta(lut: Lut, part: str):
     value = getattr(lut, part)
+    if isinstance(value, SpaceConfig):
+        return value.to_dict()
     return value if isinstance(value, dict) or value is None else asdict(value)
 
 
@@ -329,7 +333,8 @@ def merge_luts(luts: list[Lut], on_conflict: str = "error", force: bool = False)
     details["merged_from"] = [
         {"path": str(lut.path), "kind": lut.provenance.kind, "created": lut.created,
          "entries": len(lut.entries), "entries_used": sum(1 for s in source_of.values() if s == i),
-         **({"measurement": lut.measurement} if lut.measurement != first.measurement else {})}
+         **({"measurement": lut.measurement.to_dict()} if lut.measurement != first.measurement
+            else {})}
         for i, lut in enumerate(luts)]
     details["merge_conflicts"] = {"count": len(conflicts), "policy": on_conflict}
     return Lut(device=first.device, runtime=first.runtime,
@@ -339,7 +344,7 @@ def merge_luts(luts: list[Lut], on_conflict: str = "error", force: bool = False)
 
 
 def _space_label(lut: Lut) -> str:
-    return f"resolution {lut.space['resolution']}" if lut.space else "no space"
+    return f"resolution {lut.space.resolution}" if lut.space else "no space"
 
 
 def cmd_merge(args) -> None:

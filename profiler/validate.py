@@ -223,7 +223,7 @@ def validate(cfg: ValidateSettings) -> tuple[dict, list[Row], Lut]:
     lut = load_lut(cfg.lut)
     if lut.space is None:
         raise UserError(f"{cfg.lut} does not record its space; re-create it with profiler.run")
-    space = SpaceConfig.from_dict(lut.space)
+    space = lut.space
     profile = cfg.target.profile
     rt = lut.runtime
     if rt.name not in ("executorch", "torchscript-lite"):
@@ -238,7 +238,7 @@ def validate(cfg: ValidateSettings) -> tuple[dict, list[Row], Lut]:
     threads = rt.threads or 1
     # the LUT's clock unless told otherwise, so both sides are timed the same way
     clock = resolve_clock(cfg.clock if cfg.clock != "auto" else
-                          lut.measurement.get("clock", "auto"), profile.kind, cfg.target.runner,
+                          lut.measurement.clock or "auto", profile.kind, cfg.target.runner,
                           threads)
     s = Settings(dtype=rt.dtype or "fp32", backend=rt.backend or "xnnpack", runtime=runtime,
                  threads=threads, warmup=cfg.warmup, iters=cfg.iters, rounds=cfg.rounds,

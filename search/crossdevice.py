@@ -158,10 +158,10 @@ def load_measurement(path: Path) -> Measurement:
 
 
 def _lut_resolution(lut: Lut) -> int:
-    if not lut.space or "resolution" not in lut.space:
+    if not lut.space:
         raise UserError(f"{lut.path} does not record the space it was built for; rebuild it "
                         "with this version of the profiler")
-    return int(lut.space["resolution"])
+    return lut.space.resolution
 
 
 def _column_labels(luts: list[Lut]) -> list[str]:

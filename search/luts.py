@@ -13,7 +13,7 @@ from fbnet.lut import Lut, load_lut, lut_sibling_name
 
 
 def lut_resolution(lut: Lut) -> int | None:
-    return int(lut.space["resolution"]) if lut.space and "resolution" in lut.space else None
+    return lut.space.resolution if lut.space else None
 
 
 def sibling_lut(path: Path, resolution: int) -> Path | None:

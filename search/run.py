@@ -159,7 +159,7 @@ def parse_args(argv):
 def build_space(lut: Lut, resolution: int, num_classes: int, width: float) -> SpaceConfig:
     """The LUT's own macro-architecture at the data's resolution and class count."""
     if lut.space:
-        s = SpaceConfig.from_dict(lut.space)
+        s = lut.space
         return SpaceConfig.create(resolution, width=width, stem_channels=s.stem_channels,
                                   stage_widths=s.stage_widths, stage_depths=s.stage_depths,
                                   head_channels=s.head_channels, num_classes=num_classes,

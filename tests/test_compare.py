@@ -32,7 +32,7 @@ def synthetic_lut(name: str, resolution: int = 224, scale: float = 1.0, ops: boo
         entries[w.key] = LutEntry(latency_ms=ms, ops=op_list)
     return Lut(device=DeviceInfo(name=name), runtime=RuntimeInfo("executorch", backend="xnnpack"),
                provenance=Provenance("estimated", {"model": "synthetic test LUT"}),
-               entries=entries, space=space.to_dict())
+               entries=entries, space=space)
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ def test_compare_rejects_bad_inputs(luts, tmp_path, cli, case, message):
         lut.save(bad)
     elif case == "head":
         lut = synthetic_lut("c")
-        lut.space = SpaceConfig.create(224, head_channels=1280).to_dict()
+        lut.space = SpaceConfig.create(224, head_channels=1280)
         lut.save(bad)
     else:
         bad.write_text('{"latency": 3}')

@@ -25,7 +25,7 @@ BUILT = [name for name, kind in KIND.items() if kind != "imported"]
 
 def _load(name):
     lut = load_lut(ROOT / "luts" / name)
-    return lut, SpaceConfig.from_dict(lut.space)
+    return lut, lut.space
 
 
 def test_named_workloads_bring_their_own_parts():

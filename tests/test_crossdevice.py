@@ -25,7 +25,7 @@ def make_lut(device: str, cost, resolution: int = RES, drop: str | None = None) 
     entries = {w.key: LutEntry(latency_ms=cost(w)) for w in space_workloads(sp)
                if drop is None or drop not in w.key}
     return Lut(DeviceInfo(device), RuntimeInfo("synthetic"), Provenance("estimated", {"test": 1}),
-               entries, space=sp.to_dict())
+               entries, space=sp)
 
 
 def macs_cost(w) -> float:

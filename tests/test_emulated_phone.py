@@ -153,7 +153,7 @@ def test_profiler_run_measures_an_emulated_phone(tmp_path, phones, adb_env, host
     assert info.extra["pinning"].startswith(f"taskset {info.extra['cpu_mask']} (cores ")
     assert info.extra["thermal_c"]["cpu4-gold-usr"] == 43.8
     assert lut.runtime.version == "1.5.1"
-    assert set(lut.entries) == set(BLOCKS) and lut.measurement["complete"]
+    assert set(lut.entries) == set(BLOCKS) and lut.measurement.complete
     for key, entry in lut.entries.items():
         assert entry.n == 6 and entry.latency_ms > 0
         if not key.startswith("Skip"):  # an identity block runs no operator

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from fbnet.errors import UserError
-from fbnet.lut import Lut, LutEntry, Provenance, load_lut
+from fbnet.lut import Lut, LutEntry, Measurement, Provenance, load_lut
 from profiler.backends import ios
 from profiler.backends.base import BackendOptions, TransportError
 from profiler.backends.ios import DoneMarker, IosBackend, IosDevice, IosTransport
@@ -302,8 +302,8 @@ def test_local_app_end_to_end_produces_a_valid_lut(native_runner, tmp_path):
     lut = Lut(device=backend.device_info, runtime=runtime,
               provenance=Provenance("measured", {"backend": "ios", "app": ios.DEFAULT_BUNDLE_ID,
                                                  "runner": result.runner.name}),
-              entries=entries, space=space.to_dict(),
-              measurement={"warmup": 2, "iters": 6, "rounds": 2})
+              entries=entries, space=space,
+              measurement=Measurement(warmup=2, iters=6, rounds=2))
     lut.save(tmp_path / "iphone_x_32.json")
     loaded = load_lut(tmp_path / "iphone_x_32.json")
     assert loaded.device.model == "iPhone10,3"

@@ -231,7 +231,7 @@ def test_cli_arch_lut_covers_exactly_that_architecture(cli, tmp_path):
     arch = load_architecture("fbnet_96")
     assert set(lut.entries) == {layer.key for layer in arch.layers()}
     assert summary["arch_latency_ms"] == pytest.approx(lut.price(arch).total_ms, rel=1e-4)
-    assert lut.space["resolution"] == 96
+    assert lut.space.resolution == 96
 
 
 def test_cli_report_json(cli):

@@ -5,10 +5,11 @@ import math
 
 import pytest
 
+from conftest import ROOT
 from fbnet.arch import named_architecture
 from fbnet.errors import UserError
-from fbnet.lut import (LUT_SCHEMA, DeviceInfo, Lut, LutEntry, OpLatency, Provenance, RuntimeInfo,
-                       Summation, load_lut)
+from fbnet.lut import (LUT_SCHEMA, DeviceInfo, Lut, LutEntry, Measurement, OpLatency, Provenance,
+                       RuntimeInfo, Summation, load_lut)
 from fbnet.space import SpaceConfig
 from fbnet.workloads import space_workloads
 
@@ -21,20 +22,30 @@ def make_lut(space: SpaceConfig, **summation) -> Lut:
     return Lut(DeviceInfo("host", cpu="test cpu"), RuntimeInfo("executorch", "1.5.1", "xnnpack",
                                                                 "fp32", 1),
                Provenance("estimated", {"model": "1 ms + MACs/1e9 (test fixture)"}), entries,
-               space=space.to_dict(), summation=Summation(**summation))
+               space=space, summation=Summation(**summation))
 
 
 def test_round_trip_keeps_everything(tmp_path):
     space = SpaceConfig.create(32)
     lut = make_lut(space, network_offset_ms=0.5, subtract_boundary=True,
                    fit={"networks": [{"measured_ms": 1.0}]})
-    lut.measurement = {"warmup": 10, "complete": True}
+    lut.measurement = Measurement(warmup=10, complete=True, recipe="xnnpack-fp32")
     lut.save(tmp_path / "a.json")
     back = load_lut(tmp_path / "a.json")
     assert back.entries == lut.entries
     assert back.summation == lut.summation and back.space == lut.space
     assert back.measurement == lut.measurement and back.device == lut.device
     assert json.loads((tmp_path / "a.json").read_text())["schema"] == LUT_SCHEMA
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "luts").glob("*.json")), ids=lambda p: p.name)
+def test_shipped_luts_round_trip_unchanged(path):
+    """The typed space and measurement record write back exactly what they read, in the same
+    order, for every shipped LUT (measured ones without a recorded recipe included)."""
+    data = json.loads(path.read_text())
+    lut = load_lut(path)
+    assert lut.space is None or lut.space.resolution == data["space"]["resolution"]
+    assert json.dumps(lut.to_dict()) == json.dumps(data)
 
 
 def test_summation_subtracts_boundary_and_adds_offset():

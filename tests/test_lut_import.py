@@ -87,7 +87,7 @@ def test_every_source_number_lands_in_exactly_one_lut(source, imported):
 def test_luts_cover_their_space_and_record_provenance(imported):
     for (device, resolution), item in imported.items():
         lut, space = item.lut, SpaceConfig.create(resolution)
-        assert lut.space == space.to_dict()
+        assert lut.space == space
         assert not lut.missing_keys(w.key for w in space_workloads(space))
         details = lut.provenance.details
         assert lut.provenance.kind == "imported"

@@ -86,7 +86,8 @@ def test_build_resume_and_cache(cli, tmp_path, cache, tiny_lut):
                 "ConvNorm_H8_W8_Cin3_Cout16_kernel3_stride1_group1"} | set(validation_keys()) \
         | set(calibration_keys())
     assert set(lut.entries) == expected
-    assert lut.provenance.kind == "measured" and lut.measurement["complete"]
+    assert lut.provenance.kind == "measured" and lut.measurement.complete
+    assert lut.measurement.recipe == "xnnpack-fp32"  # the lowering recipe it was priced by
     assert summary["measured_now"] == len(expected)
     assert summary["exported"] + summary["cached"] >= len(expected)
     for key, entry in lut.entries.items():
@@ -119,7 +120,7 @@ def test_build_resume_and_cache(cli, tmp_path, cache, tiny_lut):
     again = json.loads(resumed.stdout)
     assert again["measured_now"] == 1 and again["exported"] == 0  # everything from the cache
     lut = load_lut(out)
-    assert len(lut.entries) == len(expected) and lut.measurement["complete"]
+    assert len(lut.entries) == len(expected) and lut.measurement.complete
     assert lut.entries["ConvNorm_H8_W8_Cin3_Cout16_kernel3_stride1_group1"].to_dict() == kept
     assert lut.entries["Skip_H8_W8_Cin8_Cout8_stride1"].n == dropped["n"]
 
@@ -340,13 +341,13 @@ def test_interrupted_build_keeps_its_entries_and_resumes(tmp_path, cache, tiny_l
     assert "--resume" in err.strip().splitlines()[-1]
     kept = load_lut(out)
     total = len(load_lut(tiny_lut[0]).entries)
-    assert 0 < len(kept.entries) < total and not kept.measurement["complete"]
+    assert 0 < len(kept.entries) < total and not kept.measurement.complete
 
     resumed = run_cli("profiler.run", *args, *slow[2:], "--resume", "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["measured_now"] == total - len(kept.entries)
     done = load_lut(out)
-    assert len(done.entries) == total and done.measurement["complete"]
+    assert len(done.entries) == total and done.measurement.complete
     for key, entry in kept.entries.items():
         assert done.entries[key].to_dict() == entry.to_dict(), key
 
@@ -362,7 +363,8 @@ def test_portable_backend_through_profiler_run(cli, tmp_path, cache):
     assert proc.returncode == 0, proc.stderr
     lut = load_lut(out)
     assert lut.runtime.backend == "portable" and lut.runtime.name == "executorch"
-    assert set(lut.entries) == set(keys.split(",")) and lut.measurement["complete"]
+    assert lut.measurement.recipe == "portable-fp32"
+    assert set(lut.entries) == set(keys.split(",")) and lut.measurement.complete
     block = lut.entries["ConvBlock_H8_W8_Cin8_Cout8_exp1_kernel3_stride1_group1"]
     assert block.n == 6 and block.latency_ms > 0
     names = [op.name for op in block.ops]

@@ -48,7 +48,7 @@ def make_lut(space: SpaceConfig, cost: Callable[[Workload], float] = macs_cost,
             entries[w.key] = LutEntry(latency_ms=cost(w))
     lut = Lut(DeviceInfo(name), RuntimeInfo("synthetic"),
               Provenance("estimated", {"model": "test cost function"}), entries,
-              space.to_dict(), summation=summation or Summation())
+              space, summation=summation or Summation())
     if path is not None:
         lut.save(path)
     return lut

@@ -7,7 +7,6 @@ from conftest import ROOT
 from fbnet.arch import from_arch_string, to_arch_string
 from fbnet.coverage import lut_workloads
 from fbnet.lut import load_lut
-from fbnet.space import SpaceConfig
 from profiler.calibration import calibration_architectures
 from profiler.validate import architectures
 
@@ -20,7 +19,7 @@ SCALE_RANGE = (0.85, 1.2)
 @pytest.fixture(scope="module", params=SHIPPED)
 def shipped(request):
     lut = load_lut(ROOT / "luts" / request.param)  # the one loader: schema, keys, values
-    return lut, SpaceConfig.from_dict(lut.space)
+    return lut, lut.space
 
 
 def test_provenance_and_settings_say_how_it_was_measured(shipped):
@@ -32,8 +31,8 @@ def test_provenance_and_settings_say_how_it_was_measured(shipped):
     assert (rt.name, rt.backend, rt.dtype, rt.threads) == ("executorch", "xnnpack", "fp32", 1)
     assert rt.version == "1.5.1"
     m = lut.measurement
-    assert m["complete"] and m["only"] is None
-    assert (m["warmup"], m["iters"], m["rounds"]) == (10, 50, 5)
+    assert m.complete and m.only is None
+    assert (m.warmup, m.iters, m.rounds) == (10, 50, 5)
     # the load it was built under is recorded: fidelity depends on it (docs/profiler.md)
     assert lut.provenance.details["load_avg_1m_start"] >= 0
 
@@ -43,7 +42,7 @@ def test_covers_exactly_its_space_with_consistent_statistics(shipped):
     assert set(lut.entries) == {w.key for w in lut_workloads(space, named=True)}
     lut.layer_table(space)  # the search can price every candidate of every layer
     for key, e in lut.entries.items():
-        assert 0 < e.n <= lut.measurement["iters"], key  # rounds slowed by load are dropped
+        assert 0 < e.n <= lut.measurement.iters, key  # rounds slowed by load are dropped
         assert e.min_ms <= e.p10_ms <= e.latency_ms <= e.p90_ms <= e.max_ms, key
         assert 0 <= e.boundary_ms <= e.latency_ms, key
         if key.startswith("ConvBlock"):

@@ -18,7 +18,8 @@ from tqdm import tqdm
 from fbnet.arch import named_architecture
 from fbnet.coverage import CLASSIFIER_CLASSES, named_only_keys
 from fbnet.errors import UserError
-from fbnet.lut import DeviceInfo, Lut, LutEntry, OpLatency, Provenance, RuntimeInfo, load_lut
+from fbnet.lut import (DeviceInfo, Lut, LutEntry, Measurement, OpLatency, Provenance, RuntimeInfo,
+                       load_lut)
 from fbnet.space import SpaceConfig
 from fbnet.workloads import Workload
 from profiler.estimation import hwnasbench
@@ -147,14 +148,15 @@ def make_lut(device: str, model: DeviceModel, details: dict, workloads: list[Wor
     else:
         dev = DeviceInfo(device, extra={"description": f"{device} as measured by HW-NAS-Bench"})
         runtime = RuntimeInfo("tflite", None, None, model.dtype, None)
-    measurement = {"method": "none: estimated by a per-operator latency model",
-                   "coverage": f"architecture {arch_name}" if arch_name else
-                   f"whole space at resolution {space.resolution}, classifiers for "
-                   f"{', '.join(map(str, CLASSIFIER_CLASSES))} classes, and every named "
-                   "architecture (provenance: named_architectures)"}
+    measurement = Measurement(details={
+        "method": "none: estimated by a per-operator latency model",
+        "coverage": f"architecture {arch_name}" if arch_name else
+        f"whole space at resolution {space.resolution}, classifiers for "
+        f"{', '.join(map(str, CLASSIFIER_CLASSES))} classes, and every named "
+        "architecture (provenance: named_architectures)"})
     if not arch_name:
         # the keys beyond the space's own that each named architecture brought in
         details = {**details, "named_architectures": named_only_keys(space)}
     return Lut(device=dev, runtime=runtime, provenance=Provenance("estimated", details),
-               entries=entries, space=space.to_dict(), measurement=measurement)
+               entries=entries, space=space, measurement=measurement)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fbnet.arch import NAMED_ARCHITECTURES, named_architecture
 from fbnet.errors import UserError
-from fbnet.lut import DeviceInfo, Lut, LutEntry, Provenance, RuntimeInfo, Summation
+from fbnet.lut import DeviceInfo, Lut, LutEntry, Measurement, Provenance, RuntimeInfo, Summation
 from fbnet.space import SpaceConfig
 from fbnet.workloads import FullyConnected, parse_key, space_workloads
 
@@ -208,8 +208,8 @@ def import_hwnasbench(path: Path | str, devices: list[str] | None = None) -> lis
                        if energy else {}),
                 }),
                 entries=entries,
-                space=space.to_dict(),
-                measurement={"batch_size": 1},
+                space=space,
+                measurement=Measurement(details={"batch_size": 1}),
                 summation=Summation(method="plain sum of entries (as HW-NAS-Bench sums)"),
             )
             lut.require([w.key for w in space_workloads(space)], f"the {resolution} space")
