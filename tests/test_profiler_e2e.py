@@ -303,8 +303,9 @@ def test_validate_on_tiny_space(cli, tmp_path, cache, calibrated):
     disjoint from the calibration-0 stream: checked below). The plain sum of blocks measured
     alone over-predicts such small networks by far (every block pays its own runtime call);
     the calibrated LUT must do at least 4x better and stay within 25%, the worst documented
-    validation (24%, docs/profiler.md; the others 1.2-8.3% on 50 larger networks). These run
-    30-40 us: 6-17% seen here. Kendall tau over 2 networks is +-1 and is not bounded."""
+    validation (24%, docs/results.md, "Profiler: host LUT builds"; the others 1.2-8.3% on 50
+    larger networks). These run 30-40 us: 6-17% seen here. Kendall tau over 2 networks is +-1
+    and is not bounded."""
     plot = tmp_path / "fidelity.png"
     proc = cli("profiler.validate", "--lut", str(calibrated), "--samples", "2", "--seed", "0",
                "--no-named", "--iters", "6", "--rounds", "2", "--warmup", "1", "--cache",
@@ -373,7 +374,7 @@ def test_portable_backend_through_profiler_run(cli, tmp_path, cache):
 
 
 # the block int8 ran slowest against fp32 on this x86 CPU (1.43x, a 5x5 depthwise at 32x32;
-# docs/profiler.md, "int8 on the host")
+# docs/results.md, "Profiler: host under load, int8 on the host")
 INT8_BLOCKS = "ConvBlock_H32_W32_Cin24_Cout24_exp6_kernel5_stride1_group1"
 INT8_SLOWER_AT_MOST = 2.0
 
@@ -381,7 +382,7 @@ INT8_SLOWER_AT_MOST = 2.0
 def test_int8_blocks_run_quantized_and_no_more_than_2x_fp32(cli, tmp_path, cache):
     """An int8 LUT build through `profiler.run --dtype int8`: XNNPACK's quantized kernels ran
     (QC8 operators in the ETDump, no F32 GEMM) and the block is not over 2x its fp32 latency.
-    Int8 is not uniformly faster on x86 XNNPACK (0.54-1.43x fp32 measured, docs/profiler.md);
+    Int8 is not uniformly faster on x86 XNNPACK (0.54-1.43x fp32 measured, docs/results.md);
     the factor of 2 bounds the slow end with room for a busy machine."""
     luts = {}
     for dtype in ("fp32", "int8"):

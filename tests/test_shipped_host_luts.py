@@ -12,7 +12,8 @@ from profiler.validate import architectures
 
 SHIPPED = ["host.json", "host_32.json"]
 # docs/profiler.md: a fitted scale far from 1.0-1.1 means a bad build; the shipped fits are
-# 1.03 (224) and 0.93 (32), and the profiler accepts 0.5..2 (outside: offset only)
+# 1.03 (224) and 0.93 (32) (docs/results.md, "Profiler: host LUT builds"), and the profiler
+# accepts 0.5..2 (outside: offset only)
 SCALE_RANGE = (0.85, 1.2)
 
 
@@ -52,7 +53,8 @@ def test_covers_exactly_its_space_with_consistent_statistics(shipped):
 def test_summation_fit_is_what_the_lut_prices_with(shipped):
     """Every calibration row, recomputed by hand from the LUT's entries and its summation:
     the recorded block sum, the recorded residual, and every residual within the 5% fidelity
-    target (docs/profiler.md; the shipped fits reach 3.5% at 224 and 4.9% at 32)."""
+    target (docs/profiler.md; the shipped fits reach 3.5% at 224 and 4.9% at 32: docs/results.md,
+    "Profiler: host LUT builds")."""
     lut, space = shipped
     s = lut.summation
     assert s.subtract_boundary and SCALE_RANGE[0] <= s.scale <= SCALE_RANGE[1]
