@@ -357,7 +357,7 @@ class Lut:
     # --- tables -------------------------------------------------------------------------------
     def to_dataframe(self):
         """One row per entry: key, kind, shape fields, latency statistics."""
-        import pandas as pd
+        import pandas as pd  # every command reads LUTs; few need pandas (a second to load)
 
         rows = []
         for key, entry in self.entries.items():

@@ -14,20 +14,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing as mp
 import os
 import shutil
 import tempfile
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from fbnet.arch import Architecture
+from fbnet.blocks import build_workload_module
 from fbnet.errors import UserError
 from fbnet.lowering import LoweringRecipe, lower, recipe_for
-from fbnet.blocks import build_workload_module
+from fbnet.model import FBNet
 from fbnet.workloads import parse_key
 from profiler.backends.base import Program, sha256_file
 from profiler.protocol import InputSpec
@@ -75,10 +80,6 @@ class ExportJob:
     def build_module(self):
         """The module this job exports, before lowering: the workload or network in eval mode,
         with the same seeded weights every time (identical bytes, identical cache hits)."""
-        import torch
-
-        from fbnet.model import FBNet  # imports torch: loaded only where a module is built
-
         torch.manual_seed(0)
         if self.arch is not None:
             return FBNet(Architecture.from_dict(json.loads(self.arch))).eval()
@@ -158,8 +159,6 @@ class ArtifactCache:
 # --- the export itself (runs in worker processes) ----------------------------------------------
 def _random_inputs(shape: tuple[int, ...], count: int):
     """Seeded standard-normal inputs: a block has no data to calibrate int8 on."""
-    import torch
-
     gen = torch.Generator().manual_seed(0)
     return [torch.randn(shape, generator=gen) for _ in range(count)]
 
@@ -170,8 +169,6 @@ def export_to_folder(job: ExportJob, folder: str, etrecord: bool = True) -> dict
     etrecord=False skips the ETRecord: it does not change the program's bytes and costs ~25% of
     a whole network's export, and networks timed without ETDump (calibration, validation) never
     read it."""
-    import warnings
-
     warnings.filterwarnings("ignore")
     start = time.perf_counter()
     folder_path = Path(folder)
@@ -195,8 +192,6 @@ def export_to_folder(job: ExportJob, folder: str, etrecord: bool = True) -> dict
 
 
 def _worker_init() -> None:
-    import torch
-
     torch.set_num_threads(1)  # 2 workers on a shared 2-core machine: no oversubscription
 
 
@@ -258,8 +253,6 @@ def _run_exports(todo: list[ExportJob], staging_root: Path, workers: int,
                 meta = f"{type(err).__name__}: {err}"
             finished(job, meta)
         return
-    import multiprocessing as mp
-
     # spawn: the parent may hold runtime threads (forking those can deadlock)
     pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)),
                                mp_context=mp.get_context("spawn"), initializer=_worker_init)

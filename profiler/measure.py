@@ -10,16 +10,21 @@ separate ETDump pass whose executions are never part of the end-to-end latencies
 from __future__ import annotations
 
 import math
+import os
 import platform
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
+from torch.jit.mobile import _load_for_lite_interpreter
 
 from fbnet.lut import OpLatency
+from profiler.export import runtime_versions
 from profiler.protocol import BenchResult, InputSpec, Manifest, ProgramResult, RunnerInfo, \
     fill_pattern
 
@@ -83,6 +88,7 @@ def median_ci(rounds, level: float = CI_LEVEL, resamples: int = BOOTSTRAP_RESAMP
 
 def set_threads(threads: int) -> int:
     """Size ExecuTorch's CPU thread pool (XNNPACK uses it); returns the size in effect."""
+    # ExecuTorch's runtime takes seconds to load: only where programs run in this process
     from executorch.extension.pybindings import portable_lib
 
     if threads > 0 and portable_lib._threadpool_get_thread_count() != threads:
@@ -91,8 +97,6 @@ def set_threads(threads: int) -> int:
 
 
 def make_inputs(specs: list[InputSpec]):
-    import torch
-
     return [torch.from_numpy(fill_pattern(math.prod(s.shape)).reshape(s.shape)) for s in specs]
 
 
@@ -104,12 +108,10 @@ class _Loaded:
         self.inputs = inputs
         self.program = None
         if path.suffix == ".ptl":
-            from torch.jit.mobile import _load_for_lite_interpreter
-
             self.module = _load_for_lite_interpreter(str(path))
             self.execute = lambda: self.module(*self.inputs)
         else:
-            from executorch.runtime import Runtime
+            from executorch.runtime import Runtime  # seconds to load: see set_threads
 
             self.program = Runtime.get().load_program(path, enable_etdump=etdump)
             method = self.program.load_method("forward")
@@ -121,8 +123,6 @@ def run_manifest(manifest: Manifest, base_dir: Path, out_dir: Path | None = None
                  on_program: Callable[[], None] | None = None) -> BenchResult:
     """Execute a manifest in this process; ETDumps go to out_dir/etdump/<index>.etdp."""
     threads = set_threads(manifest.threads)
-    import torch
-
     # torch's intra-op pool runs the lite interpreter and, for ExecuTorch, the bindings' copies
     # of inputs and outputs: left at its default (one OpenMP thread per core) a copy of over
     # 32k elements wakes a spinning OpenMP worker, which on a busy host costs whole 4 ms
@@ -233,9 +233,7 @@ class EtdumpBreakdown:
 def parse_etdump(path: Path, etrecord: Path | None, warmup: int, context: str = "") -> \
         EtdumpBreakdown:
     """Per-op medians from an ETDump, dropping the first `warmup` executions of every event."""
-    import warnings
-
-    from executorch.devtools import Inspector
+    from executorch.devtools import Inspector  # ExecuTorch's devtools load in seconds
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -272,9 +270,6 @@ def parse_etdump(path: Path, etrecord: Path | None, warmup: int, context: str = 
 def profile_torchscript_ops(path: Path, inputs: list, warmup: int, iters: int,
                             context: str = "") -> list[OpLatency]:
     """Per-op self CPU times of a .ptl program from the autograd profiler (averages per run)."""
-    import torch
-    from torch.jit.mobile import _load_for_lite_interpreter
-
     module = _load_for_lite_interpreter(str(path))
     for _ in range(warmup):
         module(*inputs)
@@ -299,8 +294,6 @@ def profile_torchscript_ops(path: Path, inputs: list, warmup: int, iters: int,
 
 # --- host facts -----------------------------------------------------------------------------
 def host_device_dict() -> dict:
-    import os
-
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -314,8 +307,6 @@ def host_device_dict() -> dict:
 
 
 def _et_version() -> str:
-    from profiler.export import runtime_versions
-
     return runtime_versions()["executorch"]
 
 

@@ -142,7 +142,7 @@ def metrics(measured, predicted) -> dict:
 
 
 def plot(rows: list[Row], lut: Lut, summary: dict, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # seconds to load: only where a figure is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

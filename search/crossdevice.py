@@ -302,7 +302,7 @@ def format_table(table: Table) -> str:
 
 
 def plot_table(table: Table, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # seconds to load: only where a figure is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Subset
 
 from fbnet.errors import UserError
@@ -119,8 +120,6 @@ class ImageFiles(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int):
-        from PIL import Image, UnidentifiedImageError
-
         path = self.files[i]
         try:
             with Image.open(path) as img:
@@ -163,7 +162,7 @@ def _stratified_split(labels: np.ndarray, val_fraction: float, seed: int):
 # --- the datasets ------------------------------------------------------------------------------
 
 def _digits(resolution: int) -> DataBundle:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # a second to load; only this dataset needs it
 
     digits = load_digits()
     images = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.jit.mobile
 from torch import nn
 
 from fbnet.arch import Architecture, load_architecture
@@ -44,6 +45,7 @@ from fbnet.io import atomic_write_bytes, atomic_write_json
 from fbnet.lowering import (BACKENDS, DEFAULT_BACKEND, DTYPES, RUNTIMES, LoweringRecipe, lower,
                             recipe_for)
 from fbnet.model import FBNet
+from search.data import load_data
 
 # Relative to the largest |logit| of the reference: XNNPACK fp32 reorders sums (~1e-6);
 # int8 kernels may round a value one quantization step differently from PyTorch's reference.
@@ -159,8 +161,6 @@ def _sample_inputs(data_spec: str | None, resolution: int, n: int, split: str,
     if data_spec is None:
         g = torch.Generator().manual_seed(seed)
         return [torch.randn(1, 3, resolution, resolution, generator=g) for _ in range(n)]
-    from search.data import load_data
-
     data = load_data(data_spec, resolution=resolution, seed=seed)
     ds = data.train if split == "train" else data.val
     g = torch.Generator().manual_seed(seed)
@@ -179,12 +179,10 @@ def _quiet():
 def runtime_runner(path: Path, runtime: str):
     """A callable running the written file with the deployment runtime."""
     if runtime == "executorch":
-        from executorch.runtime import Runtime
+        from executorch.runtime import Runtime  # seconds to load; TorchScript needs none
 
         method = Runtime.get().load_program(str(path)).load_method("forward")
         return lambda x: method.execute([x])[0]
-    import torch.jit.mobile
-
     lite = torch.jit.mobile._load_for_lite_interpreter(str(path))
     return lambda x: lite(x)
 

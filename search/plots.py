@@ -23,7 +23,7 @@ def _save(fig, path: Path) -> None:
 
 def plot_probabilities(history: list[dict], path: Path, title: str = "") -> None:
     """One panel per layer: P_theta of each candidate over the epochs (stacked)."""
-    import matplotlib
+    import matplotlib  # seconds to load: only where a figure is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -53,7 +53,7 @@ def plot_probabilities(history: list[dict], path: Path, title: str = "") -> None
 
 def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
     """Expected and argmax LUT latency, and top-1 on both splits and val, over epochs."""
-    import matplotlib
+    import matplotlib  # seconds to load: only where a figure is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
