@@ -41,10 +41,11 @@ from fbnet.errors import UserError, cli_entry  # noqa: E402
 from fbnet.lowering import prepare  # noqa: E402
 from fbnet.space import SpaceConfig  # noqa: E402
 from fbnet.workloads import candidate_workload, fixed_parts  # noqa: E402
-from profiler.export import ArtifactCache, ExportJob, export_all  # noqa: E402
+from profiler.export import DEFAULT_CACHE, ArtifactCache, ExportJob, export_all  # noqa: E402
+from profiler.jobs import arch_job  # noqa: E402
 from profiler.measure import parse_etdump  # noqa: E402
 from profiler.protocol import fill_pattern  # noqa: E402
-from profiler.run import DEFAULT_CACHE, Settings, arch_job  # noqa: E402
+from profiler.settings import Settings  # noqa: E402
 
 BUILD_SCRIPT = ROOT / "android_app" / "build_linux_aarch64.sh"
 SYSROOT = Path("/usr/aarch64-linux-gnu")  # Debian's arm64 libc, for qemu's loader

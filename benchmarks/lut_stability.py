@@ -34,8 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fbnet.lut import load_lut  # noqa: E402
-from fbnet.space import SpaceConfig  # noqa: E402
-from profiler.run import random_architecture  # noqa: E402
+from profiler.calibration import random_architecture  # noqa: E402
 
 TARGETS = {"median_abs_error_pct": 5.0, "kendall_tau": 0.9, "within_5pct": 0.9}
 
@@ -71,7 +70,7 @@ def agreement(paths: list[Path], networks: int = 200) -> dict:
         rel = np.abs(values[i] - values[j]) / low
         pairs[f"{i + 1}-{j + 1}"] = round(float(np.mean(rel <= 0.05)), 4)
     spread = values.max(axis=0) / values.min(axis=0) - 1
-    space = SpaceConfig.from_dict(luts[0].space)
+    space = luts[0].space
     rng = random.Random(1)
     archs = [random_architecture(space, rng, f"random_{i}") for i in range(networks)]
     priced = np.array([[lut.price(a).total_ms for a in archs] for lut in luts])

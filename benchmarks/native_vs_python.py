@@ -29,11 +29,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fbnet.errors import UserError, cli_entry  # noqa: E402
 from fbnet.lut import Lut, load_lut  # noqa: E402
+from fbnet.metrics import spearman_rho  # noqa: E402
 
 
 def parse_args(argv):
@@ -49,56 +52,28 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-# The native LUT is built through profiler.backends.native: the Android backend's code path
-# (probe, pinning, pushes, the runner over a LocalTransport), which is what a phone LUT goes
-# through, so agreement here validates phone measurements, not just the binary.
-NATIVE_BUILD = """
-import sys
-from profiler import run
-from profiler.backends import base, native
-def create_backend(profile, options):
-    if profile.kind == "host" and options.runner == "native":
-        return native.create_backend(profile, options)
-    return base.create_backend(profile, options)
-run.create_backend = create_backend
-sys.exit(run.main(sys.argv[1:]))
-"""
-
-
 def build(runner: str, args) -> tuple[Path, float]:
-    """Build (or finish) a host LUT with `runner`; returns its path and the wall time."""
+    """Build (or finish) a host LUT with `runner`; returns its path and the wall time.
+
+    `--runner native` goes through profiler.backends.native: the Android backend's code path
+    (probe, pinning, pushes, the runner over a LocalTransport), which is what a phone LUT goes
+    through, so agreement here validates phone measurements, not just the binary."""
     out = args.out / f"host_{args.resolution}_{runner}.json"
     flags = ["--device", "host", "--runner", runner, "--resolution", str(args.resolution),
              "--iters", str(args.iters), "--calibrate", "0", "--no-ops", "--out", str(out)]
     if out.exists():
         flags.append("--resume")
-    entry = ["-c", NATIVE_BUILD] if runner == "native" else ["-m", "profiler.run"]
     print(f"$ python -m profiler.run {' '.join(flags)}", file=sys.stderr)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, *entry, *flags], cwd=ROOT, stdout=sys.stderr)
+    proc = subprocess.run([sys.executable, "-m", "profiler.run", *flags], cwd=ROOT,
+                          stdout=sys.stderr)
     if proc.returncode != 0:
         raise UserError(f"building the {runner} LUT failed (exit {proc.returncode}); see above")
     return out, time.perf_counter() - start
 
 
-def _rank(values: list[float]) -> list[float]:
-    order = sorted(range(len(values)), key=values.__getitem__)
-    ranks = [0.0] * len(values)
-    for rank, i in enumerate(order):
-        ranks[i] = float(rank)
-    return ranks
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    import numpy as np
-
-    return float(np.corrcoef(_rank(a), _rank(b))[0, 1])
-
-
 def agreement(py: list[float], nat: list[float]) -> dict:
     """Per-entry agreement of two latency lists (same keys, same order)."""
-    import numpy as np
-
     a, b = np.array(py), np.array(nat)
     ratio = b / np.maximum(a, 1e-9)
     off = np.abs(ratio - 1)
@@ -112,7 +87,7 @@ def agreement(py: list[float], nat: list[float]) -> dict:
         "p90_ratio": round(float(np.percentile(ratio, 90)), 4),
         "within_5pct": round(float(np.mean(off <= 0.05)), 4),
         "within_10pct": round(float(np.mean(off <= 0.10)), 4),
-        "spearman": round(spearman(py, nat), 4),
+        "spearman": round(spearman_rho(py, nat), 4),
         "per_call_offset_ms": round(offset_ms, 5),
         "within_5pct_after_offset": round(float(np.mean(off_corrected <= 0.05)), 4),
         "within_10pct_after_offset": round(float(np.mean(off_corrected <= 0.10)), 4),

@@ -40,10 +40,6 @@ from profiler.jobs import PROGRESS_MODES
 from profiler.network import measure_arch
 from profiler.settings import CLOCKS, Settings, Target, resolve_clock
 
-# benchmarks/arm_runner_check.py and benchmarks/lut_stability.py import these from here
-from profiler.calibration import random_architecture  # noqa: F401
-from profiler.jobs import arch_job  # noqa: F401
-
 
 def _int_list(text: str) -> tuple[int, ...]:
     try:
