@@ -68,7 +68,7 @@ def parse_args(argv):
 
 
 def space_for(lut, num_classes: int = 10) -> SpaceConfig:
-    s = SpaceConfig.from_dict(lut.space)
+    s = lut.space
     return SpaceConfig.create(s.resolution, stem_channels=s.stem_channels,
                               stage_widths=s.stage_widths, stage_depths=s.stage_depths,
                               head_channels=s.head_channels, num_classes=num_classes)

@@ -237,9 +237,7 @@ class SpaceConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: "dict | SpaceConfig") -> "SpaceConfig":
-        if isinstance(data, SpaceConfig):  # a LUT's space, already parsed at load
-            return data
+    def from_dict(cls, data: dict) -> "SpaceConfig":
         if not isinstance(data, dict):
             raise UserError("the 'space' field must be an object with resolution, widths, ...")
         known = {f for f in cls.__dataclass_fields__}

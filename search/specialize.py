@@ -126,7 +126,7 @@ def specialize(checkpoint: Path, lut_path: Path, budget: Budget
     trained = load_trained_supernet(checkpoint)
     space = trained.space
     lut, _ = resolve_lut(lut_path, space.resolution)
-    lut_space = SpaceConfig.from_dict(lut.space) if lut.space else space
+    lut_space = lut.space or space
     check_same_space(space.with_classes(lut_space.num_classes), lut_space, checkpoint)
     table = lut.layer_table(space)
     budget_ms = budget.resolve_ms(table, str(lut.path))
