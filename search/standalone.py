@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from fbnet.arch import Architecture
+from fbnet.arch import Architecture, at_resolution
 from fbnet.errors import UserError
 from fbnet.io import atomic_write_json
-from fbnet.space import SpaceConfig
 from search.data import DEFAULT_DATA, DataBundle, load_data
 from search.train import Recipe, train
 
@@ -66,15 +65,6 @@ class StandaloneRecipe:
                 f"x{self.width:g}, top-1 on {self.val_images} val images")
 
 
-def at_width(arch: Architecture, width: float) -> Architecture:
-    """The same candidates in the same space with every width scaled by `width`."""
-    s = arch.space
-    return Architecture(arch.name, SpaceConfig.create(
-        s.resolution, width=width, stem_channels=s.stem_channels, stage_widths=s.stage_widths,
-        stage_depths=s.stage_depths, head_channels=s.head_channels, num_classes=s.num_classes,
-        in_channels=s.in_channels), arch.candidates)
-
-
 class StandaloneTrainer:
     """Trains architectures with one StandaloneRecipe, caching each result under `root`."""
 
@@ -108,8 +98,8 @@ class StandaloneTrainer:
             raise UserError(f"{out} was trained with another recipe; use another --out")
         recipe = Recipe(epochs=self.recipe.epochs, seed=seed)
         torch.set_num_threads(self.threads)
-        result = train(at_width(arch, self.recipe.width), self.data, recipe, out, resume=True,
-                       data_spec=self.recipe.data, progress=False, log=lambda *_: None)
+        result = train(at_resolution(arch, width=self.recipe.width), self.data, recipe, out,
+                       resume=True, data_spec=self.recipe.data, progress=False, log=lambda *_: None)
         payload = json.loads(result_path.read_text())
         payload["standalone_recipe"] = asdict(self.recipe)
         atomic_write_json(result_path, payload)
