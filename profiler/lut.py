@@ -20,12 +20,12 @@ import json
 import math
 import statistics
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
-from fbnet.arch import Architecture, load_architecture
+from fbnet.arch import Architecture
 from fbnet.errors import UserError, cli_entry
 from fbnet.io import atomic_write_text
 from fbnet.lut import PROVENANCE_KINDS, Lut, load_lut
@@ -33,42 +33,7 @@ from fbnet.metrics import kendall_tau, spearman_rho
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from fbnet.workloads import candidate_workload, fixed_parts, space_workloads
 from profiler.estimation.hwnasbench import import_hwnasbench
-
-DEFAULT_ARCHS = ("fbnet_a", "fbnet_b", "fbnet_c", "fbnet_s8", "fbnet_iphonex")
-
-
-# --- helpers shared with profiler.compare --------------------------------------------------------
-def lut_space(lut: Lut) -> SpaceConfig:
-    if not lut.space:
-        raise UserError(f"{lut.path or lut.device.name} records no 'space'; re-create it with "
-                        "python -m profiler.run or profiler.lut import")
-    return lut.space
-
-
-@dataclass
-class ArchPrice:
-    arch: str
-    latency_ms: float | None  # None when the LUT lacks some of the network's blocks
-    missing: list[str]
-
-
-def price_arch(lut: Lut, spec: str, *, explicit: bool = False) -> ArchPrice:
-    """Price a named architecture in the LUT's space (its resolution and classes), or an arch file.
-
-    Named architectures whose own macro-architecture differs from the LUT's (FBNet-A's 1504-wide
-    head at 224) come back with the keys the LUT lacks; `explicit` (a user's --arch) makes that
-    an error instead.
-    """
-    space = lut_space(lut)
-    named = not spec.endswith(".json")
-    arch = (load_architecture(spec, resolution=space.resolution, num_classes=space.num_classes)
-            if named else load_architecture(spec))
-    missing = lut.missing_keys(layer.key for layer in arch.layers())
-    if missing and explicit:
-        lut.require([layer.key for layer in arch.layers()], f"architecture {arch.name}")
-    if missing:
-        return ArchPrice(arch.name, None, missing)
-    return ArchPrice(arch.name, lut.price(arch).total_ms, [])
+from profiler.pricing import DEFAULT_ARCHS, lut_space, price_arch
 
 
 def layer_grid(lut: Lut, space: SpaceConfig) -> list[list[float]]:
