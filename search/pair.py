@@ -46,7 +46,7 @@ from fbnet.io import atomic_write_json
 from fbnet.lut import Lut, load_lut
 from search.budget import Budget
 from search.luts import lut_resolution
-from search.specialize import specialize
+from search.specialization import specialize
 from search.standalone import StandaloneRecipe, StandaloneTrainer, cached_search
 
 # the paper's Table 5 margin, as the target: >= 5% faster at matched accuracy, or >= 0.5 points

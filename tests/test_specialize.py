@@ -11,7 +11,7 @@ from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from fbnet.arch import Architecture
 from search.budget import Budget, reference_ms
 from search.pair import Network, PairSettings, check_resolutions, pareto_holds, training_folder
-from search.specialize import best_under_budget, check_same_space
+from search.specialization import best_under_budget, check_same_space
 
 
 def _brute_force(log_probs, table, budget_ms):

@@ -1,0 +1,109 @@
+"""The best architecture of a searched supernet's space under a latency budget on any LUT:
+Once-for-All's train once, specialize for many devices, on this space and these LUTs.
+
+The objective comes from the supernet: each layer's preference log P_theta(candidate), summed
+over the layers. The space is a chain, so the best architecture under a budget is found
+exactly: dynamic programming over the layers keeps, for every reachable LUT price, the best
+score, and drops every partial architecture that another one beats on both price and score (a
+Pareto front). No discretization, no sampling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fbnet.arch import Architecture
+from fbnet.errors import UserError
+from fbnet.lut import LayerTable, Lut
+from fbnet.space import CANDIDATE_NAMES, SpaceConfig
+from search.budget import Budget
+from search.dnas import load_trained_supernet
+from search.luts import resolve_lut
+
+
+@dataclass(frozen=True)
+class Specialized:
+    candidates: tuple[str, ...]
+    latency_ms: float
+    score: float  # sum over layers of log P_theta(candidate)
+    budget_ms: float
+    front_size: int  # largest Pareto front the dynamic program held
+
+
+def best_under_budget(log_probs: np.ndarray, table: LayerTable, budget_ms: float
+                      ) -> Specialized:
+    """The architecture maximizing sum_l log_probs[l, c_l] with LUT price <= budget_ms, exactly.
+
+    Dynamic programming over the chain of layers on Pareto fronts of (price, score): after each
+    layer, a partial architecture is kept only if no other one is both cheaper-or-equal and
+    better-or-equal. The prices are summed in float64 from the table's entries."""
+    ms = np.asarray(table.per_layer_ms, dtype=np.float64)
+    layers, k = ms.shape
+    if log_probs.shape != (layers, k):
+        raise UserError(f"the supernet has {log_probs.shape[0]} layers x {log_probs.shape[1]} "
+                        f"candidates but the LUT's space has {layers} x {k}")
+    cheapest = table.fixed_ms + ms.min(1).sum()
+    if budget_ms < cheapest:
+        raise UserError(f"a budget of {budget_ms:.3f} ms is below the cheapest architecture of "
+                        f"the space on this LUT ({cheapest:.3f} ms); raise the budget")
+    # cheapest possible completion from layer l on: prunes partials that cannot fit the budget
+    rest = np.concatenate([np.cumsum(ms.min(1)[::-1])[::-1], [0.0]])
+    price = np.array([table.fixed_ms])
+    score = np.array([0.0])
+    back: list[tuple[np.ndarray, np.ndarray]] = []  # per layer: (parent index, candidate)
+    largest = 1
+    for l in range(layers):
+        p = (price[:, None] + ms[l][None, :]).ravel()
+        s = (score[:, None] + log_probs[l][None, :]).ravel()
+        parent = np.repeat(np.arange(len(price)), k)
+        cand = np.tile(np.arange(k), len(price))
+        fits = p + rest[l + 1] <= budget_ms + 1e-12
+        p, s, parent, cand = p[fits], s[fits], parent[fits], cand[fits]
+        order = np.lexsort((-s, p))  # by price, best score first among equal prices
+        p, s, parent, cand = p[order], s[order], parent[order], cand[order]
+        best_so_far = np.maximum.accumulate(s)
+        keep = np.ones(len(s), dtype=bool)
+        keep[1:] = s[1:] > best_so_far[:-1]  # strictly better than every cheaper partial
+        price, score = p[keep], s[keep]
+        back.append((parent[keep], cand[keep]))
+        largest = max(largest, len(price))
+    best = int(np.argmax(score))
+    picks = []
+    for parent, cand in reversed(back):
+        picks.append(int(cand[best]))
+        best = int(parent[best])
+    picks.reverse()
+    chosen = tuple(CANDIDATE_NAMES[i] for i in picks)
+    return Specialized(chosen, float(table.fixed_ms + ms[np.arange(layers), picks].sum()),
+                       float(log_probs[np.arange(layers), picks].sum()), budget_ms, largest)
+
+
+def check_same_space(supernet_space: SpaceConfig, lut_space: SpaceConfig, source: Path) -> None:
+    a, b = supernet_space.to_dict(), lut_space.to_dict()
+    a.pop("num_classes", None), b.pop("num_classes", None)
+    if a != b:
+        diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        raise UserError(f"{source} was searched in another space than the LUT covers (differs "
+                        f"in {', '.join(diff[:3])}); give a supernet searched at this LUT's "
+                        "resolution and layout")
+
+
+def specialize(checkpoint: Path, lut_path: Path, budget: Budget
+               ) -> tuple[Architecture, Specialized, Lut]:
+    """The supernet at `checkpoint` specialized to the LUT at `lut_path` (its 32x32 sibling for
+    a 32x32 supernet) under `budget`."""
+    trained = load_trained_supernet(checkpoint)
+    space = trained.space
+    lut, _ = resolve_lut(lut_path, space.resolution)
+    lut_space = lut.space or space
+    check_same_space(space.with_classes(lut_space.num_classes), lut_space, checkpoint)
+    table = lut.layer_table(space)
+    budget_ms = budget.resolve_ms(table, str(lut.path))
+    log_probs = torch.log_softmax(trained.model.theta.detach().double(), -1).numpy()
+    found = best_under_budget(log_probs, table, budget_ms)
+    arch = Architecture(f"specialized_{Path(lut.path).stem}", space, found.candidates)
+    return arch, found, lut
