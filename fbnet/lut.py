@@ -151,6 +151,9 @@ class Measurement:
     calibration_checks: dict | None = None  # re-measurements of the calibration networks
     stability: dict | None = None  # how much of the LUT is noise (profiler.build.stability)
     wall_s: dict | None = None
+    # profiler.validate --record: one summary per validation of this LUT, oldest first, so a
+    # LUT carries its own fidelity and its spread over validations
+    validations: list[dict] | None = None
     details: dict = field(default_factory=dict)  # what other producers state, e.g. batch_size
 
     def to_dict(self) -> dict:

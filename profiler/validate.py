@@ -4,10 +4,13 @@ Draws N random architectures of the LUT's space (plus the named ones that fit it
 and measures each whole network end to end with the LUT's own settings (runtime, delegate,
 dtype, threads), and compares with the latency the LUT predicts (`Lut.price`, summation
 included). Reports MAPE, median/max absolute error, the fraction within +-10%, Kendall tau and
-Spearman rank correlations, for the LUT and for a plain sum of its entries.
+Spearman rank correlations, for the LUT and for a plain sum of its entries. With --record, the
+summary (date, machine load, figures, noise statement) is appended to the LUT's own
+measurement record, so the LUT carries every validation it has had.
 
 Examples:
   python -m profiler.validate --lut luts/host.json --device host --samples 50 --seed 0
+  python -m profiler.validate --lut luts/host_32.json --samples 20 --record
   python -m profiler.validate --lut luts/host_32.json --samples 20 --json --plot fidelity.png
 """
 
@@ -15,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import warnings
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +66,7 @@ class ValidateSettings:
     out: Path | None = None  # also write the rows and metrics here
     plot: Path | None = None  # scatter plot PNG
     progress: str = "bar"  # bar | none
+    record: bool = False  # append the summary to the LUT's measurement.validations
 
 
 @dataclass
@@ -97,6 +103,9 @@ def parse_args(argv):
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="artifact cache folder")
     p.add_argument("--out", type=Path, help="also write the per-network rows and metrics here")
     p.add_argument("--plot", type=Path, help="scatter plot PNG: predicted vs measured")
+    p.add_argument("--record", action="store_true",
+                   help="append the summary to the LUT's measurement record (the file is "
+                        "rewritten atomically; its entries are not touched)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
@@ -110,7 +119,8 @@ def settings_from(args) -> ValidateSettings:
         args.lut, Target(args.device, args.runner, args.native_runner), samples=args.samples,
         seed=args.seed, named=not args.no_named, warmup=args.warmup, iters=args.iters,
         rounds=args.rounds, clock=args.clock, workers=args.workers, cache=args.cache,
-        out=args.out, plot=args.plot, progress="none" if args.quiet else "bar")
+        out=args.out, plot=args.plot, progress="none" if args.quiet else "bar",
+        record=args.record)
 
 
 def architectures(lut: Lut, space: SpaceConfig, samples: int, seed: int,
@@ -219,7 +229,19 @@ def network_row(arch: Architecture, measured: LutEntry, lut: Lut, plain: Lut) ->
                lut_ci_pct=None if lut_half is None else round(100 * lut_half / predicted, 3))
 
 
+def validation_record(report: dict, started: datetime, load_before: float) -> dict:
+    """What --record keeps in the LUT: when, under what load, and the figures."""
+    keys = ("device", "clock", "samples", "seed", "networks", "mape", "median_abs_error_pct",
+            "max_abs_error_pct", "within_10pct", "kendall_tau", "spearman", "meets_targets")
+    noise = report["noise"]
+    return {"date": started.isoformat(timespec="seconds"),
+            "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            **{k: report[k] for k in keys if k in report},
+            "noise_explains_error": noise.get("explained"), "noise": noise["statement"]}
+
+
 def validate(cfg: ValidateSettings) -> tuple[dict, list[Row], Lut]:
+    started, load_before = datetime.now(timezone.utc), os.getloadavg()[0]
     lut = load_lut(cfg.lut)
     if lut.space is None:
         raise UserError(f"{cfg.lut} does not record its space; re-create it with profiler.run")
@@ -287,6 +309,11 @@ def validate(cfg: ValidateSettings) -> tuple[dict, list[Row], Lut]:
         atomic_write_json(cfg.out, {**report, "rows": [asdict(r) | {"error_pct": round(
             r.error_pct, 3)} for r in rows]})
         report["out"] = str(cfg.out)
+    if cfg.record:
+        lut.measurement.validations = [*(lut.measurement.validations or []),
+                                       validation_record(report, started, load_before)]
+        lut.save(cfg.lut)
+        report["recorded_in"] = str(cfg.lut)
     return report, rows, lut
 
 
@@ -317,6 +344,9 @@ def main(argv=None) -> int:
           f"{'met' if report['meets_targets'] else 'NOT met'}"
           + (f"; plot {report['plot']}" if "plot" in report else "")
           + (f"; rows in {report['out']}" if "out" in report else ""))
+    if "recorded_in" in report:
+        print(f"recorded in {report['recorded_in']} (measurement.validations: "
+              f"{len(lut.measurement.validations)})")
     return 0
 
 

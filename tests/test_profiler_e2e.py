@@ -3,6 +3,7 @@
 
 import json
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -305,11 +306,13 @@ def test_validate_on_tiny_space(cli, tmp_path, cache, calibrated):
     the calibrated LUT must do at least 4x better and stay within 25%, the worst documented
     validation (24%, docs/results.md, "Profiler: host LUT builds"; the others 1.2-8.3% on 50
     larger networks). These run 30-40 us: 6-17% seen here. Kendall tau over 2 networks is +-1
-    and is not bounded."""
+    and is not bounded. --record appends the summary to the LUT and leaves its entries alone."""
     plot = tmp_path / "fidelity.png"
-    proc = cli("profiler.validate", "--lut", str(calibrated), "--samples", "2", "--seed", "0",
+    recorded = tmp_path / "recorded.json"
+    shutil.copy(calibrated, recorded)
+    proc = cli("profiler.validate", "--lut", str(recorded), "--samples", "2", "--seed", "0",
                "--no-named", "--iters", "6", "--rounds", "2", "--warmup", "1", "--cache",
-               str(cache), "--json", "--plot", str(plot), "--quiet")
+               str(cache), "--json", "--plot", str(plot), "--quiet", "--record")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["networks"] == 2 and len(report["rows"]) == 2
@@ -321,6 +324,12 @@ def test_validate_on_tiny_space(cli, tmp_path, cache, calibrated):
         min(25.0, report["plain_sum"]["median_abs_error_pct"] / 4), report
     assert all(r["measured_ms"] > 0 and r["predicted_ms"] > 0 for r in report["rows"])
     assert plot.stat().st_size > 1000
+    before, after = load_lut(calibrated), load_lut(recorded)
+    assert after.entries == before.entries and after.summation == before.summation
+    [record] = after.measurement.validations
+    assert record["median_abs_error_pct"] == report["median_abs_error_pct"]
+    assert record["networks"] == 2 and record["noise"] == report["noise"]["statement"]
+    assert len(record["load_average_1min"]) == 2 and record["date"].startswith("20")
 
 
 def test_interrupted_build_keeps_its_entries_and_resumes(tmp_path, cache, tiny_lut):
