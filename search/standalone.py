@@ -26,7 +26,7 @@ from fbnet.arch import Architecture, at_resolution
 from fbnet.errors import UserError
 from fbnet.io import atomic_write_json
 from search.data import DEFAULT_DATA, DataBundle, load_data
-from search.train import Recipe, train
+from search.training import Recipe, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
