@@ -10,7 +10,8 @@ from fbnet.lut import LayerTable
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from fbnet.arch import Architecture
 from search.budget import Budget, reference_ms
-from search.pair import Network, PairSettings, check_resolutions, pareto_holds, training_folder
+from search.pairing import (Network, PairSettings, check_resolutions, pareto_holds,
+                            training_folder)
 from search.specialization import best_under_budget, check_same_space
 
 

@@ -1,0 +1,188 @@
+"""Device-specific networks at matched settings, the paper's Table 5 from our own searches:
+every LUT searched at one matched budget or trade-off, each supernet optionally specialized to
+the other devices at the price their own searches reached, every network trained with one
+stand-alone recipe and priced on every LUT, and the Pareto claim (with the Table 5 margin)
+checked per device and search seed. search.pair is its command line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fbnet.arch import Architecture, load_architecture, save_architecture, to_arch_string
+from fbnet.errors import UserError
+from fbnet.lut import Lut, load_lut
+from search.budget import Budget
+from search.luts import lut_resolution
+from search.specialization import specialize
+from search.standalone import StandaloneRecipe, StandaloneTrainer, cached_search
+
+# the paper's Table 5 margin, as the target: >= 5% faster at matched accuracy, or >= 0.5 points
+# more accurate at no higher latency
+SPEEDUP_MARGIN = 0.05
+TOP1_MARGIN = 0.005
+
+
+@dataclass
+class Network:
+    name: str
+    origin: str  # "dnas" or "specialize"
+    device: str  # the LUT stem it was found for
+    seed: int
+    arch: Architecture
+    latency_ms: dict[str, float] = field(default_factory=dict)  # LUT stem -> price
+    top1: list[float] = field(default_factory=list)  # one per training seed
+
+    @property
+    def top1_mean(self) -> float:
+        return statistics.fmean(self.top1)
+
+    @property
+    def top1_std(self) -> float:
+        return statistics.stdev(self.top1) if len(self.top1) > 1 else 0.0
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "origin": self.origin, "device": self.device,
+                "seed": self.seed, "arch": self.arch.to_dict(), "latency_ms": self.latency_ms,
+                "top1": self.top1, "top1_mean": self.top1_mean, "top1_std": self.top1_std}
+
+
+@dataclass(frozen=True)
+class PairSettings:
+    luts: tuple[Path, ...]
+    budget: Budget = Budget()
+    latency_weight: float | None = None  # the fbnet loss's weight in reference units
+    seeds: tuple[int, ...] = (0,)
+    train_seeds: tuple[int, ...] = (0, 1, 2)
+    specialize: bool = False
+    search_args: str = ""
+    out: Path = Path("runs/pair")
+
+    def check(self) -> None:
+        self.budget.check()
+        if len(self.luts) < 2:
+            raise UserError("give at least two LUTs (--lut A --lut B)")
+        if self.budget.given == (self.latency_weight is not None):
+            raise UserError("give one matched setting: a matched budget, --target-rel F (or "
+                            "--target-ms MS), or a matched trade-off, --latency-weight W")
+        if self.latency_weight is not None and not self.latency_weight > 0:
+            raise UserError(f"--latency-weight must be positive, got {self.latency_weight}")
+        if not self.seeds or not self.train_seeds:
+            raise UserError("--seeds and --train-seeds need at least one seed each")
+
+    def search_flags(self) -> list[str]:
+        if self.latency_weight is not None:
+            return ["--loss", "fbnet", "--latency-unit", "reference",
+                    "--latency-weight", str(self.latency_weight)]
+        if self.budget.target_rel is not None:
+            return ["--target-rel", str(self.budget.target_rel)]
+        return ["--target-ms", str(self.budget.target_ms)]
+
+    def describe(self) -> str:
+        if self.latency_weight is not None:
+            return (f"fbnet loss at latency weight {self.latency_weight:g}, latency in units of "
+                    "the space's mean price on each LUT")
+        return f"budget {self.budget.describe()} on every LUT"
+
+
+def check_resolutions(luts: list[Lut]) -> int:
+    """One input size for every LUT (after swapping in 32x32 siblings), or a one-line error."""
+    sizes = {str(l.path): lut_resolution(l) for l in luts}
+    if len(set(sizes.values())) != 1:
+        shown = ", ".join(f"{p} ({r}x{r})" for p, r in sizes.items())
+        raise UserError(f"the LUTs are for different input sizes: {shown}; compare LUTs of one "
+                        "resolution")
+    return next(iter(sizes.values()))
+
+
+def pareto_holds(own: Network, other: Network, device: str) -> dict:
+    """On `device`: is `own` at least as accurate (within the larger seed std) at no higher
+    latency than `other`, and by the Table 5 margin?"""
+    tol = max(own.top1_std, other.top1_std)
+    speedup = other.latency_ms[device] / own.latency_ms[device] - 1
+    gap = own.top1_mean - other.top1_mean
+    holds = own.latency_ms[device] <= other.latency_ms[device] and gap >= -tol
+    margin = holds and (speedup >= SPEEDUP_MARGIN or gap >= TOP1_MARGIN)
+    return {"device": device, "own": own.name, "other": other.name, "holds": holds,
+            "margin": margin, "speedup": speedup, "top1_gap": gap, "tolerance": tol}
+
+
+def training_folder(arch: Architecture) -> str:
+    """Trainings are cached by what is trained, so a network two searches found is trained once."""
+    return "arch_" + hashlib.sha1(to_arch_string(arch).encode()).hexdigest()[:12]
+
+
+def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dict:
+    settings.check()
+    check_resolutions([load_lut(p) for p in settings.luts])
+    trainer = StandaloneTrainer(recipe, settings.out / "train")
+    networks: list[Network] = []
+    luts: dict[str, Lut] = {}  # stem -> the LUT the searches priced with (32x32 siblings)
+    jobs = [(path, seed) for path in settings.luts for seed in settings.seeds]
+    for path, seed in tqdm(jobs, desc="searches", unit="search", disable=log is None):
+        run_dir = settings.out / f"search_{path.stem}_seed{seed}"
+        found = cached_search(run_dir, ["--lut", str(path), *settings.search_flags(),
+                                        "--seed", str(seed), *settings.search_args.split()])
+        lut = load_lut(found["lut"])
+        stem = Path(lut.path).stem
+        luts[stem] = lut
+        networks.append(Network(f"dnas:{stem}#{seed}", "dnas", stem, seed,
+                                load_architecture(str(run_dir / "arch.json"))))
+    for net in networks:
+        net.latency_ms = {stem: lut.price(net.arch).total_ms for stem, lut in luts.items()}
+    if settings.specialize:
+        found_by = {(n.device, n.seed): n for n in networks}
+        for (device, seed), net in list(found_by.items()):
+            run_dir = settings.out / f"search_{Path(luts[device].path).stem}_seed{seed}"
+            for stem, lut in luts.items():
+                if stem == device:
+                    continue
+                # the budget that device's own search reached: one budget for both
+                budget = Budget(target_ms=found_by[(stem, seed)].latency_ms[stem])
+                arch, _, _ = specialize(run_dir / "checkpoint.pt", Path(lut.path), budget)
+                save_architecture(arch, run_dir / f"specialized_{stem}.json")
+                spec = Network(f"spec:{device}->{stem}#{seed}", "specialize", stem, seed, arch)
+                spec.latency_ms = {s: l.price(arch).total_ms for s, l in luts.items()}
+                networks.append(spec)
+    for net in tqdm(networks, desc="training", unit="network", disable=log is None):
+        net.top1 = [trainer.top1(net.arch, training_folder(net.arch), s)
+                    for s in settings.train_seeds]
+    claims = []
+    for seed in settings.seeds:
+        own = {n.device: n for n in networks if n.seed == seed and n.origin == "dnas"}
+        checks = [pareto_holds(own[d], own[o], d) for d in own for o in own if o != d]
+        claims.append({"seed": seed, "checks": checks, "holds": all(c["holds"] for c in checks),
+                       "margin": all(c["margin"] for c in checks)})
+    # specialize vs per-device DNAS: on the device both were made for, the same budget
+    versus = []
+    for spec in (n for n in networks if n.origin == "specialize"):
+        dnas = next(n for n in networks if n.origin == "dnas" and n.device == spec.device
+                    and n.seed == spec.seed)
+        spec_wins = pareto_holds(spec, dnas, spec.device)
+        dnas_wins = pareto_holds(dnas, spec, spec.device)
+        winner = ("tie" if spec_wins["holds"] and dnas_wins["holds"] else "specialize"
+                  if spec_wins["holds"] else "dnas" if dnas_wins["holds"] else "neither")
+        versus.append({**spec_wins, "winner": winner})
+    return {"luts": [str(l.path) for l in luts.values()], "matched": settings.describe(),
+            "recipe": asdict(recipe), "seeds": list(settings.seeds),
+            "train_seeds": list(settings.train_seeds),
+            "networks": [n.to_dict() for n in networks], "claims": claims,
+            "holds_in": sum(c["holds"] for c in claims),
+            "margin_in": sum(c["margin"] for c in claims), "of": len(claims),
+            "specialize_vs_dnas": versus}
+
+
+def format_table(result: dict) -> str:
+    stems = [Path(p).stem for p in result["luts"]]
+    head = f"{'network':<34}" + "".join(f"{s:>14}" for s in stems) + f"{'top-1':>16}"
+    lines = [head]
+    for n in result["networks"]:
+        cells = "".join(f"{n['latency_ms'][s]:>11.3f} ms" for s in stems)
+        lines.append(f"{n['name']:<34}{cells}   {100 * n['top1_mean']:5.2f} ± "
+                     f"{100 * n['top1_std']:4.2f}")
+    return "\n".join(lines)
