@@ -38,6 +38,7 @@ from pathlib import Path
 from fbnet.errors import UserError, cli_entry
 from fbnet.io import atomic_write_json
 from search.budget import Budget
+from search.data import DATA_SPECS, DEFAULT_DATA
 from search.pairing import SPEEDUP_MARGIN, TOP1_MARGIN, PairSettings, format_table, run_pair
 from search.standalone import StandaloneRecipe
 
@@ -58,6 +59,8 @@ def parse_args(argv):
     p.add_argument("--train-seeds", default="0,1,2", help="training seeds (default 0,1,2)")
     p.add_argument("--specialize", action="store_true",
                    help="also specialize every search's supernet to the other devices")
+    p.add_argument("--data", default=DEFAULT_DATA, help="the dataset of every search and "
+                   f"training: {', '.join(DATA_SPECS)} (default {DEFAULT_DATA})")
     p.add_argument("--search-args", default="", help="extra search.run arguments")
     p.add_argument("--train-epochs", type=int, default=StandaloneRecipe.epochs)
     p.add_argument("--train-images", type=int, default=StandaloneRecipe.train_images)
@@ -82,7 +85,7 @@ def main(argv=None) -> int:
                             Budget(args.target_ms, args.target_rel), args.latency_weight,
                             _seeds(args.seeds, "--seeds"), _seeds(args.train_seeds, "--train-seeds"),
                             args.specialize, args.search_args, Path(args.out))
-    recipe = StandaloneRecipe(epochs=args.train_epochs, train_images=args.train_images,
+    recipe = StandaloneRecipe(data=args.data, epochs=args.train_epochs, train_images=args.train_images,
                               val_images=args.val_images, width=args.train_width)
     started = time.perf_counter()
     result = run_pair(settings, recipe, log=None if args.json else print)

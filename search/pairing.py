@@ -123,22 +123,25 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
     trainer = StandaloneTrainer(recipe, settings.out / "train")
     networks: list[Network] = []
     luts: dict[str, Lut] = {}  # stem -> the LUT the searches priced with (32x32 siblings)
+    search_dirs: dict[tuple[str, int], Path] = {}  # (LUT stem, seed) -> that search's folder
     jobs = [(path, seed) for path in settings.luts for seed in settings.seeds]
     for path, seed in tqdm(jobs, desc="searches", unit="search", disable=log is None):
         run_dir = settings.out / f"search_{path.stem}_seed{seed}"
         found = cached_search(run_dir, ["--lut", str(path), *settings.search_flags(),
-                                        "--seed", str(seed), *settings.search_args.split()])
+                                        "--data", recipe.data, "--seed", str(seed),
+                                        *settings.search_args.split()])
         lut = load_lut(found["lut"])
         stem = Path(lut.path).stem
         luts[stem] = lut
+        search_dirs[(stem, seed)] = run_dir
         networks.append(Network(f"dnas:{stem}#{seed}", "dnas", stem, seed,
                                 load_architecture(str(run_dir / "arch.json"))))
     for net in networks:
         net.latency_ms = {stem: lut.price(net.arch).total_ms for stem, lut in luts.items()}
     if settings.specialize:
         found_by = {(n.device, n.seed): n for n in networks}
-        for (device, seed), net in list(found_by.items()):
-            run_dir = settings.out / f"search_{Path(luts[device].path).stem}_seed{seed}"
+        for device, seed in list(found_by):
+            run_dir = search_dirs[(device, seed)]
             for stem, lut in luts.items():
                 if stem == device:
                     continue

@@ -4,12 +4,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from fbnet.arch import load_architecture
 from fbnet.lut import load_lut
-from test_search import make_lut, tiny_space
+from test_search import kernel3_cheap, make_lut, tiny_space
 
 from conftest import ROOT
 
@@ -157,3 +158,42 @@ def test_ddp_two_cpu_ranks(luts, tmp_path):
     assert [r["theta_steps"] for r in rows] == [r["theta_steps"] for r in single]
     assert rows[-1]["theta_steps"] > 0
     assert rows[-1]["theta_top1"] is not None and rows[-1]["expected_latency_ms"] > 0
+
+
+def test_pair_end_to_end_with_sibling_luts(cli, tmp_path):
+    """search.pair on two devices whose given LUTs are at 16x16 and searched through their 32x32
+    siblings (as luts/s8.json -> s8_32.json): searches, specialize from each search's folder,
+    trainings cached by architecture, the Table 5 matrix and the claims."""
+    make_lut(tiny_space(16), path=tmp_path / "a.json")
+    make_lut(tiny_space(32), path=tmp_path / "a_32.json")
+    make_lut(tiny_space(16), kernel3_cheap, path=tmp_path / "b.json")
+    make_lut(tiny_space(32), kernel3_cheap, path=tmp_path / "b_32.json")
+    out = tmp_path / "pair"
+    args = ["search.pair", "--lut", str(tmp_path / "a.json"), "--lut", str(tmp_path / "b.json"),
+            "--latency-weight", "2", "--data", "synthetic:200", "--specialize",
+            "--search-args", "--epochs 2 --warmup-epochs 1 --batch-size 16",
+            "--train-epochs", "1", "--train-images", "64", "--val-images", "32",
+            "--train-seeds", "0,1", "--out", str(out), "--json"]
+    done = cli(*args)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert [Path(p).name for p in result["luts"]] == ["a_32.json", "b_32.json"]
+    names = [n["name"] for n in result["networks"]]
+    assert names == ["dnas:a_32#0", "dnas:b_32#0", "spec:a_32->b_32#0", "spec:b_32->a_32#0"]
+    for n in result["networks"]:
+        assert set(n["latency_ms"]) == {"a_32", "b_32"} and len(n["top1"]) == 2
+    # each specialized network fits the price the other device's own search reached
+    own = {n["device"]: n for n in result["networks"] if n["origin"] == "dnas"}
+    for n in result["networks"]:
+        if n["origin"] == "specialize":
+            assert n["latency_ms"][n["device"]] <= own[n["device"]]["latency_ms"][n["device"]] \
+                * (1 + 1e-9)
+    assert result["of"] == 1 and len(result["claims"][0]["checks"]) == 2
+    assert len(result["specialize_vs_dnas"]) == 2
+    assert (out / "search_a_seed0" / "specialized_b_32.json").is_file()
+    trained = {p.parent.parent.name for p in (out / "train").glob("*/seed*/result.json")}
+    unique = {json.dumps(n["arch"]["candidates"]) for n in result["networks"]}
+    assert len(trained) == len(unique)  # a network found twice is trained once
+    # a re-run reuses every search and training
+    again = cli(*args)
+    assert again.returncode == 0 and json.loads(again.stdout)["networks"] == result["networks"]
