@@ -35,7 +35,7 @@ from pathlib import Path
 from fbnet.errors import UserError, cli_entry
 from fbnet.io import atomic_write_json
 from search.budget import Budget
-from search.pair import PairSettings, format_table, run_pair
+from search.pairing import PairSettings, format_table, run_pair
 from search.standalone import StandaloneRecipe
 
 DEFAULT_PAIRS = ("s8:iphone_x", "pixel3:edgegpu")
