@@ -96,7 +96,7 @@ def cmd_show(args) -> None:
             "path": str(lut.path), "title": lut.title, "device": asdict(lut.device),
             "runtime": asdict(lut.runtime), "provenance": asdict(lut.provenance),
             "space": space.to_dict() if space else None, "summation": asdict(lut.summation),
-            "created": lut.created,
+            "created": lut.created, "validations": lut.measurement.validations or [],
             "entries": len(lut.entries), "missing": missing, "extra_metrics": extras,
             "entries_with_ops": with_ops,
             "layers": None if grid is None else [
@@ -119,6 +119,12 @@ def cmd_show(args) -> None:
               f"{record['command']} (1-minute load {record['load_avg_1m_start']} on "
               f"{record['cpu_count']} cores" + (f"; its reference block read {ratio:.2f}x the "
                                                 f"build's" if ratio else "") + ")")
+    for v in lut.measurement.validations or []:
+        print(f"  validated:  {v['date']} on {v['device']}, {v['networks']} networks: median "
+              f"|err| {v['median_abs_error_pct']:.2f}%, Kendall tau "
+              f"{v.get('kendall_tau', float('nan')):.3f}, targets "
+              f"{'met' if v['meets_targets'] else 'NOT met'} (1-minute load "
+              f"{v['load_average_1min'][0]} -> {v['load_average_1min'][1]})")
     print(f"  summation:  {lut.summation.method} (per entry -{lut.summation.per_entry_offset_ms} "
           f"ms, network +{lut.summation.network_offset_ms} ms)")
     print(f"  created:    {lut.created} by {lut.tool.get('name')} {lut.tool.get('version')}")

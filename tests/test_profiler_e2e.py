@@ -330,6 +330,8 @@ def test_validate_on_tiny_space(cli, tmp_path, cache, calibrated):
     assert record["median_abs_error_pct"] == report["median_abs_error_pct"]
     assert record["networks"] == 2 and record["noise"] == report["noise"]["statement"]
     assert len(record["load_average_1min"]) == 2 and record["date"].startswith("20")
+    shown = cli("profiler.lut", "show", str(recorded))
+    assert shown.returncode == 0 and "validated:" in shown.stdout, shown.stderr
 
 
 def test_interrupted_build_keeps_its_entries_and_resumes(tmp_path, cache, tiny_lut):
