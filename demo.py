@@ -33,6 +33,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,9 @@ class Step:
     argv: list[str]  # after `python -m`
     stdout_to: Path | None = None  # keep the step's stdout as a file (JSON results)
     needs: list[str] = field(default_factory=list)  # steps that must have succeeded
-    status: str = "pending"  # ok | failed | skipped
+    # a step that times programs runs alone: another step beside it would be its background load
+    timing: bool = False
+    status: str = "pending"  # running | ok | failed | skipped
     seconds: float = 0.0
     note: str = ""
 
@@ -76,6 +79,9 @@ def parse_args(argv):
                    help="epochs per found network (default 1)")
     p.add_argument("--train-steps", type=int, default=150,
                    help="batches per training epoch (default 150 of 64 images)")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="steps run side by side (default 2, one per core); steps that time "
+                        "programs always run alone")
     p.add_argument("--fresh", action="store_true", help="delete --out first instead of resuming")
     return p.parse_args(argv)
 
@@ -85,7 +91,7 @@ def plan(out: Path, args) -> list[Step]:
     steps = [Step("profile host", [
         "profiler.run", "--device", "host", "--resolution", str(RESOLUTION),
         "--out", str(host_lut), "--progress", "lines",  # a line per tenth of each phase
-        *(["--resume"] if host_lut.exists() else [])])]
+        *(["--resume"] if host_lut.exists() else [])], timing=True)]
     luts = {name: Path(lut) if lut else host_lut for name, lut, _ in SEARCH_TARGETS}
     for name, _, _ in SEARCH_TARGETS:
         run = out / "search" / name
@@ -108,7 +114,8 @@ def plan(out: Path, args) -> list[Step]:
             "--out", str(out / "export" / f"{name}.pte")], needs=[f"train {name}"]))
         steps.append(Step(f"measure {name}", [
             "profiler.run", "--device", "host", "--arch", str(arch), "--json", "--quiet"],
-            stdout_to=out / "measured" / f"{name}.json", needs=[f"search {name}", "profile host"]))
+            stdout_to=out / "measured" / f"{name}.json", needs=[f"search {name}", "profile host"],
+            timing=True))
     lut_paths = [str(luts[name]) for name, _, _ in SEARCH_TARGETS]
     archs = [str(out / "train" / name) for name, _, _ in SEARCH_TARGETS]
     measured = [str(out / "measured" / f"{name}.json") for name, _, _ in SEARCH_TARGETS]
@@ -127,37 +134,86 @@ def plan(out: Path, args) -> list[Step]:
     return steps
 
 
-def run_step(step: Step, index: int, total: int, logs: Path) -> None:
-    cmd = [sys.executable, "-m", *step.argv]
-    shown = "python -m " + " ".join(step.argv) + (f" > {step.stdout_to}" if step.stdout_to else "")
-    print(f"\n[{index}/{total}] {step.name}: {shown}", flush=True)
-    log_path = logs / f"{index:02d}_{step.name.replace(' ', '_')}.log"
-    t0 = time.perf_counter()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
-        lines = []
-        for line in proc.stdout:  # show the step's own summary as it comes
-            lines.append(line)
-            log.write(line)
-            if not step.stdout_to:
-                print("    " + line, end="", flush=True)
-        code = proc.wait()
-    step.seconds = time.perf_counter() - t0
-    if code == 0:
-        if step.stdout_to:
-            atomic_write_text(step.stdout_to, "".join(lines))
-        step.status = "ok"
-        print(f"    done in {step.seconds:.0f} s", flush=True)
-        return
-    step.status = "failed"
-    tail = [ln.strip() for ln in log_path.read_text().splitlines() if ln.strip()]
-    if any("No module named" in ln and step.argv[0] in ln for ln in tail):
-        step.note = f"python -m {step.argv[0]} does not exist in this checkout yet"
-    else:
+class Running:
+    """One step's process; a thread copies its stdout to its log and, prefixed, to the screen."""
+
+    def __init__(self, step: Step, index: int, logs: Path, lock: threading.Lock):
+        self.step, self.lock = step, lock
+        self.log_path = logs / f"{index:02d}_{step.name.replace(' ', '_')}.log"
+        self.log = open(self.log_path, "w")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-m", *step.argv], stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._copy, daemon=True)
+        self.reader.start()
+
+    def _copy(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            self.log.write(line)
+            if not self.step.stdout_to:
+                with self.lock:
+                    print(f"    [{self.step.name}] {line}", end="", flush=True)
+
+    def finish(self) -> None:
+        """Record the finished process's outcome in its step, and say it."""
+        code = self.proc.wait()
+        self.reader.join()
+        self.log.close()
+        step = self.step
+        step.seconds = time.perf_counter() - self.started
+        if code == 0:
+            if step.stdout_to:
+                atomic_write_text(step.stdout_to, "".join(self.lines))
+            step.status = "ok"
+            print(f"    [{step.name}] done in {step.seconds:.0f} s", flush=True)
+            return
+        step.status = "failed"
+        tail = [ln.strip() for ln in self.log_path.read_text().splitlines() if ln.strip()]
         errors = [ln for ln in tail if ln.startswith("error:")]
         step.note = (errors or tail or [f"exit code {code}"])[-1][:300]
-    print(f"    FAILED after {step.seconds:.0f} s (exit {code}): {step.note}\n"
-          f"    full output: {log_path}", flush=True)
+        print(f"    [{step.name}] FAILED after {step.seconds:.0f} s (exit {code}): {step.note}\n"
+              f"    full output: {self.log_path}", flush=True)
+
+
+def run_steps(steps: list[Step], logs: Path, jobs: int) -> None:
+    """Run the steps in plan order, up to `jobs` at a time once their needs have succeeded; a
+    timing step runs alone. A step whose needs failed is skipped."""
+    by_name = {s.name: s for s in steps}
+    index = {s.name: i for i, s in enumerate(steps, 1)}
+    lock = threading.Lock()
+    running: list[Running] = []
+    while any(s.status in ("pending", "running") for s in steps):
+        for step in steps:
+            if step.status != "pending":
+                continue
+            needs = [by_name[n] for n in step.needs]
+            if any(n.status in ("failed", "skipped") for n in needs):
+                step.status = "skipped"
+                step.note = "needs " + ", ".join(n.name for n in needs if n.status != "ok")
+                with lock:
+                    print(f"\n[{index[step.name]}/{len(steps)}] {step.name}: skipped "
+                          f"({step.note})", flush=True)
+                continue
+            if any(n.status != "ok" for n in needs):
+                continue
+            alone = step.timing or any(r.step.timing for r in running)
+            if len(running) >= jobs or (alone and running):
+                if step.timing:
+                    break  # a ready timing step waits for the machine to empty; none overtakes it
+                continue
+            shown = "python -m " + " ".join(step.argv) + (
+                f" > {step.stdout_to}" if step.stdout_to else "")
+            with lock:
+                print(f"\n[{index[step.name]}/{len(steps)}] {step.name}: {shown}", flush=True)
+            step.status = "running"
+            running.append(Running(step, index[step.name], logs, lock))
+        time.sleep(0.2)
+        for r in [r for r in running if r.proc.poll() is not None]:
+            with lock:
+                r.finish()
+            running.remove(r)
 
 
 def summary(steps: list[Step], out: Path, wall: float) -> None:
@@ -211,15 +267,23 @@ def device_specific_verdict(out: Path) -> None:
              if dev in columns and dev in rows and other in rows]
     if not pairs:
         return
-    print("\ndevice-specific networks at a matched trade-off:")
+    print("\ndevice-specific networks at a matched trade-off (top-1 from one short training "
+          "each; benchmarks/device_pairs.py checks this over seeds):")
     for dev, other in pairs:
         own = rows[dev]["cells"][columns[dev]]["latency_ms"]
         theirs = rows[other]["cells"][columns[dev]]["latency_ms"]
         top1 = {k: rows[k].get("top1") for k in (dev, other)}
-        acc = "" if None in top1.values() else (
+        gap = None if None in top1.values() else 100 * (top1[dev]["value"] -
+                                                         top1[other]["value"])
+        acc = "" if gap is None else (
             f"; top-1 {100 * top1[dev]['value']:.1f}% vs {100 * top1[other]['value']:.1f}%")
-        verdict = ("faster on its own device: holds" if own < theirs else
-                   "NOT faster on its own device in this run")
+        if own >= theirs:
+            verdict = "NOT faster on its own device in this run"
+        elif gap is None or gap >= 0:
+            verdict = "faster on its own device and at least as accurate: holds"
+        else:
+            verdict = (f"faster on its own device but {-gap:.1f} points less accurate: another "
+                       "point of the trade-off, not a win at matched accuracy")
         print(f"  on {dev}: the {dev} network {own:.3f} ms, the {other} network "
               f"{theirs:.3f} ms ({theirs / own - 1:+.1%}){acc}: {verdict}")
 
@@ -227,9 +291,10 @@ def device_specific_verdict(out: Path) -> None:
 @cli_entry
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if min(args.search_epochs, args.train_epochs, args.search_images, args.train_steps) < 1:
-        raise UserError("--search-epochs, --search-images, --train-epochs and --train-steps "
-                        "must be >= 1")
+    if min(args.search_epochs, args.train_epochs, args.search_images, args.train_steps,
+           args.jobs) < 1:
+        raise UserError("--search-epochs, --search-images, --train-epochs, --train-steps and "
+                        "--jobs must be >= 1")
     if args.target_rel is not None and not args.target_rel > 0:
         raise UserError(f"--target-rel must be positive, got {args.target_rel}")
     if not args.latency_weight > 0:
@@ -240,17 +305,10 @@ def main(argv=None) -> int:
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     steps = plan(out, args)
-    by_name = {s.name: s for s in steps}
     started = time.perf_counter()
     print(f"fbnet-hw demo: profile this CPU, search for it and for two phones, train, export, "
           f"measure; everything goes to {out}/")
-    for i, step in enumerate(steps, 1):
-        blocked = [n for n in step.needs if by_name[n].status != "ok"]
-        if blocked:
-            step.status, step.note = "skipped", f"needs {', '.join(blocked)}"
-            print(f"\n[{i}/{len(steps)}] {step.name}: skipped ({step.note})")
-            continue
-        run_step(step, i, len(steps), logs)
+    run_steps(steps, logs, args.jobs)
     measured_vs_predicted(out)
     device_specific_verdict(out)
     summary(steps, out, time.perf_counter() - started)
