@@ -341,8 +341,11 @@ def test_interrupted_build_keeps_its_entries_and_resumes(tmp_path, cache, tiny_l
     # long jobs of 2 programs each (the LUT is saved after every job); exports are cached
     args = [arg for arg in build_args(cache, out)[1:] if arg != "--json"]
     slow = ["--iters", "20000", "--rounds", "3", "--chunk", "2"]
+    # SIGINT at its default in the child: a suite started in the background (`make test &`)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler
     proc = subprocess.Popen([sys.executable, "-m", "profiler.run", *args, *slow], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not (out.exists() and json.loads(out.read_text())["entries"]):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
