@@ -35,7 +35,7 @@ from pathlib import Path
 from fbnet.errors import UserError, cli_entry
 from fbnet.io import atomic_write_json
 from search.budget import Budget
-from search.pairing import PairSettings, format_table, run_pair
+from search.pairing import PairSettings, format_report, run_pair, seed_list
 from search.standalone import StandaloneRecipe
 
 DEFAULT_PAIRS = ("s8:iphone_x", "pixel3:edgegpu")
@@ -57,13 +57,6 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def _ints(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise UserError(f"{flag} takes comma-separated whole numbers, got {text!r}") from None
-
-
 def pair_luts(spec: str) -> tuple[Path, Path]:
     names = spec.split(":")
     if len(names) != 2:
@@ -73,23 +66,6 @@ def pair_luts(spec: str) -> tuple[Path, Path]:
         if not path.is_file():
             raise UserError(f"no LUT {path}; name LUTs from luts/ (e.g. s8:iphone_x)")
     return paths
-
-
-def report(spec: str, result: dict) -> None:
-    print(f"\n== {spec}: {result['matched']}")
-    print(format_table(result))
-    for claim in result["claims"]:
-        cells = "; ".join(f"on {c['device']} {100 * c['speedup']:+.1f}% speed-up, "
-                          f"{100 * c['top1_gap']:+.2f} points (std {100 * c['tolerance']:.2f})"
-                          for c in claim["checks"])
-        verdict = ("holds with the margin" if claim["margin"] else
-                   "holds" if claim["holds"] else "does not hold")
-        print(f"search seed {claim['seed']}: {cells}: {verdict}")
-    print(f"claim holds in {result['holds_in']} of {result['of']} seeds, with the Table 5 "
-          f"margin in {result['margin_in']} of {result['of']}")
-    for v in result["specialize_vs_dnas"]:
-        print(f"on {v['device']}: {v['own']} vs {v['other']}: {100 * v['speedup']:+.1f}% "
-              f"speed-up, {100 * v['top1_gap']:+.2f} points: {v['winner']}")
 
 
 @cli_entry
@@ -104,13 +80,14 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     for spec in args.pair or DEFAULT_PAIRS:
         settings = PairSettings(pair_luts(spec), Budget(target_rel=args.target_rel), weight,
-                                _ints(args.seeds, "--seeds"),
-                                _ints(args.train_seeds, "--train-seeds"), True,
+                                seed_list(args.seeds, "--seeds"),
+                                seed_list(args.train_seeds, "--train-seeds"), True,
                                 args.search_args, Path(args.out) / spec.replace(":", "_vs_"))
         results[spec] = run_pair(settings, recipe, log=None if args.json else print)
         atomic_write_json(settings.out / "pair.json", results[spec])
         if not args.json:
-            report(spec, results[spec])
+            print(f"\n== {spec}: {results[spec]['matched']}")
+            print(format_report(results[spec]))
     if args.json:
         print(json.dumps(results, indent=1))
     else:

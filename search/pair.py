@@ -35,11 +35,11 @@ import sys
 import time
 from pathlib import Path
 
-from fbnet.errors import UserError, cli_entry
+from fbnet.errors import cli_entry
 from fbnet.io import atomic_write_json
 from search.budget import Budget
 from search.data import DATA_SPECS, DEFAULT_DATA
-from search.pairing import SPEEDUP_MARGIN, TOP1_MARGIN, PairSettings, format_table, run_pair
+from search.pairing import PairSettings, format_report, run_pair, seed_list
 from search.standalone import StandaloneRecipe
 
 
@@ -71,19 +71,12 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def _seeds(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise UserError(f"{flag} takes comma-separated whole numbers, got {text!r}") from None
-
-
 @cli_entry
 def main(argv=None) -> int:
     args = parse_args(argv)
     settings = PairSettings(tuple(Path(p) for p in args.lut),
                             Budget(args.target_ms, args.target_rel), args.latency_weight,
-                            _seeds(args.seeds, "--seeds"), _seeds(args.train_seeds, "--train-seeds"),
+                            seed_list(args.seeds, "--seeds"), seed_list(args.train_seeds, "--train-seeds"),
                             args.specialize, args.search_args, Path(args.out))
     recipe = StandaloneRecipe(data=args.data, epochs=args.train_epochs, train_images=args.train_images,
                               val_images=args.val_images, width=args.train_width)
@@ -96,23 +89,7 @@ def main(argv=None) -> int:
         return 0
     print(f"{result['matched']}; stand-alone recipe: {recipe.describe()}, training seeds "
           f"{args.train_seeds}")
-    print(format_table(result))
-    for claim in result["claims"]:
-        for c in claim["checks"]:
-            print(f"seed {claim['seed']} on {c['device']}: {c['own']} vs {c['other']}: "
-                  f"{100 * c['speedup']:+.1f}% speed-up, top-1 {100 * c['top1_gap']:+.2f} points "
-                  f"(tolerance {100 * c['tolerance']:.2f}): "
-                  + ("holds, with the Table 5 margin" if c["margin"] else
-                     "holds, without the Table 5 margin" if c["holds"] else "does not hold"))
-    print(f"each device's own network Pareto-better on its device: {result['holds_in']} of "
-          f"{result['of']} seeds; with the Table 5 margin (>= {100 * SPEEDUP_MARGIN:.0f}% faster "
-          f"or >= {100 * TOP1_MARGIN:.1f} points): {result['margin_in']} of {result['of']}")
-    for v in result["specialize_vs_dnas"]:
-        print(f"on {v['device']}: {v['own']} vs {v['other']}: {100 * v['speedup']:+.1f}% "
-              f"speed-up, top-1 {100 * v['top1_gap']:+.2f} points: "
-              + ("neither is Pareto-better" if v["winner"] == "neither" else
-                 "equal within the seed std" if v["winner"] == "tie" else
-                 f"{v['winner']} is Pareto-better"))
+    print(format_report(result))
     print(f"wrote {settings.out}/pair.json ({result['seconds']:.0f} s)")
     return 0
 

@@ -136,8 +136,11 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
         search_dirs[(stem, seed)] = run_dir
         networks.append(Network(f"dnas:{stem}#{seed}", "dnas", stem, seed,
                                 load_architecture(str(run_dir / "arch.json"))))
+    def prices(arch: Architecture) -> dict[str, float]:
+        return {stem: lut.price(arch).total_ms for stem, lut in luts.items()}
+
     for net in networks:
-        net.latency_ms = {stem: lut.price(net.arch).total_ms for stem, lut in luts.items()}
+        net.latency_ms = prices(net.arch)
     if settings.specialize:
         found_by = {(n.device, n.seed): n for n in networks}
         for device, seed in list(found_by):
@@ -150,7 +153,7 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
                 arch, _, _ = specialize(run_dir / "checkpoint.pt", Path(lut.path), budget)
                 save_architecture(arch, run_dir / f"specialized_{stem}.json")
                 spec = Network(f"spec:{device}->{stem}#{seed}", "specialize", stem, seed, arch)
-                spec.latency_ms = {s: l.price(arch).total_ms for s, l in luts.items()}
+                spec.latency_ms = prices(arch)
                 networks.append(spec)
     for net in tqdm(networks, desc="training", unit="network", disable=log is None):
         net.top1 = [trainer.top1(net.arch, training_folder(net.arch), s)
@@ -180,6 +183,14 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
             "specialize_vs_dnas": versus}
 
 
+def seed_list(text: str, flag: str) -> tuple[int, ...]:
+    """A --seeds style flag: comma-separated whole numbers, or a one-line error naming `flag`."""
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise UserError(f"{flag} takes comma-separated whole numbers, got {text!r}") from None
+
+
 def format_table(result: dict) -> str:
     stems = [Path(p).stem for p in result["luts"]]
     head = f"{'network':<34}" + "".join(f"{s:>14}" for s in stems) + f"{'top-1':>16}"
@@ -188,4 +199,29 @@ def format_table(result: dict) -> str:
         cells = "".join(f"{n['latency_ms'][s]:>11.3f} ms" for s in stems)
         lines.append(f"{n['name']:<34}{cells}   {100 * n['top1_mean']:5.2f} ± "
                      f"{100 * n['top1_std']:4.2f}")
+    return "\n".join(lines)
+
+
+def format_report(result: dict) -> str:
+    """The Table 5 matrix, the claim per search seed and device, and specialize vs DNAS."""
+    lines = [format_table(result)]
+    for claim in result["claims"]:
+        for c in claim["checks"]:
+            lines.append(
+                f"seed {claim['seed']} on {c['device']}: {c['own']} vs {c['other']}: "
+                f"{100 * c['speedup']:+.1f}% speed-up, top-1 {100 * c['top1_gap']:+.2f} points "
+                f"(tolerance {100 * c['tolerance']:.2f}): "
+                + ("holds, with the Table 5 margin" if c["margin"] else
+                   "holds, without the Table 5 margin" if c["holds"] else "does not hold"))
+    lines.append(
+        f"each device's own network Pareto-better on its device: {result['holds_in']} of "
+        f"{result['of']} seeds; with the Table 5 margin (>= {100 * SPEEDUP_MARGIN:.0f}% faster "
+        f"or >= {100 * TOP1_MARGIN:.1f} points): {result['margin_in']} of {result['of']}")
+    for v in result["specialize_vs_dnas"]:
+        lines.append(
+            f"on {v['device']}: {v['own']} vs {v['other']}: {100 * v['speedup']:+.1f}% "
+            f"speed-up, top-1 {100 * v['top1_gap']:+.2f} points: "
+            + ("neither is Pareto-better" if v["winner"] == "neither" else
+               "equal within the seed std" if v["winner"] == "tie" else
+               f"{v['winner']} is Pareto-better"))
     return "\n".join(lines)
