@@ -1,8 +1,13 @@
 """Device-specific networks at matched settings, the paper's Table 5 from our own searches:
-every LUT searched at one matched budget or trade-off, each supernet optionally specialized to
-the other devices at the price their own searches reached, every network trained with one
-stand-alone recipe and priced on every LUT, and the Pareto claim (with the Table 5 margin)
-checked per device and search seed. search.pair is its command line.
+every LUT searched at one matched budget, or at one or more matched trade-offs (latency
+weights), each supernet optionally specialized to the other devices at the price their own
+searches reached, every network trained with one stand-alone recipe and priced on every LUT,
+and the Pareto claim (with the Table 5 margin) checked per pair of devices and search seed.
+
+With several latency weights, each device's searches form a small front, and the claim is
+checked where the paper checks it, at matched accuracy: per search seed and pair of devices,
+the two networks (one from each device's front) whose mean top-1 is closest. The choice looks
+at accuracy only, never at latency. search.pair is its command line.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class Network:
     arch: Architecture
     latency_ms: dict[str, float] = field(default_factory=dict)  # LUT stem -> price
     top1: list[float] = field(default_factory=list)  # one per training seed
+    setting: str = ""  # the label of the matched setting its search ran at, e.g. "w2"
 
     @property
     def top1_mean(self) -> float:
@@ -48,15 +54,22 @@ class Network:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "origin": self.origin, "device": self.device,
-                "seed": self.seed, "arch": self.arch.to_dict(), "latency_ms": self.latency_ms,
+                "seed": self.seed, "setting": self.setting, "arch": self.arch.to_dict(), "latency_ms": self.latency_ms,
                 "top1": self.top1, "top1_mean": self.top1_mean, "top1_std": self.top1_std}
+
+
+@dataclass(frozen=True)
+class MatchedSetting:
+    """One point of every device's own trade-off, searched on every LUT."""
+    label: str  # names the searches' folders and networks, e.g. "w2", "rel0.8"
+    flags: tuple[str, ...]  # the search.run flags that set it
 
 
 @dataclass(frozen=True)
 class PairSettings:
     luts: tuple[Path, ...]
     budget: Budget = Budget()
-    latency_weight: float | None = None  # the fbnet loss's weight in reference units
+    latency_weights: tuple[float, ...] = ()  # the fbnet loss's weights in reference units
     seeds: tuple[int, ...] = (0,)
     train_seeds: tuple[int, ...] = (0, 1, 2)
     specialize: bool = False
@@ -67,26 +80,37 @@ class PairSettings:
         self.budget.check()
         if len(self.luts) < 2:
             raise UserError("give at least two LUTs (--lut A --lut B)")
-        if self.budget.given == (self.latency_weight is not None):
+        if self.budget.given == bool(self.latency_weights):
             raise UserError("give one matched setting: a matched budget, --target-rel F (or "
-                            "--target-ms MS), or a matched trade-off, --latency-weight W")
-        if self.latency_weight is not None and not self.latency_weight > 0:
-            raise UserError(f"--latency-weight must be positive, got {self.latency_weight}")
+                            "--target-ms MS), or matched trade-offs, --latency-weight W "
+                            "(repeatable)")
+        for weight in self.latency_weights:
+            if not weight > 0:
+                raise UserError(f"--latency-weight must be positive, got {weight}")
+        if len(set(self.latency_weights)) != len(self.latency_weights):
+            raise UserError(f"--latency-weight repeats a weight: {list(self.latency_weights)}")
         if not self.seeds or not self.train_seeds:
             raise UserError("--seeds and --train-seeds need at least one seed each")
 
-    def search_flags(self) -> list[str]:
-        if self.latency_weight is not None:
-            return ["--loss", "fbnet", "--latency-unit", "reference",
-                    "--latency-weight", str(self.latency_weight)]
+    def matched_settings(self) -> list[MatchedSetting]:
+        if self.latency_weights:
+            return [MatchedSetting(f"w{w:g}", ("--loss", "fbnet", "--latency-unit", "reference",
+                                               "--latency-weight", f"{w:g}"))
+                    for w in self.latency_weights]
         if self.budget.target_rel is not None:
-            return ["--target-rel", str(self.budget.target_rel)]
-        return ["--target-ms", str(self.budget.target_ms)]
+            return [MatchedSetting(f"rel{self.budget.target_rel:g}",
+                                   ("--target-rel", f"{self.budget.target_rel:g}"))]
+        return [MatchedSetting(f"ms{self.budget.target_ms:g}",
+                               ("--target-ms", f"{self.budget.target_ms:g}"))]
 
     def describe(self) -> str:
-        if self.latency_weight is not None:
-            return (f"fbnet loss at latency weight {self.latency_weight:g}, latency in units of "
-                    "the space's mean price on each LUT")
+        if len(self.latency_weights) > 1:
+            weights = ", ".join(f"{w:g}" for w in self.latency_weights)
+            return (f"fbnet loss at latency weights {weights} on every LUT (latency in units of "
+                    "the space's mean price on each LUT), compared at matched accuracy")
+        if self.latency_weights:
+            return (f"fbnet loss at latency weight {self.latency_weights[0]:g}, latency in units "
+                    "of the space's mean price on each LUT")
         return f"budget {self.budget.describe()} on every LUT"
 
 
@@ -112,6 +136,13 @@ def pareto_holds(own: Network, other: Network, device: str) -> dict:
             "margin": margin, "speedup": speedup, "top1_gap": gap, "tolerance": tol}
 
 
+def accuracy_matched(mine: list[Network], theirs: list[Network]) -> tuple[Network, Network]:
+    """The two networks, one from each device's front, whose mean top-1 is closest (ties go to
+    the first pair in the order the settings were given, never to the faster pair)."""
+    return min(((a, b) for a in mine for b in theirs),
+               key=lambda ab: abs(ab[0].top1_mean - ab[1].top1_mean))
+
+
 def training_folder(arch: Architecture) -> str:
     """Trainings are cached by what is trained, so a network two searches found is trained once."""
     return "arch_" + hashlib.sha1(to_arch_string(arch).encode()).hexdigest()[:12]
@@ -123,58 +154,68 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
     trainer = StandaloneTrainer(recipe, settings.out / "train")
     networks: list[Network] = []
     luts: dict[str, Lut] = {}  # stem -> the LUT the searches priced with (32x32 siblings)
-    search_dirs: dict[tuple[str, int], Path] = {}  # (LUT stem, seed) -> that search's folder
-    jobs = [(path, seed) for path in settings.luts for seed in settings.seeds]
-    for path, seed in tqdm(jobs, desc="searches", unit="search", disable=log is None):
-        run_dir = settings.out / f"search_{path.stem}_seed{seed}"
-        found = cached_search(run_dir, ["--lut", str(path), *settings.search_flags(),
+    search_dirs: dict[tuple[str, str, int], Path] = {}  # (LUT stem, setting, seed) -> folder
+    jobs = [(path, matched, seed) for matched in settings.matched_settings()
+            for seed in settings.seeds for path in settings.luts]
+    for path, matched, seed in tqdm(jobs, desc="searches", unit="search", disable=log is None):
+        run_dir = settings.out / f"search_{path.stem}_{matched.label}_seed{seed}"
+        found = cached_search(run_dir, ["--lut", str(path), *matched.flags,
                                         "--data", recipe.data, "--seed", str(seed),
                                         *settings.search_args.split()])
         lut = load_lut(found["lut"])
         stem = Path(lut.path).stem
         luts[stem] = lut
-        search_dirs[(stem, seed)] = run_dir
-        networks.append(Network(f"dnas:{stem}#{seed}", "dnas", stem, seed,
-                                load_architecture(str(run_dir / "arch.json"))))
+        search_dirs[(stem, matched.label, seed)] = run_dir
+        networks.append(Network(f"dnas:{stem}/{matched.label}#{seed}", "dnas", stem, seed,
+                                load_architecture(str(run_dir / "arch.json")), setting=matched.label))
+
     def prices(arch: Architecture) -> dict[str, float]:
         return {stem: lut.price(arch).total_ms for stem, lut in luts.items()}
 
     for net in networks:
         net.latency_ms = prices(net.arch)
     if settings.specialize:
-        found_by = {(n.device, n.seed): n for n in networks}
-        for device, seed in list(found_by):
-            run_dir = search_dirs[(device, seed)]
+        found_by = {(n.device, n.setting, n.seed): n for n in networks}
+        for device, label, seed in list(found_by):
+            run_dir = search_dirs[(device, label, seed)]
             for stem, lut in luts.items():
                 if stem == device:
                     continue
                 # the budget that device's own search reached: one budget for both
-                budget = Budget(target_ms=found_by[(stem, seed)].latency_ms[stem])
+                budget = Budget(target_ms=found_by[(stem, label, seed)].latency_ms[stem])
                 arch, _, _ = specialize(run_dir / "checkpoint.pt", Path(lut.path), budget)
                 save_architecture(arch, run_dir / f"specialized_{stem}.json")
-                spec = Network(f"spec:{device}->{stem}#{seed}", "specialize", stem, seed, arch)
+                spec = Network(f"spec:{device}->{stem}/{label}#{seed}", "specialize", stem,
+                               seed, arch, setting=label)
                 spec.latency_ms = prices(arch)
                 networks.append(spec)
     for net in tqdm(networks, desc="training", unit="network", disable=log is None):
         net.top1 = [trainer.top1(net.arch, training_folder(net.arch), s)
                     for s in settings.train_seeds]
     claims = []
+    stems = list(luts)
     for seed in settings.seeds:
-        own = {n.device: n for n in networks if n.seed == seed and n.origin == "dnas"}
-        checks = [pareto_holds(own[d], own[o], d) for d in own for o in own if o != d]
+        front = {d: [n for n in networks if n.seed == seed and n.origin == "dnas"
+                     and n.device == d] for d in stems}
+        checks = []
+        for i, d in enumerate(stems):
+            for o in stems[i + 1:]:
+                mine, theirs = accuracy_matched(front[d], front[o])
+                checks += [pareto_holds(mine, theirs, d), pareto_holds(theirs, mine, o)]
         claims.append({"seed": seed, "checks": checks, "holds": all(c["holds"] for c in checks),
                        "margin": all(c["margin"] for c in checks)})
     # specialize vs per-device DNAS: on the device both were made for, the same budget
     versus = []
     for spec in (n for n in networks if n.origin == "specialize"):
         dnas = next(n for n in networks if n.origin == "dnas" and n.device == spec.device
-                    and n.seed == spec.seed)
+                    and n.seed == spec.seed and n.setting == spec.setting)
         spec_wins = pareto_holds(spec, dnas, spec.device)
         dnas_wins = pareto_holds(dnas, spec, spec.device)
         winner = ("tie" if spec_wins["holds"] and dnas_wins["holds"] else "specialize"
                   if spec_wins["holds"] else "dnas" if dnas_wins["holds"] else "neither")
         versus.append({**spec_wins, "winner": winner})
     return {"luts": [str(l.path) for l in luts.values()], "matched": settings.describe(),
+            "settings": [m.label for m in settings.matched_settings()],
             "recipe": asdict(recipe), "seeds": list(settings.seeds),
             "train_seeds": list(settings.train_seeds),
             "networks": [n.to_dict() for n in networks], "claims": claims,

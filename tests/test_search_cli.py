@@ -162,15 +162,17 @@ def test_ddp_two_cpu_ranks(luts, tmp_path):
 
 def test_pair_end_to_end_with_sibling_luts(cli, tmp_path):
     """search.pair on two devices whose given LUTs are at 16x16 and searched through their 32x32
-    siblings (as luts/s8.json -> s8_32.json): searches, specialize from each search's folder,
-    trainings cached by architecture, the Table 5 matrix and the claims."""
+    siblings (as luts/s8.json -> s8_32.json), at a sweep of two latency weights: searches,
+    specialize from each search's folder, trainings cached by architecture, the Table 5 matrix
+    and the claims at matched accuracy."""
     make_lut(tiny_space(16), path=tmp_path / "a.json")
     make_lut(tiny_space(32), path=tmp_path / "a_32.json")
     make_lut(tiny_space(16), kernel3_cheap, path=tmp_path / "b.json")
     make_lut(tiny_space(32), kernel3_cheap, path=tmp_path / "b_32.json")
     out = tmp_path / "pair"
     args = ["search.pair", "--lut", str(tmp_path / "a.json"), "--lut", str(tmp_path / "b.json"),
-            "--latency-weight", "2", "--data", "synthetic:200", "--specialize",
+            "--latency-weight", "2", "--latency-weight", "8", "--data", "synthetic:200",
+            "--specialize",
             "--search-args", "--epochs 2 --warmup-epochs 1 --batch-size 16",
             "--train-epochs", "1", "--train-images", "64", "--val-images", "32",
             "--train-seeds", "0,1", "--out", str(out), "--json"]
@@ -179,18 +181,26 @@ def test_pair_end_to_end_with_sibling_luts(cli, tmp_path):
     result = json.loads(done.stdout)
     assert [Path(p).name for p in result["luts"]] == ["a_32.json", "b_32.json"]
     names = [n["name"] for n in result["networks"]]
-    assert names == ["dnas:a_32#0", "dnas:b_32#0", "spec:a_32->b_32#0", "spec:b_32->a_32#0"]
+    assert names == ["dnas:a_32/w2#0", "dnas:b_32/w2#0", "dnas:a_32/w8#0", "dnas:b_32/w8#0",
+                     "spec:a_32->b_32/w2#0", "spec:b_32->a_32/w2#0", "spec:a_32->b_32/w8#0",
+                     "spec:b_32->a_32/w8#0"]
     for n in result["networks"]:
         assert set(n["latency_ms"]) == {"a_32", "b_32"} and len(n["top1"]) == 2
-    # each specialized network fits the price the other device's own search reached
-    own = {n["device"]: n for n in result["networks"] if n["origin"] == "dnas"}
+    # each specialized network fits the price the other device's own search reached at its weight
+    own = {(n["device"], n["setting"]): n for n in result["networks"] if n["origin"] == "dnas"}
     for n in result["networks"]:
         if n["origin"] == "specialize":
-            assert n["latency_ms"][n["device"]] <= own[n["device"]]["latency_ms"][n["device"]] \
-                * (1 + 1e-9)
+            reached = own[(n["device"], n["setting"])]["latency_ms"][n["device"]]
+            assert n["latency_ms"][n["device"]] <= reached * (1 + 1e-9)
+    # the claim is checked on the accuracy-matched pair: the closest top-1 of the 4 pairs
     assert result["of"] == 1 and len(result["claims"][0]["checks"]) == 2
-    assert len(result["specialize_vs_dnas"]) == 2
-    assert (out / "search_a_seed0" / "specialized_b_32.json").is_file()
+    first = result["claims"][0]["checks"][0]
+    by_name = {n["name"]: n for n in result["networks"]}
+    gap = abs(by_name[first["own"]]["top1_mean"] - by_name[first["other"]]["top1_mean"])
+    assert gap == min(abs(own[("a_32", u)]["top1_mean"] - own[("b_32", v)]["top1_mean"])
+                      for u in ("w2", "w8") for v in ("w2", "w8"))
+    assert len(result["specialize_vs_dnas"]) == 4
+    assert (out / "search_a_w8_seed0" / "specialized_b_32.json").is_file()
     trained = {p.parent.parent.name for p in (out / "train").glob("*/seed*/result.json")}
     unique = {json.dumps(n["arch"]["candidates"]) for n in result["networks"]}
     assert len(trained) == len(unique)  # a network found twice is trained once

@@ -10,8 +10,8 @@ from fbnet.lut import LayerTable
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from fbnet.arch import Architecture
 from search.budget import Budget, reference_ms
-from search.pairing import (Network, PairSettings, check_resolutions, pareto_holds,
-                            training_folder)
+from search.pairing import (Network, PairSettings, accuracy_matched, check_resolutions,
+                            pareto_holds, training_folder)
 from search.specialization import best_under_budget, check_same_space
 
 
@@ -94,12 +94,17 @@ def test_pair_refuses_luts_of_different_sizes_and_a_single_lut(tmp_path):
 def test_pair_takes_exactly_one_matched_setting_and_passes_it_to_every_search(tmp_path):
     luts = (tmp_path / "a_32.json", tmp_path / "b_32.json")
     with pytest.raises(UserError, match="one matched setting"):
-        PairSettings(luts, Budget(target_rel=0.8), latency_weight=2.0).check()
+        PairSettings(luts, Budget(target_rel=0.8), latency_weights=(2.0,)).check()
     with pytest.raises(UserError, match="positive"):
-        PairSettings(luts, latency_weight=0.0).check()
-    assert PairSettings(luts, Budget(target_rel=0.8)).search_flags() == ["--target-rel", "0.8"]
-    assert PairSettings(luts, latency_weight=2.0).search_flags() == [
-        "--loss", "fbnet", "--latency-unit", "reference", "--latency-weight", "2.0"]
+        PairSettings(luts, latency_weights=(1.0, 0.0)).check()
+    with pytest.raises(UserError, match="repeats a weight"):
+        PairSettings(luts, latency_weights=(2.0, 2.0)).check()
+    [rel] = PairSettings(luts, Budget(target_rel=0.8)).matched_settings()
+    assert (rel.label, rel.flags) == ("rel0.8", ("--target-rel", "0.8"))
+    sweep = PairSettings(luts, latency_weights=(1.0, 2.5)).matched_settings()
+    assert [m.label for m in sweep] == ["w1", "w2.5"]
+    assert sweep[1].flags == ("--loss", "fbnet", "--latency-unit", "reference",
+                              "--latency-weight", "2.5")
 
 
 def _net(name, latency_ms, top1, first="skip"):
@@ -125,6 +130,18 @@ def test_pareto_check_and_the_table5_margin_by_hand():
     assert check["holds"] and not check["margin"]
     # slower is never Pareto-better, however accurate
     assert not pareto_holds(other, own, "d")["holds"]
+
+
+def test_matched_accuracy_pairs_the_closest_top1_and_never_looks_at_latency():
+    # a's front: 78 and 80; b's front: 79.1 and 81. The closest pair is (80, 79.1) even though
+    # a far faster b network exists, and the latency of neither side changes the choice.
+    a = [_net("a78", {"a": 1.0}, [0.78]), _net("a80", {"a": 2.0}, [0.80])]
+    b = [_net("b79", {"a": 9.0}, [0.791]), _net("b81", {"a": 0.1}, [0.81])]
+    assert [n.name for n in accuracy_matched(a, b)] == ["a80", "b79"]
+    b[0].latency_ms, b[1].latency_ms = {"a": 0.1}, {"a": 9.0}
+    assert [n.name for n in accuracy_matched(a, b)] == ["a80", "b79"]
+    # a single setting per device is the plain comparison
+    assert [n.name for n in accuracy_matched(a[:1], b[1:])] == ["a78", "b81"]
 
 
 def test_a_network_found_twice_is_trained_once():
