@@ -11,7 +11,9 @@ the fraction of entries within 5% in every pair of builds and across all of them
     python benchmarks/lut_stability.py --json --out-dir runs/lut_stability
 
 Targets (docs/results.md, "LUT stability"): every build at median error <= 5% and tau >= 0.9;
->= 90% of entries within 5% across builds.
+>= 90% of entries within 5% across builds. It also prints the agreement once each pair's
+common factor (the median ratio of their entries: the machine's speed while each build ran)
+is divided out, which separates a machine that changed speed from entries that disagree.
 """
 
 from __future__ import annotations
@@ -64,18 +66,25 @@ def agreement(paths: list[Path], networks: int = 200) -> dict:
     luts = [load_lut(p) for p in paths]
     keys = sorted(set.intersection(*(set(lut.entries) for lut in luts)))
     values = np.array([[lut.entries[k].latency_ms for k in keys] for lut in luts])
-    pairs = {}
+    pairs, rescaled, scales = {}, {}, {}
     for i, j in itertools.combinations(range(len(luts)), 2):
         low = np.minimum(values[i], values[j])
         rel = np.abs(values[i] - values[j]) / low
         pairs[f"{i + 1}-{j + 1}"] = round(float(np.mean(rel <= 0.05)), 4)
+        # the same after dividing out the builds' common factor (the machine's speed while
+        # each build ran): what is left is entry-by-entry disagreement
+        ratio = values[i] / values[j]
+        scales[f"{i + 1}-{j + 1}"] = round(float(np.median(ratio)), 4)
+        rescaled[f"{i + 1}-{j + 1}"] = round(float(np.mean(
+            np.abs(ratio / np.median(ratio) - 1) <= 0.05)), 4)
     spread = values.max(axis=0) / values.min(axis=0) - 1
     space = luts[0].space
     rng = random.Random(1)
     archs = [random_architecture(space, rng, f"random_{i}") for i in range(networks)]
     priced = np.array([[lut.price(a).total_ms for a in archs] for lut in luts])
     net_spread = priced.max(axis=0) / priced.min(axis=0) - 1
-    return {"entries": len(keys), "pairs_within_5pct": pairs,
+    return {"entries": len(keys), "pairs_within_5pct": pairs, "pair_scale": scales,
+            "pairs_within_5pct_rescaled": rescaled,
             "networks": networks,
             "networks_within_5pct": round(float(np.mean(net_spread <= 0.05)), 4),
             "networks_median_spread_pct": round(float(100 * np.median(net_spread)), 2),
@@ -153,12 +162,15 @@ def main() -> int:
               f"at load {b['load_avg_1m_start']:.1f}")
         print(f"           {b['noise']['statement']}")
     pairs = ", ".join(f"{k}: {v:.0%}" for k, v in agree["pairs_within_5pct"].items())
+    rescaled = ", ".join(f"{k}: {agree['pairs_within_5pct_rescaled'][k]:.0%} (x{v:.3f})"
+                         for k, v in agree["pair_scale"].items())
     print(f"  across builds: entries within 5% per pair {pairs}; all {len(builds)} within 5% "
           f"{agree['all_within_5pct']:.0%} (median spread {agree['median_spread_pct']:.1f}%, max "
           f"{agree['max_spread_pct']:.0f}%, {agree['entries']} entries); "
           f"{agree['networks']} random networks priced within 5% by all builds: "
           f"{agree['networks_within_5pct']:.0%} (median spread "
           f"{agree['networks_median_spread_pct']:.1f}%)")
+    print(f"  the same per pair after dividing out the builds' common factor: {rescaled}")
     print("  targets (median |err| <= 5%, tau >= 0.9, >= 90% of entries within 5%): " +
           ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in met.items()))
     print(f"  LUTs in {out}")

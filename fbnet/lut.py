@@ -136,6 +136,7 @@ class Measurement:
     warmup: int | None = None
     iters: int | None = None
     rounds: int | None = None
+    passes: int | None = None  # sets of freshly grouped jobs the rounds were spread over
     etdump_iters: int | None = None
     ops: bool | None = None
     clock: str | None = None  # wall | thread_cpu

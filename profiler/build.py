@@ -4,7 +4,10 @@ Every unique workload of the space (candidates at each layer shape, stem, head, 
 classifier for 10, 100 and 1000 classes) is exported, run round-robin in jobs of a few programs
 each with a reference block (profiler.noise keeps other load and heat out of the numbers), and
 written to the LUT after each job, so an interrupted build keeps every finished entry and
-`resume` continues it. `extend` adds what a complete LUT lacks. Calibration networks then fit
+`resume` continues it. A program's rounds are spread over several passes, each a new set of
+jobs with the programs grouped afresh, and pooled: a block timed in one job reads up to ~10% off
+in the next (other load, caches, memory layout), so one job per block made builds disagree
+entry by entry while each entry's own interval looked tight. `extend` adds what a complete LUT lacks. Calibration networks then fit
 the summation (profiler.calibration).
 """
 
@@ -12,10 +15,12 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import os
+import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,7 +34,8 @@ from fbnet.workloads import Workload, candidate_workload
 from profiler.backends.base import Backend
 from profiler.calibration import Calibration, calibration_architectures, fit_summation
 from profiler.export import DEFAULT_CACHE, ArtifactCache
-from profiler.jobs import Exporter, Progress, arch_job, chunks, export_job, measured_entry
+from profiler.jobs import (Exporter, Progress, RunPool, arch_job, chunks, export_job,
+                           measured_entry)
 from profiler.noise import NOISY_MIN_MS, measure_part, recheck_drift, remeasure_noisy, settle
 from profiler.protocol import ProgramResult
 from profiler.settings import Settings, Target
@@ -51,6 +57,7 @@ class BuildSettings:
     calibration: Calibration = field(default_factory=Calibration)
     workers: int = 2  # export processes
     chunk: int = 16  # programs per measuring job
+    passes: int | None = None  # sets of jobs the rounds are spread over; None: one per round
     resume: bool = False  # continue the unfinished LUT in `out`
     extend: bool = False  # add what the complete LUT in `out` lacks
     progress: str = "bar"  # profiler.jobs.PROGRESS_MODES
@@ -58,6 +65,19 @@ class BuildSettings:
 
     def exporter(self) -> Exporter:
         return Exporter(ArtifactCache(self.cache), self.workers, self.progress)
+
+    @property
+    def pass_count(self) -> int:
+        passes = self.measure.rounds if self.passes is None else self.passes
+        if not 1 <= passes <= self.measure.rounds:
+            raise UserError(f"--passes must be between 1 and --rounds ({self.measure.rounds}), "
+                            f"got {passes}")
+        return passes
+
+    def pass_settings(self) -> Settings:
+        """How one pass times each program: its share of the rounds and timed runs."""
+        return replace(self.measure, rounds=math.ceil(self.measure.rounds / self.pass_count),
+                       iters=math.ceil(self.measure.iters / self.pass_count))
 
 
 def default_lut_path(device: str, resolution: int, s: Settings) -> Path:
@@ -120,9 +140,10 @@ def selected_workloads(space: SpaceConfig, only: str | None,
 # --- the LUT ----------------------------------------------------------------------------------
 def new_lut(backend: Backend, cfg: BuildSettings) -> Lut:
     measurement = Measurement(
-        **asdict(cfg.measure), recipe=cfg.measure.recipe.name,
-        protocol="round-robin rounds; warm-up every round; median of timed runs without "
-        "ETDump; per-op from a separate ETDump run", complete=False,
+        **asdict(cfg.measure), passes=cfg.pass_count, recipe=cfg.measure.recipe.name,
+        protocol="round-robin rounds spread over passes of freshly grouped jobs; warm-up every "
+        "round; median of the pooled timed runs without ETDump; per-op from a separate ETDump "
+        "run", complete=False,
         classifier_classes=list(CLASSIFIER_CLASSES), only=cfg.only,
         named_architectures=cfg.include_named)
     provenance = Provenance("measured", {
@@ -219,7 +240,7 @@ def _record(lut: Lut, addition: dict | None, **values) -> None:
 
 def build_lut(cfg: BuildSettings) -> dict:
     """Measure the space of `cfg` into the LUT `cfg.out`; returns the build's summary."""
-    s, space, out = cfg.measure, cfg.space, cfg.out
+    s, space, out, passes = cfg.measure, cfg.space, cfg.out, cfg.pass_count
     check_writable(out)
     if out.exists() and not cfg.resume and _holds_unfinished_build(out):
         raise UserError(f"{out} holds an unfinished build; add --resume to continue it, or "
@@ -262,28 +283,45 @@ def build_lut(cfg: BuildSettings) -> dict:
                                        "cached": export_stats.cached,
                                        "wall_s": round(export_stats.wall_s, 1)}, drift=drift)
         t_measure = time.perf_counter()
-        bar = Progress(len(todo), "measure", cfg.progress)
-        raw: dict[str, ProgramResult] = {}  # the timed runs behind each entry of this run
+        bar = Progress(len(todo) * passes, "measure", cfg.progress)
+        pool = RunPool()  # the timed runs behind each entry of this run, by job
+        one_pass = cfg.pass_settings()
+
+        def update(keys: list[str]) -> None:
+            """Remake these entries from their pooled runs, at the reference's floor so far."""
+            floor_ms = min(drift["medians_ms"], default=None)
+            for key in keys:
+                lut.entries[key] = measured_entry(
+                    pool.pooled(key, floor_ms), artifacts[key], workloads[key], one_pass,
+                    per_op_from=lut.entries.get(key) if pool.jobs(key) > 1 else None)
+            lut.save(out)  # every finished entry survives Ctrl-C or a crash
+
         try:
             if todo:
                 settle(backend, artifacts[ref.key], s, drift)
             thermal_c = (backend.device_info.extra or {}).get("thermal_c") or {}
-            measured_chunks = []
-            for part in chunks(todo, cfg.chunk):
-                results, ref_ms = measure_part(backend, part, artifacts, ref.key, s, drift,
-                                               thermal_c)
-                for key in part:
-                    raw[key] = results[key]
-                    lut.entries[key] = measured_entry(results[key], artifacts[key],
-                                                      workloads[key], s)
-                drift["medians_ms"].append(round(ref_ms, 6))
-                measured_chunks.append((part, len(drift["medians_ms"]) - 1))
-                lut.save(out)  # every finished entry survives Ctrl-C or a crash
-                bar.update(len(part))
-            recheck_drift(backend, lut, measured_chunks, raw, artifacts, workloads, ref.key, s,
-                          drift, thermal_c)
-            remeasure_noisy(backend, lut.entries, raw, artifacts, workloads, ref.key, s,
-                            drift)
+            # an interrupted build keeps every entry as far as it was measured (its `n` says
+            # how many runs); --resume measures the missing ones
+            for n in range(passes):
+                # the first pass keeps the space's order and takes the ETDumps
+                order = todo if n == 0 else random.Random(n).sample(todo, len(todo))
+                settings = one_pass if n == 0 else replace(one_pass, ops=False)
+                measured_jobs = []
+                for part in chunks(order, cfg.chunk):
+                    results, ref_ms = measure_part(backend, part, artifacts, ref.key, settings,
+                                                   drift, thermal_c)
+                    for key in part:
+                        pool.put(key, f"pass{n}", results[key], ref_ms)
+                    drift["medians_ms"].append(round(ref_ms, 6))
+                    measured_jobs.append((part, len(drift["medians_ms"]) - 1, f"pass{n}"))
+                    update(part)
+                    bar.update(len(part))
+                recheck_drift(backend, measured_jobs, pool, artifacts, ref.key, settings, drift,
+                              thermal_c, update)
+            remeasure_noisy(backend, lut.entries, pool, artifacts, ref.key,
+                            replace(one_pass, ops=False), drift, update)
+            if todo:
+                update(todo)  # every entry at the build's final floor
         finally:
             bar.close()
         measure_s = time.perf_counter() - t_measure

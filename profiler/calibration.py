@@ -13,7 +13,7 @@ from fbnet.arch import Architecture, to_arch_string
 from fbnet.lut import Lut, Summation
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from profiler.backends.base import Backend
-from profiler.jobs import Exporter, arch_job, measured_entry, run_programs
+from profiler.jobs import Exporter, RunPool, arch_job, measured_entry, run_programs
 from profiler.noise import remeasure_noisy
 from profiler.settings import Settings
 
@@ -79,7 +79,15 @@ def fit_summation(lut: Lut, backend: Backend, space: SpaceConfig, s: Settings,
     net = replace(s, warmup=max(2, s.warmup // 2), ops=False)
     results = run_programs(backend, list(artifacts.values()), net, etdump=False)
     nets = {key: measured_entry(res, artifacts[key], None, net) for key, res in results.items()}
-    remeasure_noisy(backend, nets, results, artifacts, {}, None, net, checks)
+    pool = RunPool()
+    for key, res in results.items():
+        pool.put(key, "first", res)
+
+    def remake(keys: list[str]) -> None:
+        for key in keys:
+            nets[key] = measured_entry(pool.pooled(key), artifacts[key], None, net)
+
+    remeasure_noisy(backend, nets, pool, artifacts, None, net, checks, remake)
     rows, arch_keys = [], []
     for arch in archs:
         keys = [layer.key for layer in arch.layers()]

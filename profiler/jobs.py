@@ -145,6 +145,46 @@ def op_context(workload: Workload) -> str:
     return type(workload).__name__
 
 
+class RunPool:
+    """Each program's timed runs from every job that measured it (the build's passes, its
+    re-measurements), by a label per job, with the median of that job's reference block: an
+    entry is made from their rounds pooled. A job measured again under the same label
+    replaces the earlier one.
+
+    `pooled(key, floor_ms)` scales each job's runs by floor_ms / its reference median, i.e. to
+    the device at the fastest state the build saw. Other load and the machine's own state slow
+    a whole job alike (a 2-core VM read every block, the reference too, 7-8% slower in one
+    cold build than in the next), and the reference's floor stays put: three builds' floors
+    agreed within 0.7% where their medians did not."""
+
+    def __init__(self):
+        self.results: dict[str, dict[str, tuple[ProgramResult, float | None]]] = {}
+
+    def put(self, key: str, label: str, result: ProgramResult,
+            reference_ms: float | None = None) -> None:
+        self.results.setdefault(key, {})[label] = (result, reference_ms)
+
+    def keys(self) -> list[str]:
+        return list(self.results)
+
+    def jobs(self, key: str) -> int:
+        return len(self.results.get(key, {}))
+
+    def pooled(self, key: str, floor_ms: float | None = None) -> ProgramResult:
+        """The rounds of every job of `key`, as one result, scaled to `floor_ms` (None: as
+        measured); it carries a job's ETDump only while there is a single job (after that
+        the entry keeps its per-op breakdown)."""
+        parts = list(self.results[key].values())
+        rounds = []
+        for result, reference_ms in parts:
+            scale = floor_ms / reference_ms if floor_ms and reference_ms else 1.0
+            rounds += [[ms * scale for ms in r] for r in result.rounds]
+        first = parts[0][0]
+        return ProgramResult(key, first.path, rounds=rounds,
+                             latencies_ms=[ms for r in rounds for ms in r],
+                             etdump=first.etdump if len(parts) == 1 else None)
+
+
 def measured_entry(result: ProgramResult, artifact: Artifact, workload: Workload | None,
                    s: Settings, per_op_from: LutEntry | None = None) -> LutEntry:
     """A LUT entry from a program's timed runs (its typical rounds) and, when the job had one,
@@ -177,6 +217,12 @@ def measured_entry(result: ProgramResult, artifact: Artifact, workload: Workload
         # adds to Method::execute), plus the layout transposes at the delegate's edges.
         method_ms = entry.extra.get("method_execute_ms")
         call_ms = max(stats.median_ms - method_ms, 0.0) if method_ms is not None else 0.0
+        earlier = per_op_from.extra.get("call_overhead_ms") if per_op_from else None
+        if earlier is not None and per_op_from.latency_ms > 0:
+            # runs pooled from other jobs: the call's share of the median in the job that took
+            # the ETDump, as subtracting that job's execute time from other jobs' median
+            # mixes their speeds (a 30% spread of boundary costs between builds)
+            call_ms = stats.median_ms * earlier / per_op_from.latency_ms
         entry.extra["call_overhead_ms"] = round(call_ms, 6)
         entry.boundary_ms = round(min(call_ms + entry.extra["transpose_boundary_ms"],
                                       stats.median_ms), 6)

@@ -1,6 +1,6 @@
 """Measuring on a busy or warming device: settle it first, run a job again when a burst of
 load or heat hit it, drop rounds that were slowed, re-check jobs once the build's best
-reference is known, and re-measure entries whose medians are still uncertain.
+reference is known, and measure entries whose medians are still uncertain in more jobs.
 
 Every job carries a reference block; its median is the build's drift record (`drift`, a dict
 saved in the LUT), where the counts of everything re-measured go too."""
@@ -11,10 +11,10 @@ import math
 import time
 from dataclasses import replace
 
-from fbnet.lut import Lut, LutEntry
+from fbnet.lut import LutEntry
 from profiler.backends.base import Backend
 from profiler.export import Artifact
-from profiler.jobs import ROUND_ABOVE, measured_entry, median, run_job, run_programs
+from profiler.jobs import ROUND_ABOVE, RunPool, measured_entry, median, run_job, run_programs
 from profiler.protocol import BenchResult, ProgramResult
 from profiler.settings import Settings
 
@@ -121,31 +121,31 @@ def measure_part(backend: Backend, part: list[str], artifacts, ref_key: str, s: 
     return measure_chunk(backend, batch, ref_key, s, drift, thermal_c)
 
 
-def recheck_drift(backend: Backend, lut: Lut, measured: list[tuple[list[str], int]],
-                  raw: dict[str, ProgramResult], artifacts, workloads, ref_key: str,
-                  s: Settings, drift: dict, thermal_c: dict) -> None:
+def recheck_drift(backend: Backend, measured: list[tuple[list[str], int, str]],
+                  pool: RunPool, artifacts, ref_key: str, s: Settings, drift: dict,
+                  thermal_c: dict, on_update) -> None:
     """Once every job has run, the best reference median of the whole build is known: jobs
-    whose reference read over ROUND_ABOVE above it (the first jobs of a build that had not yet
-    reached a steady state, a stretch of steady other load) are measured again, each at most
-    RETRIES times, keeping the attempt with the faster reference. The LUT is saved after
-    each."""
+    (`measured`: the keys, the index of the job's reference median and the job's label in
+    `pool`) whose reference read over ROUND_ABOVE above it (the first jobs of a build that had
+    not yet reached a steady state, a stretch of steady other load) are measured again, each
+    at most RETRIES times, keeping the attempt with the faster reference. `on_update(keys)`
+    follows each replacement (the build remakes those entries and saves the LUT)."""
     medians = drift["medians_ms"]
     for _ in range(RETRIES):
         floor = min(medians)
-        slow = [(part, i) for part, i in measured if medians[i] > floor * (1 + ROUND_ABOVE)]
+        slow = [job for job in measured if medians[job[1]] > floor * (1 + ROUND_ABOVE)]
         if not slow:
             return
-        for part, i in slow:
+        for part, i, label in slow:
             drift["rechecked"] = drift.get("rechecked", 0) + 1
             results, ref_ms = measure_part(backend, part, artifacts, ref_key, s, drift,
                                            thermal_c)
             if ref_ms >= medians[i]:
                 continue
             for key in part:
-                raw[key] = results[key]
-                lut.entries[key] = measured_entry(results[key], artifacts[key], workloads[key], s)
+                pool.put(key, label, results[key], ref_ms)
             medians[i] = round(ref_ms, 6)
-            lut.save(lut.path)
+            on_update(part)
 
 
 def noisy(entry: LutEntry) -> bool:
@@ -158,14 +158,15 @@ def noisy(entry: LutEntry) -> bool:
     return wide or (entry.latency_ms > DISTURBED * (entry.min_ms or 0) and spread > 0.05)
 
 
-def remeasure_noisy(backend: Backend, entries: dict[str, LutEntry],
-                    raw: dict[str, ProgramResult], artifacts, workloads, ref_key: str | None,
-                    s: Settings, drift: dict) -> None:
-    """Re-measure the noisy ones (see `noisy`) among the entries measured in this run (the
-    keys of `raw`), at most RETRIES times, keeping for each the attempt whose median has the
-    narrower interval (the burst that widened it is then left out). Counts go to `drift`."""
-    for _ in range(RETRIES):
-        todo = [k for k in raw if noisy(entries[k])]
+def remeasure_noisy(backend: Backend, entries: dict[str, LutEntry], pool: RunPool, artifacts,
+                    ref_key: str | None, s: Settings, drift: dict, remake) -> None:
+    """Measure the noisy ones (see `noisy`) among the entries measured in this run (the keys of
+    `pool`) in one more job, at most RETRIES times, pooling its rounds with theirs (with the
+    job's reference median, when it has a reference block): more jobs narrow the interval
+    honestly, where keeping the one job with the narrowest interval would hide how much jobs
+    disagree. `remake(keys)` remakes those entries from the pool. Counts go to `drift`."""
+    for attempt in range(RETRIES):
+        todo = [k for k in pool.keys() if noisy(entries[k])]
         if not todo:
             break
         drift["remeasured"] = drift.get("remeasured", 0) + len(todo)
@@ -173,9 +174,8 @@ def remeasure_noisy(backend: Backend, entries: dict[str, LutEntry],
         if ref_key is not None and ref_key not in todo:
             batch.append(artifacts[ref_key])
         results = run_programs(backend, batch, s, etdump=False)
+        ref_ms = median(results[ref_key].latencies_ms) if ref_key is not None else None
         for key in todo:
-            entry = measured_entry(results[key], artifacts[key], workloads.get(key), s,
-                                   per_op_from=entries[key])
-            if entry.ci_half_ms < entries[key].ci_half_ms:
-                entries[key], raw[key] = entry, results[key]
-    drift["unsettled"] = sum(noisy(entries[k]) for k in raw)
+            pool.put(key, f"noisy{attempt}", results[key], ref_ms)
+        remake(todo)
+    drift["unsettled"] = sum(noisy(entries[k]) for k in pool.keys())

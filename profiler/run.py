@@ -89,6 +89,9 @@ def parse_args(argv):
     p.add_argument("--workers", type=int, default=2, help="export processes (default 2)")
     p.add_argument("--chunk", type=int, default=16,
                    help="programs per measuring job; the LUT is saved after each")
+    p.add_argument("--passes", type=int, help="sets of jobs each program's rounds are spread "
+                   "over, its programs grouped afresh in each, the runs pooled (default: one "
+                   "per round; 1: every program in a single job)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="artifact cache folder")
     p.add_argument("--out", type=Path, help="output LUT (default luts/<device>[_variant].json)")
     p.add_argument("--resume", action="store_true", help="continue the LUT in --out")
@@ -143,7 +146,7 @@ def build_settings(args) -> BuildSettings:
                                                            space.resolution, s),
         cache=args.cache, only=args.only, include_named=args.include_named,
         calibration=Calibration(args.calibrate, args.seed), workers=args.workers,
-        chunk=args.chunk, resume=args.resume, extend=args.extend,
+        chunk=args.chunk, passes=args.passes, resume=args.resume, extend=args.extend,
         progress="none" if args.quiet else args.progress, command=command)
 
 

@@ -229,7 +229,7 @@ def test_profiler_run_builds_a_valid_lut(tmp_path, runner_bin, artifacts, monkey
     assert jobs and all(p["seconds"] >= 0.1 for p in jobs[0]["phones"])  # 2 cool-downs each
     assert set(lut.entries) == set(keys)
     for key, entry in lut.entries.items():
-        assert entry.n == 6 and 0 < entry.min_ms <= entry.latency_ms <= entry.max_ms
+        assert entry.n >= 6 and 0 < entry.min_ms <= entry.latency_ms <= entry.max_ms  # + noisy jobs
         assert entry.ops, f"no per-op breakdown for {key}"
 
 

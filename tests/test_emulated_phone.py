@@ -155,7 +155,7 @@ def test_profiler_run_measures_an_emulated_phone(tmp_path, phones, adb_env, host
     assert lut.runtime.version == "1.5.1"
     assert set(lut.entries) == set(BLOCKS) and lut.measurement.complete
     for key, entry in lut.entries.items():
-        assert entry.n == 6 and entry.latency_ms > 0
+        assert entry.n >= 6 and entry.latency_ms > 0  # more where a noisy entry got more jobs
         if not key.startswith("Skip"):  # an identity block runs no operator
             assert entry.ops, f"no per-op breakdown (ETDump) for {key}"
     jobs = info.extra["jobs"]

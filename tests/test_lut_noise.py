@@ -156,33 +156,38 @@ def empty_lut(tmp_path):
 
 def test_jobs_slower_than_the_build_settled_to_are_measured_again(tmp_path):
     """The first job ran before the device had settled (reference 1.5x): once all jobs are in,
-    it is measured again and its entries replaced."""
+    it is measured again, its runs replace that job's in the pool and its entries are remade."""
     device = ScriptedDevice(lambda key, job, rnd: 1.5 if job == 0 else 1.0)
     artifacts = {a.job.key: a for a in arts(*BLOCKS, REF)}
-    workloads = {k: None for k in artifacts}
     lut = empty_lut(tmp_path)
     drift = {"medians_ms": []}
-    raw, measured = {}, []
+    pool, measured = jobs.RunPool(), []
+
+    def update(keys):
+        for key in keys:
+            lut.entries[key] = jobs.measured_entry(pool.pooled(key), artifacts[key], None,
+                                                   Settings())
+        lut.save(tmp_path / "lut.json")
+
     for part in ([BLOCKS[0]], [BLOCKS[1]]):
         results, ref_ms = noise.measure_part(device, part, artifacts, REF, Settings(), drift, {})
         for key in part:
-            raw[key] = results[key]
-            lut.entries[key] = jobs.measured_entry(results[key], artifacts[key], None, Settings())
+            pool.put(key, "pass0", results[key])
         drift["medians_ms"].append(ref_ms)
-        measured.append((part, len(drift["medians_ms"]) - 1))
+        measured.append((part, len(drift["medians_ms"]) - 1, "pass0"))
+        update(part)
     assert drift["medians_ms"] == [1.5, 1.0] and lut.entries[BLOCKS[0]].latency_ms == 1.5
-    noise.recheck_drift(device, lut, measured, raw, artifacts, workloads, REF, Settings(), drift,
-                      {})
+    noise.recheck_drift(device, measured, pool, artifacts, REF, Settings(), drift, {}, update)
     assert drift["medians_ms"] == [1.0, 1.0] and drift["rechecked"] == 1
-    assert lut.entries[BLOCKS[0]].latency_ms == 1.0
+    assert pool.jobs(BLOCKS[0]) == 1 and lut.entries[BLOCKS[0]].latency_ms == 1.0
     assert load_lut(tmp_path / "lut.json").entries[BLOCKS[0]].latency_ms == 1.0
 
 
-def test_noisy_entries_are_measured_again_up_to_a_bound():
+def test_noisy_entries_are_measured_in_more_jobs_up_to_a_bound():
     """BLOCKS[0]'s rounds disagree in the first job (1.0 / 1.1 alternating): its interval is
-    wide, so it is measured again and the steady attempt replaces it. BLOCKS[1] is steady and
-    never re-measured. A key whose rounds keep a 10% spread stays noisy: at most RETRIES
-    re-measurements, then it is counted as unsettled."""
+    wide, so it is measured in another job whose steady rounds are pooled with them, narrowing
+    the interval. BLOCKS[1] is steady and never re-measured. A key whose rounds keep a 10%
+    spread stays noisy: at most RETRIES more jobs, then it is counted as unsettled."""
     def timing(key, job, rnd):
         if key == BLOCKS[0] and job == 0:
             return [1.0, 1.1][rnd % 2]
@@ -195,16 +200,50 @@ def test_noisy_entries_are_measured_again_up_to_a_bound():
     device = ScriptedDevice(timing)
     first = jobs.run_programs(device, list(artifacts.values()), Settings())
     entries = {k: jobs.measured_entry(first[k], artifacts[k], None, Settings()) for k in keys}
-    raw = {k: first[k] for k in keys}
+    pool = jobs.RunPool()
+    for k in keys:
+        pool.put(k, "pass0", first[k])
     assert noise.noisy(entries[BLOCKS[0]]) and not noise.noisy(entries[BLOCKS[1]])
     before = entries[BLOCKS[0]].ci_half_ms
     drift = {}
-    noise.remeasure_noisy(device, entries, raw, artifacts, {}, REF, Settings(), drift)
+
+    def remake(keys):
+        for key in keys:
+            entries[key] = jobs.measured_entry(pool.pooled(key), artifacts[key], None,
+                                               Settings())
+
+    noise.remeasure_noisy(device, entries, pool, artifacts, REF, Settings(), drift, remake)
     assert entries[BLOCKS[0]].ci_half_ms < before and entries[BLOCKS[0]].latency_ms == 1.0
-    assert entries[BLOCKS[0]].n == Settings().iters and raw[BLOCKS[0]].latencies_ms == [1.0] * 50
+    # the first job's runs are pooled with the second's, not thrown away
+    assert pool.jobs(BLOCKS[0]) == 2 and entries[BLOCKS[0]].n == 2 * Settings().iters
+    assert pool.jobs(BLOCKS[1]) == 1
     assert all(BLOCKS[1] not in job for job in device.jobs[1:])
     assert len(device.jobs) == 1 + noise.RETRIES and drift["unsettled"] == 1
     assert all(REF in job for job in device.jobs[1:])
+
+
+def test_a_pool_of_jobs_is_one_result_of_all_their_rounds():
+    pool = jobs.RunPool()
+    a = ProgramResult("k", "/p", rounds=[[1.0, 1.0]], latencies_ms=[1.0, 1.0], etdump="/d")
+    b = ProgramResult("k", "/p", rounds=[[2.0, 2.0]], latencies_ms=[2.0, 2.0])
+    pool.put("k", "pass0", a)
+    assert pool.pooled("k").etdump == "/d"  # one job: with its ETDump
+    pool.put("k", "pass1", b)
+    both = pool.pooled("k")
+    assert both.rounds == [[1.0, 1.0], [2.0, 2.0]] and both.latencies_ms == [1.0, 1.0, 2.0, 2.0]
+    assert both.etdump is None  # parsed once, from the first job
+    pool.put("k", "pass1", a)  # measured again under its label: replaces
+    assert pool.jobs("k") == 2 and pool.pooled("k").latencies_ms == [1.0] * 4
+
+
+def test_pooled_runs_are_scaled_to_the_reference_floor():
+    """Job 2 ran while the whole device was 20% slower (its reference read 1.2 against a floor
+    of 1.0): scaled to the floor, both jobs read the block at its own speed."""
+    pool = jobs.RunPool()
+    pool.put("k", "pass0", ProgramResult("k", "/p", rounds=[[0.5, 0.5]]), reference_ms=1.0)
+    pool.put("k", "pass1", ProgramResult("k", "/p", rounds=[[0.6, 0.6]]), reference_ms=1.2)
+    assert pool.pooled("k", floor_ms=1.0).latencies_ms == pytest.approx([0.5] * 4)
+    assert pool.pooled("k").latencies_ms == [0.5, 0.5, 0.6, 0.6]  # no floor: as measured
 
 
 def test_typical_rounds_leave_out_a_round_slowed_by_other_load():
@@ -218,9 +257,14 @@ def test_remeasured_entries_keep_their_per_op_breakdown():
     old = LutEntry(1.2, ops=[], extra={"method_execute_ms": 0.9, "transpose_boundary_ms": 0.05,
                                        "call_overhead_ms": 0.3})
     entry = jobs.measured_entry(result, Art(BLOCKS[0]), None, Settings(), per_op_from=old)
-    # the call overhead is the new median minus the runtime's own execute time
-    assert entry.extra["call_overhead_ms"] == pytest.approx(0.1)
-    assert entry.boundary_ms == pytest.approx(0.15)
+    # runs pooled from other jobs keep the call's share of the median that the job with the
+    # ETDump saw (0.3 of 1.2), not that job's execute time subtracted from their median
+    assert entry.extra["call_overhead_ms"] == pytest.approx(0.25)
+    assert entry.boundary_ms == pytest.approx(0.30)
+    first = jobs.measured_entry(result, Art(BLOCKS[0]), None, Settings(),
+                                per_op_from=LutEntry(1.2, ops=[], extra={
+                                    "method_execute_ms": 0.9, "transpose_boundary_ms": 0.05}))
+    assert first.extra["call_overhead_ms"] == pytest.approx(0.1)  # no share yet: subtracted
 
 
 # --- the LUT format ---------------------------------------------------------------------------

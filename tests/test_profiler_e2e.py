@@ -2,6 +2,7 @@
 (8x8 input, one layer per stage, 8 channels) so it stays fast."""
 
 import json
+import math
 import random
 import shutil
 import signal
@@ -89,10 +90,15 @@ def test_build_resume_and_cache(cli, tmp_path, cache, tiny_lut):
     assert set(lut.entries) == expected
     assert lut.provenance.kind == "measured" and lut.measurement.complete
     assert lut.measurement.recipe == "xnnpack-fp32"  # the lowering recipe it was priced by
+    # every round in its own pass of freshly grouped jobs, the runs pooled into one entry
+    assert lut.measurement.passes == lut.measurement.rounds == 2
+    assert len(lut.measurement.drift["medians_ms"]) >= 2 * math.ceil(
+        len(expected) / 16)  # a job per chunk of 16, per pass
     assert summary["measured_now"] == len(expected)
     assert summary["exported"] + summary["cached"] >= len(expected)
     for key, entry in lut.entries.items():
-        assert entry.n == 6 and entry.min_ms <= entry.p10_ms <= entry.latency_ms <= entry.p90_ms
+        # 6 runs over 2 passes, more where a noisy entry was measured in more jobs
+        assert entry.n >= 6 and entry.min_ms <= entry.p10_ms <= entry.latency_ms <= entry.p90_ms
         assert 0 <= entry.boundary_ms <= entry.latency_ms
     # per-op breakdown parsed from a real ETDump: XNNPACK op names, classified
     block = lut.entries["ConvBlock_H8_W8_Cin8_Cout8_exp1_kernel3_stride1_group1"]
@@ -123,7 +129,8 @@ def test_build_resume_and_cache(cli, tmp_path, cache, tiny_lut):
     lut = load_lut(out)
     assert len(lut.entries) == len(expected) and lut.measurement.complete
     assert lut.entries["ConvNorm_H8_W8_Cin3_Cout16_kernel3_stride1_group1"].to_dict() == kept
-    assert lut.entries["Skip_H8_W8_Cin8_Cout8_stride1"].n == dropped["n"]
+    assert lut.entries["Skip_H8_W8_Cin8_Cout8_stride1"].n >= 6  # measured again, every pass
+    assert dropped["n"] >= 6
 
 
 def test_corrupted_artifact_is_rebuilt(cache):
@@ -381,7 +388,7 @@ def test_portable_backend_through_profiler_run(cli, tmp_path, cache):
     assert lut.measurement.recipe == "portable-fp32"
     assert set(lut.entries) == set(keys.split(",")) and lut.measurement.complete
     block = lut.entries["ConvBlock_H8_W8_Cin8_Cout8_exp1_kernel3_stride1_group1"]
-    assert block.n == 6 and block.latency_ms > 0
+    assert block.n >= 6 and block.latency_ms > 0  # more where a noisy entry got more jobs
     names = [op.name for op in block.ops]
     assert "native_call_convolution.out" in names and not any("NHWC" in n for n in names)
     assert block.extra["transpose_boundary_ms"] == 0.0
