@@ -152,10 +152,10 @@ class RunPool:
     replaces the earlier one.
 
     `pooled(key, floor_ms)` scales each job's runs by floor_ms / its reference median, i.e. to
-    the device at the fastest state the build saw. Other load and the machine's own state slow
-    a whole job alike (a 2-core VM read every block, the reference too, 7-8% slower in one
-    cold build than in the next), and the reference's floor stays put: three builds' floors
-    agreed within 0.7% where their medians did not."""
+    the device at the fastest steady state the build saw (profiler.build.reference_floor_ms).
+    Other load and the machine's own state slow a whole job alike (a 2-core VM read every
+    block, the reference too, 7-8% slower in one build than in the next), and the reference's
+    floor stays put where its median does not."""
 
     def __init__(self):
         self.results: dict[str, dict[str, tuple[ProgramResult, float | None]]] = {}

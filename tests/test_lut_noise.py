@@ -14,6 +14,7 @@ from fbnet.arch import named_architecture
 from fbnet.lut import LutEntry, load_lut
 from profiler import jobs, noise
 from profiler.backends.base import Program
+from profiler.build import reference_floor_ms
 from profiler.export import ExportJob
 from profiler.measure import Stats, median_ci
 from profiler.protocol import BenchResult, InputSpec, ProgramResult, RunnerInfo
@@ -234,6 +235,14 @@ def test_a_pool_of_jobs_is_one_result_of_all_their_rounds():
     assert both.etdump is None  # parsed once, from the first job
     pool.put("k", "pass1", a)  # measured again under its label: replaces
     assert pool.jobs("k") == 2 and pool.pooled("k").latencies_ms == [1.0] * 4
+
+
+def test_the_reference_floor_ignores_one_lucky_job():
+    assert reference_floor_ms([]) is None
+    assert reference_floor_ms([1.2, 1.0, 1.1]) == 1.0  # few jobs: the lowest
+    # 40 jobs, one of them reading the reference 10% below the rest: not the floor
+    medians = [0.9] + [1.0 + 0.01 * i for i in range(39)]
+    assert reference_floor_ms(medians) == pytest.approx(1.03)
 
 
 def test_pooled_runs_are_scaled_to_the_reference_floor():
