@@ -115,15 +115,6 @@ def check_writable(path: Path) -> None:
         raise UserError(f"cannot write {path}; choose a writable --out")
 
 
-def reference_floor_ms(medians_ms: list[float]) -> float | None:
-    """The reference block's floor: its job median at the 10th percentile (the lowest of up to
-    9 jobs). Not the lowest of many: a job now and then reads the reference ~10% below all
-    others (its neighbours in the job left the caches kinder), and scaling a whole build to
-    that one job moved every entry by as much."""
-    ordered = sorted(medians_ms)
-    return ordered[len(ordered) // 10] if ordered else None
-
-
 def reference_workload(space: SpaceConfig) -> Workload:
     """A mid-sized block re-measured in every job to expose drift (throttling, other load)."""
     layers = space.layers()
@@ -297,11 +288,10 @@ def build_lut(cfg: BuildSettings) -> dict:
         one_pass = cfg.pass_settings()
 
         def update(keys: list[str]) -> None:
-            """Remake these entries from their pooled runs, at the reference's floor so far."""
-            floor_ms = reference_floor_ms(drift["medians_ms"])
+            """Remake these entries from their pooled runs."""
             for key in keys:
                 lut.entries[key] = measured_entry(
-                    pool.pooled(key, floor_ms), artifacts[key], workloads[key], one_pass,
+                    pool.pooled(key), artifacts[key], workloads[key], one_pass,
                     per_op_from=lut.entries.get(key) if pool.jobs(key) > 1 else None)
             lut.save(out)  # every finished entry survives Ctrl-C or a crash
 
@@ -320,7 +310,7 @@ def build_lut(cfg: BuildSettings) -> dict:
                     results, ref_ms = measure_part(backend, part, artifacts, ref.key, settings,
                                                    drift, thermal_c)
                     for key in part:
-                        pool.put(key, f"pass{n}", results[key], ref_ms)
+                        pool.put(key, f"pass{n}", results[key])
                     drift["medians_ms"].append(round(ref_ms, 6))
                     measured_jobs.append((part, len(drift["medians_ms"]) - 1, f"pass{n}"))
                     update(part)
@@ -329,8 +319,6 @@ def build_lut(cfg: BuildSettings) -> dict:
                               thermal_c, update)
             remeasure_noisy(backend, lut.entries, pool, artifacts, ref.key,
                             replace(one_pass, ops=False), drift, update)
-            if todo:
-                update(todo)  # every entry at the build's final floor
         finally:
             bar.close()
         measure_s = time.perf_counter() - t_measure

@@ -147,22 +147,14 @@ def op_context(workload: Workload) -> str:
 
 class RunPool:
     """Each program's timed runs from every job that measured it (the build's passes, its
-    re-measurements), by a label per job, with the median of that job's reference block: an
-    entry is made from their rounds pooled. A job measured again under the same label
-    replaces the earlier one.
-
-    `pooled(key, floor_ms)` scales each job's runs by floor_ms / its reference median, i.e. to
-    the device at the fastest steady state the build saw (profiler.build.reference_floor_ms).
-    Other load and the machine's own state slow a whole job alike (a 2-core VM read every
-    block, the reference too, 7-8% slower in one build than in the next), and the reference's
-    floor stays put where its median does not."""
+    re-measurements), by a label per job: an entry is made from their rounds pooled. A job
+    measured again under the same label replaces the earlier one."""
 
     def __init__(self):
-        self.results: dict[str, dict[str, tuple[ProgramResult, float | None]]] = {}
+        self.results: dict[str, dict[str, ProgramResult]] = {}  # key -> label -> result
 
-    def put(self, key: str, label: str, result: ProgramResult,
-            reference_ms: float | None = None) -> None:
-        self.results.setdefault(key, {})[label] = (result, reference_ms)
+    def put(self, key: str, label: str, result: ProgramResult) -> None:
+        self.results.setdefault(key, {})[label] = result
 
     def keys(self) -> list[str]:
         return list(self.results)
@@ -170,19 +162,15 @@ class RunPool:
     def jobs(self, key: str) -> int:
         return len(self.results.get(key, {}))
 
-    def pooled(self, key: str, floor_ms: float | None = None) -> ProgramResult:
-        """The rounds of every job of `key`, as one result, scaled to `floor_ms` (None: as
-        measured); it carries a job's ETDump only while there is a single job (after that
-        the entry keeps its per-op breakdown)."""
+    def pooled(self, key: str) -> ProgramResult:
+        """The rounds of every job of `key`, as one result; it carries a job's ETDump only
+        while there is a single job (after that the entry keeps its per-op breakdown)."""
         parts = list(self.results[key].values())
-        rounds = []
-        for result, reference_ms in parts:
-            scale = floor_ms / reference_ms if floor_ms and reference_ms else 1.0
-            rounds += [[ms * scale for ms in r] for r in result.rounds]
-        first = parts[0][0]
-        return ProgramResult(key, first.path, rounds=rounds,
-                             latencies_ms=[ms for r in rounds for ms in r],
-                             etdump=first.etdump if len(parts) == 1 else None)
+        if len(parts) == 1:
+            return parts[0]
+        rounds = [r for part in parts for r in part.rounds]
+        return ProgramResult(key, parts[0].path, rounds=rounds,
+                             latencies_ms=[ms for r in rounds for ms in r])
 
 
 def measured_entry(result: ProgramResult, artifact: Artifact, workload: Workload | None,

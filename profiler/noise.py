@@ -143,7 +143,7 @@ def recheck_drift(backend: Backend, measured: list[tuple[list[str], int, str]],
             if ref_ms >= medians[i]:
                 continue
             for key in part:
-                pool.put(key, label, results[key], ref_ms)
+                pool.put(key, label, results[key])
             medians[i] = round(ref_ms, 6)
             on_update(part)
 
@@ -161,9 +161,8 @@ def noisy(entry: LutEntry) -> bool:
 def remeasure_noisy(backend: Backend, entries: dict[str, LutEntry], pool: RunPool, artifacts,
                     ref_key: str | None, s: Settings, drift: dict, remake) -> None:
     """Measure the noisy ones (see `noisy`) among the entries measured in this run (the keys of
-    `pool`) in one more job, at most RETRIES times, pooling its rounds with theirs (with the
-    job's reference median, when it has a reference block): more jobs narrow the interval
-    honestly, where keeping the one job with the narrowest interval would hide how much jobs
+    `pool`) in one more job, at most RETRIES times, pooling its rounds with theirs: more jobs
+    narrow the interval honestly, where keeping the one job with the narrowest interval would hide how much jobs
     disagree. `remake(keys)` remakes those entries from the pool. Counts go to `drift`."""
     for attempt in range(RETRIES):
         todo = [k for k in pool.keys() if noisy(entries[k])]
@@ -174,8 +173,7 @@ def remeasure_noisy(backend: Backend, entries: dict[str, LutEntry], pool: RunPoo
         if ref_key is not None and ref_key not in todo:
             batch.append(artifacts[ref_key])
         results = run_programs(backend, batch, s, etdump=False)
-        ref_ms = median(results[ref_key].latencies_ms) if ref_key is not None else None
         for key in todo:
-            pool.put(key, f"noisy{attempt}", results[key], ref_ms)
+            pool.put(key, f"noisy{attempt}", results[key])
         remake(todo)
     drift["unsettled"] = sum(noisy(entries[k]) for k in pool.keys())

@@ -14,7 +14,6 @@ from fbnet.arch import named_architecture
 from fbnet.lut import LutEntry, load_lut
 from profiler import jobs, noise
 from profiler.backends.base import Program
-from profiler.build import reference_floor_ms
 from profiler.export import ExportJob
 from profiler.measure import Stats, median_ci
 from profiler.protocol import BenchResult, InputSpec, ProgramResult, RunnerInfo
@@ -228,31 +227,13 @@ def test_a_pool_of_jobs_is_one_result_of_all_their_rounds():
     a = ProgramResult("k", "/p", rounds=[[1.0, 1.0]], latencies_ms=[1.0, 1.0], etdump="/d")
     b = ProgramResult("k", "/p", rounds=[[2.0, 2.0]], latencies_ms=[2.0, 2.0])
     pool.put("k", "pass0", a)
-    assert pool.pooled("k").etdump == "/d"  # one job: with its ETDump
+    assert pool.pooled("k") is a  # one job: as measured, with its ETDump
     pool.put("k", "pass1", b)
     both = pool.pooled("k")
     assert both.rounds == [[1.0, 1.0], [2.0, 2.0]] and both.latencies_ms == [1.0, 1.0, 2.0, 2.0]
     assert both.etdump is None  # parsed once, from the first job
     pool.put("k", "pass1", a)  # measured again under its label: replaces
     assert pool.jobs("k") == 2 and pool.pooled("k").latencies_ms == [1.0] * 4
-
-
-def test_the_reference_floor_ignores_one_lucky_job():
-    assert reference_floor_ms([]) is None
-    assert reference_floor_ms([1.2, 1.0, 1.1]) == 1.0  # few jobs: the lowest
-    # 40 jobs, one of them reading the reference 10% below the rest: not the floor
-    medians = [0.9] + [1.0 + 0.01 * i for i in range(39)]
-    assert reference_floor_ms(medians) == pytest.approx(1.03)
-
-
-def test_pooled_runs_are_scaled_to_the_reference_floor():
-    """Job 2 ran while the whole device was 20% slower (its reference read 1.2 against a floor
-    of 1.0): scaled to the floor, both jobs read the block at its own speed."""
-    pool = jobs.RunPool()
-    pool.put("k", "pass0", ProgramResult("k", "/p", rounds=[[0.5, 0.5]]), reference_ms=1.0)
-    pool.put("k", "pass1", ProgramResult("k", "/p", rounds=[[0.6, 0.6]]), reference_ms=1.2)
-    assert pool.pooled("k", floor_ms=1.0).latencies_ms == pytest.approx([0.5] * 4)
-    assert pool.pooled("k").latencies_ms == [0.5, 0.5, 0.6, 0.6]  # no floor: as measured
 
 
 def test_typical_rounds_leave_out_a_round_slowed_by_other_load():
