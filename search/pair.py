@@ -29,7 +29,7 @@ Examples:
   python -m search.pair --lut luts/s8.json --lut luts/iphone_x.json --latency-weight 2 \\
       --search-args "--epochs 3" --out runs/pair_short
   python -m search.pair --lut luts/s8.json --lut luts/iphone_x.json --latency-weight 1 \\
-      --latency-weight 2 --latency-weight 4 --seeds 0,1,2 --search-args "--epochs 3"
+      --latency-weight 2 --seeds 0,1,2 --search-args "--epochs 3"
 """
 
 from __future__ import annotations
