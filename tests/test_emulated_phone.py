@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--resolution", "8", "--stage-depths", "1,1,1,1,1,1,1",
         "--stage-widths", "8,8,8,8,8,8,8"]
 FAST = ["--warmup", "1", "--iters", "6", "--calibrate", "0", "--quiet"]
-# Two rounds put the phone profile's 1 s cool-down inside every job: time to crash the runner.
-SLOW_JOBS = ["--rounds", "2", "--chunk", "1"]
+# Two rounds in one pass put the phone profile's 1 s cool-down inside every job: time to crash
+# the runner.
+SLOW_JOBS = ["--rounds", "2", "--passes", "1", "--chunk", "1"]
 BLOCKS = ["ConvNorm_H8_W8_Cin3_Cout16_kernel3_stride1_group1",
           "ConvBlock_H8_W8_Cin8_Cout8_exp1_kernel3_stride1_group1",
           "ConvBlock_H8_W8_Cin8_Cout8_exp1_kernel5_stride1_group2",
