@@ -9,6 +9,7 @@ import pytest
 from fbnet.coverage import lut_workloads
 from fbnet.errors import UserError
 from fbnet.lut import LUT_SCHEMA
+from profiler.backends import base
 from profiler.backends.base import BackendOptions, LocalTransport, create_backend, sha256_file
 from profiler.build import default_lut_path, reference_workload, warn_if_host_was_busy
 from profiler.devices import PROFILES, DeviceProfile, resolve_device
@@ -220,3 +221,22 @@ def test_busy_host_gets_a_warning_quiet_host_and_phones_none(capsys, monkeypatch
     warn_if_host_was_busy("host", {"load_avg_1m_start": 1.0, "load_avg_1m_end": 1.2})
     warn_if_host_was_busy("android", {"load_avg_1m_start": 5.0, "load_avg_1m_end": 5.0})
     assert capsys.readouterr().err == ""
+
+
+def test_a_phone_rests_its_cool_down_between_jobs(monkeypatch):
+    """Most jobs of a build hold one round, so the profile's cool-down between rounds is also
+    given between jobs: the second job waits out what is left of it, the first does not."""
+    class Phone(base.Backend):
+        prepare = push_artifacts = run_job = runtime_info = None
+
+    slept = []
+    clock = iter([10.0, 10.25])  # the first job ends at 10.0 s, the second starts at 10.25 s
+    monkeypatch.setattr(base.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(base.time, "sleep", slept.append)
+    phone = Phone(resolve_device("s8"), BackendOptions(runner="native"))
+    assert phone.profile.cooldown_s == 1.0
+    phone.rest_between_jobs()
+    assert slept == []
+    phone.job_ended()
+    phone.rest_between_jobs()
+    assert slept == [pytest.approx(0.75)]

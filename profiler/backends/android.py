@@ -484,6 +484,7 @@ class RunnerBackend(Backend):
             raise UserError("nothing to measure: the job has no programs")
         if manifest.cooldown_s == 0 and self.profile.cooldown_s:
             manifest = replace(manifest, cooldown_s=self.profile.cooldown_s)
+        self.rest_between_jobs()
         shares = split_programs(manifest.programs, len(self.sessions))
         work = [(s, replace(manifest, programs=share))
                 for s, share in zip(self.sessions, shares) if share]
@@ -497,6 +498,7 @@ class RunnerBackend(Backend):
                 # On Ctrl-C or a failed phone do not wait for the others: cleanup() stops
                 # their runners, which ends their threads.
                 pool.shutdown(wait=False, cancel_futures=True)
+        self.job_ended()
         with self._lock:
             self.jobs.append({"programs": len(manifest.programs), "phones": [
                 {"serial": s.serial, "programs": len(m.programs), "pushed": o.pushed,

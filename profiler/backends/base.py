@@ -25,6 +25,7 @@ import importlib
 import shlex
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,6 +154,19 @@ class Backend(abc.ABC):
         self.profile = profile
         self.options = options
         self.device_info: DeviceInfo | None = None
+        self._last_job_end: float | None = None
+
+    def rest_between_jobs(self) -> None:
+        """Give the device its profile's cool-down (the pause between rounds) between jobs
+        too: a build spreads its rounds over passes, so most jobs hold a single round and a
+        phone would otherwise run job after job without a pause. Call at the start of a job,
+        and `job_ended` at its end."""
+        cooldown_s = self.profile.cooldown_s
+        if cooldown_s and self._last_job_end is not None:
+            time.sleep(max(0.0, cooldown_s - (time.monotonic() - self._last_job_end)))
+
+    def job_ended(self) -> None:
+        self._last_job_end = time.monotonic()
 
     @abc.abstractmethod
     def prepare(self) -> DeviceInfo:

@@ -475,6 +475,7 @@ class IosBackend(Backend):
             raise UserError("nothing to measure: the job has no programs")
         if manifest.cooldown_s == 0 and self.profile.cooldown_s:
             manifest = replace(manifest, cooldown_s=self.profile.cooldown_s)
+        self.rest_between_jobs()
         started = time.monotonic()
         specs = [replace(spec, path=self._ensure_on_device(Path(spec.path)))
                  for spec in manifest.programs]
@@ -510,6 +511,7 @@ class IosBackend(Backend):
                                   self.device.product_type, "ios": self.device.ios_version})
         self.jobs.append({"job_id": job_id, "programs": len(job.programs),
                           "seconds": round(time.monotonic() - started, 2)})
+        self.job_ended()
         return result
 
     def _wait_done(self, job_id: str, timeout_s: float) -> DoneMarker:
