@@ -7,8 +7,8 @@ written to the LUT after each job, so an interrupted build keeps every finished 
 `resume` continues it. A program's rounds are spread over several passes, each a new set of
 jobs with the programs grouped afresh, and pooled: a block timed in one job reads up to ~10% off
 in the next (other load, caches, memory layout), so one job per block made builds disagree
-entry by entry while each entry's own interval looked tight. `extend` adds what a complete LUT lacks. Calibration networks then fit
-the summation (profiler.calibration).
+entry by entry while each entry's own interval looked tight. `extend` adds what a complete LUT
+lacks. Calibration networks then fit the summation (profiler.calibration).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from profiler.export import DEFAULT_CACHE, ArtifactCache
 from profiler.jobs import (Exporter, Progress, RunPool, arch_job, chunks, export_job,
                            measured_entry)
 from profiler.noise import NOISY_MIN_MS, measure_part, recheck_drift, remeasure_noisy, settle
-from profiler.protocol import ProgramResult
 from profiler.settings import Settings, Target
 
 DRIFT_WARN = 0.10  # warn when the reference workload moves more than this over the run

@@ -204,13 +204,14 @@ def measured_entry(result: ProgramResult, artifact: Artifact, workload: Workload
         # Runtime call + input copy as seen from outside execute (what the end-to-end timing
         # adds to Method::execute), plus the layout transposes at the delegate's edges.
         method_ms = entry.extra.get("method_execute_ms")
-        call_ms = max(stats.median_ms - method_ms, 0.0) if method_ms is not None else 0.0
         earlier = per_op_from.extra.get("call_overhead_ms") if per_op_from else None
         if earlier is not None and per_op_from.latency_ms > 0:
             # runs pooled from other jobs: the call's share of the median in the job that took
             # the ETDump, as subtracting that job's execute time from other jobs' median
             # mixes their speeds (a 30% spread of boundary costs between builds)
             call_ms = stats.median_ms * earlier / per_op_from.latency_ms
+        else:
+            call_ms = max(stats.median_ms - method_ms, 0.0) if method_ms is not None else 0.0
         entry.extra["call_overhead_ms"] = round(call_ms, 6)
         entry.boundary_ms = round(min(call_ms + entry.extra["transpose_boundary_ms"],
                                       stats.median_ms), 6)

@@ -162,8 +162,9 @@ def remeasure_noisy(backend: Backend, entries: dict[str, LutEntry], pool: RunPoo
                     ref_key: str | None, s: Settings, drift: dict, remake) -> None:
     """Measure the noisy ones (see `noisy`) among the entries measured in this run (the keys of
     `pool`) in one more job, at most RETRIES times, pooling its rounds with theirs: more jobs
-    narrow the interval honestly, where keeping the one job with the narrowest interval would hide how much jobs
-    disagree. `remake(keys)` remakes those entries from the pool. Counts go to `drift`."""
+    narrow the interval honestly, where keeping the one job with the narrowest interval would
+    hide how much jobs disagree. `remake(keys)` remakes those entries from the pool. Counts go
+    to `drift`."""
     for attempt in range(RETRIES):
         todo = [k for k in pool.keys() if noisy(entries[k])]
         if not todo:

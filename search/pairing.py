@@ -54,7 +54,8 @@ class Network:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "origin": self.origin, "device": self.device,
-                "seed": self.seed, "setting": self.setting, "arch": self.arch.to_dict(), "latency_ms": self.latency_ms,
+                "seed": self.seed, "setting": self.setting, "arch": self.arch.to_dict(),
+                "latency_ms": self.latency_ms,
                 "top1": self.top1, "top1_mean": self.top1_mean, "top1_std": self.top1_std}
 
 
@@ -167,7 +168,8 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
         luts[stem] = lut
         search_dirs[(stem, matched.label, seed)] = run_dir
         networks.append(Network(f"dnas:{stem}/{matched.label}#{seed}", "dnas", stem, seed,
-                                load_architecture(str(run_dir / "arch.json")), setting=matched.label))
+                                load_architecture(str(run_dir / "arch.json")),
+                                setting=matched.label))
 
     def prices(arch: Architecture) -> dict[str, float]:
         return {stem: lut.price(arch).total_ms for stem, lut in luts.items()}
