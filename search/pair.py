@@ -21,11 +21,12 @@ own phone at matched accuracy) is checked beside it: D's network is at least 5% 
 matched accuracy, or at least 0.5 points more accurate at no higher latency.
 
 Searches and trainings are cached in --out and reused, so an interrupted run continues.
+--jobs N runs N searches, then N trainings, side by side (one core each).
 
 Examples:
   python -m search.pair --lut luts/s8.json --lut luts/iphone_x.json --target-rel 0.8
   python -m search.pair --lut luts/pixel3.json --lut luts/edgegpu.json --target-rel 0.8 \\
-      --seeds 0,1,2 --train-seeds 0,1,2 --specialize --json
+      --seeds 0,1,2 --train-seeds 0,1,2 --specialize --jobs 2 --json
   python -m search.pair --lut luts/s8.json --lut luts/iphone_x.json --latency-weight 2 \\
       --search-args "--epochs 3" --out runs/pair_short
   python -m search.pair --lut luts/s8.json --lut luts/iphone_x.json --latency-weight 1 \\
@@ -72,6 +73,8 @@ def parse_args(argv):
     p.add_argument("--train-images", type=int, default=StandaloneRecipe.train_images)
     p.add_argument("--val-images", type=int, default=StandaloneRecipe.val_images)
     p.add_argument("--train-width", type=float, default=StandaloneRecipe.width)
+    p.add_argument("--jobs", type=int, default=1, help="searches and trainings run side by "
+                   "side, one core each (default 1)")
     p.add_argument("--out", default="runs/pair")
     p.add_argument("--json", action="store_true")
     return p.parse_args(argv)
@@ -83,7 +86,7 @@ def main(argv=None) -> int:
     settings = PairSettings(tuple(Path(p) for p in args.lut),
                             Budget(args.target_ms, args.target_rel), tuple(args.latency_weight),
                             seed_list(args.seeds, "--seeds"), seed_list(args.train_seeds, "--train-seeds"),
-                            args.specialize, args.search_args, Path(args.out))
+                            args.specialize, args.search_args, Path(args.out), args.jobs)
     recipe = StandaloneRecipe(data=args.data, epochs=args.train_epochs, train_images=args.train_images,
                               val_images=args.val_images, width=args.train_width)
     started = time.perf_counter()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import statistics
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -76,6 +77,7 @@ class PairSettings:
     specialize: bool = False
     search_args: str = ""
     out: Path = Path("runs/pair")
+    jobs: int = 1  # searches and trainings run side by side, one core each
 
     def check(self) -> None:
         self.budget.check()
@@ -90,6 +92,8 @@ class PairSettings:
                 raise UserError(f"--latency-weight must be positive, got {weight}")
         if len(set(self.latency_weights)) != len(self.latency_weights):
             raise UserError(f"--latency-weight repeats a weight: {list(self.latency_weights)}")
+        if self.jobs < 1:
+            raise UserError(f"--jobs must be at least 1, got {self.jobs}")
         if not self.seeds or not self.train_seeds:
             raise UserError("--seeds and --train-seeds need at least one seed each")
 
@@ -144,6 +148,10 @@ def accuracy_matched(mine: list[Network], theirs: list[Network]) -> tuple[Networ
                key=lambda ab: abs(ab[0].top1_mean - ab[1].top1_mean))
 
 
+def search_folder(out: Path, lut: Path, matched: MatchedSetting, seed: int) -> Path:
+    return out / f"search_{lut.stem}_{matched.label}_seed{seed}"
+
+
 def training_folder(arch: Architecture) -> str:
     """Trainings are cached by what is trained, so a network two searches found is trained once."""
     return "arch_" + hashlib.sha1(to_arch_string(arch).encode()).hexdigest()[:12]
@@ -156,13 +164,23 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
     networks: list[Network] = []
     luts: dict[str, Lut] = {}  # stem -> the LUT the searches priced with (32x32 siblings)
     search_dirs: dict[tuple[str, str, int], Path] = {}  # (LUT stem, setting, seed) -> folder
-    jobs = [(path, matched, seed) for matched in settings.matched_settings()
-            for seed in settings.seeds for path in settings.luts]
-    for path, matched, seed in tqdm(jobs, desc="searches", unit="search", disable=log is None):
-        run_dir = settings.out / f"search_{path.stem}_{matched.label}_seed{seed}"
-        found = cached_search(run_dir, ["--lut", str(path), *matched.flags,
-                                        "--data", recipe.data, "--seed", str(seed),
-                                        *settings.search_args.split()])
+    searches = [(path, matched, seed) for matched in settings.matched_settings()
+                for seed in settings.seeds for path in settings.luts]
+
+    def search(path: Path, matched: MatchedSetting, seed: int) -> dict:
+        return cached_search(search_folder(settings.out, path, matched, seed),
+                             ["--lut", str(path), *matched.flags, "--data", recipe.data,
+                              "--seed", str(seed), *settings.search_args.split()])
+
+    # each search is its own single-threaded search.run process: threads only wait on them
+    with ThreadPoolExecutor(settings.jobs) as pool:
+        futures = [pool.submit(search, *job) for job in searches]
+        for future in tqdm(as_completed(futures), total=len(futures), desc="searches",
+                           unit="search", disable=log is None):
+            future.result()  # a failed search stops the run once the running ones end
+    for (path, matched, seed), future in zip(searches, futures):
+        found = future.result()
+        run_dir = search_folder(settings.out, path, matched, seed)
         lut = load_lut(found["lut"])
         stem = Path(lut.path).stem
         luts[stem] = lut
@@ -191,9 +209,11 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
                                seed, arch, setting=label)
                 spec.latency_ms = prices(arch)
                 networks.append(spec)
-    for net in tqdm(networks, desc="training", unit="network", disable=log is None):
-        net.top1 = [trainer.top1(net.arch, training_folder(net.arch), s)
-                    for s in settings.train_seeds]
+    trainings = [(net.arch, training_folder(net.arch), s) for net in networks
+                 for s in settings.train_seeds]
+    top1 = iter(trainer.top1_many(trainings, settings.jobs, progress=log is not None))
+    for net in networks:
+        net.top1 = [next(top1) for _ in settings.train_seeds]
     claims = []
     stems = list(luts)
     for seed in settings.seeds:

@@ -8,19 +8,23 @@ subset of the val split. That ranks networks of one space against each other; it
 final accuracy (train the winner with search.train for that).
 
 Each training writes into its own folder and is reused when its result is there, so a long
-comparison that is interrupted continues where it stopped.
+comparison that is interrupted continues where it stopped. Trainings run side by side in
+worker processes (`jobs`), one thread each.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from torch.utils.data import Subset
+from tqdm import tqdm
 
 from fbnet.arch import Architecture, at_resolution
 from fbnet.errors import UserError
@@ -104,3 +108,41 @@ class StandaloneTrainer:
         payload["standalone_recipe"] = asdict(self.recipe)
         atomic_write_json(result_path, payload)
         return result.top1
+
+    def top1_many(self, trainings: list[tuple[Architecture, str, int]], jobs: int = 1,
+                  progress: bool = False) -> list[float]:
+        """top1(arch, name, seed) for each training, in order, up to `jobs` at a time in worker
+        processes; a (name, seed) given twice is trained once."""
+        if jobs < 1:
+            raise UserError(f"--jobs must be at least 1, got {jobs}")
+        unique = {(name, seed): arch for arch, name, seed in trainings}
+        bar = tqdm(total=len(unique), desc="training", unit="training", disable=not progress)
+        done: dict[tuple[str, int], float] = {}
+        if jobs == 1:
+            for (name, seed), arch in unique.items():
+                done[(name, seed)] = self.top1(arch, name, seed)
+                bar.update()
+        else:
+            # spawn, not fork: a forked torch with its thread pools started can deadlock
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_start_worker,
+                                     initargs=(self.recipe, self.root, self.threads)) as pool:
+                futures = {pool.submit(_worker_top1, arch, name, seed): (name, seed)
+                           for (name, seed), arch in unique.items()}
+                for future in as_completed(futures):
+                    done[futures[future]] = future.result()
+                    bar.update()
+        bar.close()
+        return [done[(name, seed)] for _, name, seed in trainings]
+
+
+_worker_trainer: StandaloneTrainer | None = None  # one per worker process: loads the data once
+
+
+def _start_worker(recipe: StandaloneRecipe, root: Path, threads: int) -> None:
+    global _worker_trainer
+    _worker_trainer = StandaloneTrainer(recipe, root, threads)
+
+
+def _worker_top1(arch: Architecture, name: str, seed: int) -> float:
+    return _worker_trainer.top1(arch, name, seed)

@@ -162,9 +162,9 @@ def test_ddp_two_cpu_ranks(luts, tmp_path):
 
 def test_pair_end_to_end_with_sibling_luts(cli, tmp_path):
     """search.pair on two devices whose given LUTs are at 16x16 and searched through their 32x32
-    siblings (as luts/s8.json -> s8_32.json), at a sweep of two latency weights: searches,
-    specialize from each search's folder, trainings cached by architecture, the Table 5 matrix
-    and the claims at matched accuracy."""
+    siblings (as luts/s8.json -> s8_32.json), at a sweep of two latency weights: searches and
+    trainings two at a time, specialize from each search's folder, trainings cached by
+    architecture, the Table 5 matrix and the claims at matched accuracy."""
     make_lut(tiny_space(16), path=tmp_path / "a.json")
     make_lut(tiny_space(32), path=tmp_path / "a_32.json")
     make_lut(tiny_space(16), kernel3_cheap, path=tmp_path / "b.json")
@@ -175,7 +175,7 @@ def test_pair_end_to_end_with_sibling_luts(cli, tmp_path):
             "--specialize",
             "--search-args", "--epochs 2 --warmup-epochs 1 --batch-size 16",
             "--train-epochs", "1", "--train-images", "64", "--val-images", "32",
-            "--train-seeds", "0,1", "--out", str(out), "--json"]
+            "--train-seeds", "0,1", "--jobs", "2", "--out", str(out), "--json"]
     done = cli(*args)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)

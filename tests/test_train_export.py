@@ -9,6 +9,7 @@ from fbnet.arch import Architecture, save_architecture
 from fbnet.model import FBNet
 from fbnet.space import SpaceConfig
 from search.data import load_data
+from search.standalone import StandaloneRecipe, StandaloneTrainer
 from search.training import Recipe, load_checkpoint, train
 
 TINY_CANDIDATES = ("k3_e1", "k3_e1_g2", "k5_e3", "skip", "k3_e6", "k5_e1_g2", "k5_e6")
@@ -81,6 +82,21 @@ def test_interrupted_then_resumed_training_equals_uninterrupted(tmp_path):
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     assert [h["val_top1"] for h in a["history"]] == [h["val_top1"] for h in b["history"]]
+
+
+def test_trainings_side_by_side_equal_trainings_one_at_a_time(tmp_path):
+    """The stand-alone trainer's worker processes give the same top-1 as one process, in the
+    order asked, and a (name, seed) asked twice is trained once."""
+    space = SpaceConfig.create(32, stem_channels=8, stage_widths=(8, 8, 16, 16, 24, 24, 32),
+                               stage_depths=(1,) * 7, head_channels=32)
+    a = Architecture("a", space, TINY_CANDIDATES)
+    b = Architecture("b", space, ("k3_e1",) * 7)
+    recipe = StandaloneRecipe(data="synthetic:64", epochs=1, train_images=32, val_images=32)
+    trainings = [(a, "a", 0), (b, "b", 0), (a, "a", 1), (a, "a", 0)]
+    alone = StandaloneTrainer(recipe, tmp_path / "alone").top1_many(trainings, jobs=1)
+    pooled = StandaloneTrainer(recipe, tmp_path / "pooled").top1_many(trainings, jobs=2)
+    assert pooled == alone and alone[0] == alone[3]
+    assert len(list((tmp_path / "pooled").glob("*/seed*/result.json"))) == 3
 
 
 def test_recipe_schedules():
