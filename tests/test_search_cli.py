@@ -199,6 +199,8 @@ def test_pair_end_to_end_with_sibling_luts(cli, tmp_path):
     gap = abs(by_name[first["own"]]["top1_mean"] - by_name[first["other"]]["top1_mean"])
     assert gap == min(abs(own[("a_32", u)]["top1_mean"] - own[("b_32", v)]["top1_mean"])
                       for u in ("w2", "w8") for v in ("w2", "w8"))
+    robust = result["claims"][0]["within_std"][0]
+    assert robust["devices"] == ["a_32", "b_32"] and 0 <= robust["holding"] <= robust["pairs"] <= 4
     assert len(result["specialize_vs_dnas"]) == 4
     assert (out / "search_a_w8_seed0" / "specialized_b_32.json").is_file()
     trained = {p.parent.parent.name for p in (out / "train").glob("*/seed*/result.json")}

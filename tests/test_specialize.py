@@ -11,7 +11,7 @@ from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from fbnet.arch import Architecture
 from search.budget import Budget, reference_ms
 from search.pairing import (Network, PairSettings, accuracy_matched, check_resolutions,
-                            pareto_holds, training_folder)
+                            pareto_holds, training_folder, within_std_holding)
 from search.specialization import best_under_budget, check_same_space
 
 
@@ -142,6 +142,17 @@ def test_matched_accuracy_pairs_the_closest_top1_and_never_looks_at_latency():
     assert [n.name for n in accuracy_matched(a, b)] == ["a80", "b79"]
     # a single setting per device is the plain comparison
     assert [n.name for n in accuracy_matched(a[:1], b[1:])] == ["a78", "b81"]
+
+
+def test_robustness_counts_every_pair_matched_within_the_std():
+    # a1 and b1 agree and each is faster on its own device; a2 agrees with b1 too but is slower
+    # on a; b2 is 19 points off everything, so it is matched with nothing
+    a1 = _net("a1", {"a": 1.0, "b": 2.0}, [0.79, 0.80, 0.81])
+    a2 = _net("a2", {"a": 3.0, "b": 1.5}, [0.80, 0.80, 0.80])
+    b1 = _net("b1", {"a": 2.0, "b": 1.0}, [0.795, 0.80, 0.805])
+    b2 = _net("b2", {"a": 0.5, "b": 0.5}, [0.60, 0.61, 0.62])
+    assert within_std_holding([a1, a2], [b1, b2], "a", "b") == (2, 1)
+    assert within_std_holding([a2], [b2], "a", "b") == (0, 0)
 
 
 def test_a_network_found_twice_is_trained_once():
