@@ -19,6 +19,11 @@ two networks (one per device) whose mean top-1 is closest. A single --latency-we
 at that one trade-off instead; --target-rel F at a relative budget. The searches are shortened
 (--search-args, default 3 epochs) to fit a CPU.
 
+With --shared --target-rel F, train once and specialize instead: one accuracy-only search
+per search seed, specialized exactly to both LUTs at the supernet score the budget F reaches
+(search.pair --shared), so both devices' networks come from the same supernet and differ only
+by their LUTs. Its report goes to pair_shared_relF.json beside pair.json.
+
 Everything is cached under --out, so an interrupted run continues where it stopped. Two
 searches, then two trainings, run side by side (--jobs, one core each).
 
@@ -27,6 +32,7 @@ Examples:
   python benchmarks/device_pairs.py --pair s8:iphone_x --seeds 0 --json
   python benchmarks/device_pairs.py --pair pixel3:edgegpu --latency-weight 2
   python benchmarks/device_pairs.py --pair pixel3:edgegpu --target-rel 0.5
+  python benchmarks/device_pairs.py --pair s8:iphone_x --shared --target-rel 0.3
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ def parse_args(argv):
     p.add_argument("--latency-weight", type=float, action="append", help="a latency weight "
                    "of the sweep, repeatable (default 1, 2 and 4)")
     p.add_argument("--target-rel", type=float, help="a matched relative budget instead")
+    p.add_argument("--shared", action="store_true", help="train once, specialize: one "
+                   "accuracy-only supernet per seed for both devices (needs --target-rel)")
     p.add_argument("--search-args", default="--epochs 3", help="extra search.run arguments "
                    "(default: --epochs 3)")
     p.add_argument("--train-epochs", type=int, default=StandaloneRecipe.epochs,
@@ -81,6 +89,10 @@ def pair_luts(spec: str) -> tuple[Path, Path]:
     return paths
 
 
+def report_name(args) -> str:
+    return f"pair_shared_rel{args.target_rel:g}.json" if args.shared else "pair.json"
+
+
 @cli_entry
 def main(argv=None) -> int:
     args = parse_args(argv)
@@ -94,11 +106,11 @@ def main(argv=None) -> int:
     for spec in args.pair or DEFAULT_PAIRS:
         settings = PairSettings(pair_luts(spec), Budget(target_rel=args.target_rel), weights,
                                 seed_list(args.seeds, "--seeds"),
-                                seed_list(args.train_seeds, "--train-seeds"), True,
+                                seed_list(args.train_seeds, "--train-seeds"), not args.shared,
                                 args.search_args, Path(args.out) / spec.replace(":", "_vs_"),
-                                args.jobs)
+                                args.jobs, args.shared)
         results[spec] = run_pair(settings, recipe, log=None if args.json else print)
-        atomic_write_json(settings.out / "pair.json", results[spec])
+        atomic_write_json(settings.out / report_name(args), results[spec])
         if not args.json:
             print(f"\n== {spec}: {results[spec]['matched']}")
             print(format_report(results[spec]))
@@ -106,7 +118,7 @@ def main(argv=None) -> int:
         print(json.dumps(results, indent=1))
     else:
         print(f"\nstand-alone recipe: {recipe.describe()}; {time.perf_counter() - started:.0f} s;"
-              f" wrote {', '.join(str(Path(args.out) / s.replace(':', '_vs_') / 'pair.json') for s in results)}")
+              f" wrote {', '.join(str(Path(args.out) / s.replace(':', '_vs_') / report_name(args)) for s in results)}")
     return 0
 
 

@@ -10,7 +10,11 @@ and the claim is checked at matched accuracy, as the paper's Table 5 does, on th
 (one per device) whose mean top-1 is closest.
 With --specialize, the supernet of each search also gives every other device's network
 without a new search (search.specialize), at the price that device's own search reached, so
-specialize and DNAS are compared at one budget. Every network is trained with one stand-alone
+specialize and DNAS are compared at one budget. With --shared (train once, specialize), there
+is one accuracy-only search per seed (latency weight 0) instead of one per device, and every
+device's network is specialized from it exactly (search.specialize's dynamic program), all at
+the supernet score that the best network under --target-rel reaches on the hardest-pressed
+LUT: each device's cheapest network with the same supernet preference. Every network is trained with one stand-alone
 recipe over --train-seeds (search/standalone.py) and priced on every LUT; a network found twice
 is trained once.
 
@@ -31,6 +35,8 @@ Examples:
       --search-args "--epochs 3" --out runs/pair_short
   python -m search.pair --lut luts/s8.json --lut luts/iphone_x.json --latency-weight 1 \\
       --latency-weight 2 --seeds 0,1,2 --search-args "--epochs 3"
+  python -m search.pair --lut luts/s8.json --lut luts/iphone_x.json --shared --target-rel 0.3 \\
+      --seeds 0,1,2 --search-args "--epochs 3" --jobs 2
 """
 
 from __future__ import annotations
@@ -66,6 +72,9 @@ def parse_args(argv):
     p.add_argument("--train-seeds", default="0,1,2", help="training seeds (default 0,1,2)")
     p.add_argument("--specialize", action="store_true",
                    help="also specialize every search's supernet to the other devices")
+    p.add_argument("--shared", action="store_true", help="train once, specialize: one "
+                   "accuracy-only search per seed gives every device's network, at the "
+                   "supernet score --target-rel reaches (needs --target-rel)")
     p.add_argument("--data", default=DEFAULT_DATA, help="the dataset of every search and "
                    f"training: {', '.join(DATA_SPECS)} (default {DEFAULT_DATA})")
     p.add_argument("--search-args", default="", help="extra search.run arguments")
@@ -86,7 +95,8 @@ def main(argv=None) -> int:
     settings = PairSettings(tuple(Path(p) for p in args.lut),
                             Budget(args.target_ms, args.target_rel), tuple(args.latency_weight),
                             seed_list(args.seeds, "--seeds"), seed_list(args.train_seeds, "--train-seeds"),
-                            args.specialize, args.search_args, Path(args.out), args.jobs)
+                            args.specialize, args.search_args, Path(args.out), args.jobs,
+                            args.shared)
     recipe = StandaloneRecipe(data=args.data, epochs=args.train_epochs, train_images=args.train_images,
                               val_images=args.val_images, width=args.train_width)
     started = time.perf_counter()

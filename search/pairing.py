@@ -7,7 +7,12 @@ and the Pareto claim (with the Table 5 margin) checked per pair of devices and s
 With several latency weights, each device's searches form a small front, and the claim is
 checked where the paper checks it, at matched accuracy: per search seed and pair of devices,
 the two networks (one from each device's front) whose mean top-1 is closest. The choice looks
-at accuracy only, never at latency. search.pair is its command line.
+at accuracy only, never at latency.
+
+With `shared`, train once and specialize: one accuracy-only search per seed (latency weight 0)
+gives every device's network (search.specialization.specialize_at_matched_score), all at the
+supernet score the matched relative budget reaches, so the search seed's variance is the same
+for every device and only the LUTs differ. search.pair is its command line.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from fbnet.errors import UserError
 from fbnet.lut import Lut, load_lut
 from search.budget import Budget
 from search.luts import lut_resolution
-from search.specialization import specialize
+from search.specialization import specialize, specialize_at_matched_score
 from search.standalone import StandaloneRecipe, StandaloneTrainer, cached_search
 
 # the paper's Table 5 margin, as the target: >= 5% faster at matched accuracy, or >= 0.5 points
@@ -37,7 +42,7 @@ TOP1_MARGIN = 0.005
 @dataclass
 class Network:
     name: str
-    origin: str  # "dnas" or "specialize"
+    origin: str  # "dnas", "specialize" (to another device) or "shared" (one supernet for all)
     device: str  # the LUT stem it was found for
     seed: int
     arch: Architecture
@@ -78,11 +83,17 @@ class PairSettings:
     search_args: str = ""
     out: Path = Path("runs/pair")
     jobs: int = 1  # searches and trainings run side by side, one core each
+    shared: bool = False  # one accuracy-only supernet per seed, specialized to every LUT
 
     def check(self) -> None:
         self.budget.check()
         if len(self.luts) < 2:
             raise UserError("give at least two LUTs (--lut A --lut B)")
+        if self.shared and (self.budget.target_rel is None or self.latency_weights
+                            or self.specialize):
+            raise UserError("--shared specializes one supernet to every LUT at the score of a "
+                            "matched relative budget: give --target-rel F, without "
+                            "--latency-weight, --target-ms or --specialize")
         if self.budget.given == bool(self.latency_weights):
             raise UserError("give one matched setting: a matched budget, --target-rel F (or "
                             "--target-ms MS), or matched trade-offs, --latency-weight W "
@@ -98,6 +109,8 @@ class PairSettings:
             raise UserError("--seeds and --train-seeds need at least one seed each")
 
     def matched_settings(self) -> list[MatchedSetting]:
+        if self.shared:  # accuracy preferences only: the supernet that serves every device
+            return [MatchedSetting("shared", ("--loss", "fbnet", "--latency-weight", "0"))]
         if self.latency_weights:
             return [MatchedSetting(f"w{w:g}", ("--loss", "fbnet", "--latency-unit", "reference",
                                                "--latency-weight", f"{w:g}"))
@@ -109,6 +122,10 @@ class PairSettings:
                                ("--target-ms", f"{self.budget.target_ms:g}"))]
 
     def describe(self) -> str:
+        if self.shared:
+            return ("train once, specialize: one accuracy-only search per seed (latency weight "
+                    "0), specialized to every LUT at the supernet score its best network under "
+                    f"a budget of {self.budget.describe()} reaches (the lowest over the LUTs)")
         if len(self.latency_weights) > 1:
             weights = ", ".join(f"{w:g}" for w in self.latency_weights)
             return (f"fbnet loss at latency weights {weights} on every LUT (latency in units of "
@@ -176,8 +193,9 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
     networks: list[Network] = []
     luts: dict[str, Lut] = {}  # stem -> the LUT the searches priced with (32x32 siblings)
     search_dirs: dict[tuple[str, str, int], Path] = {}  # (LUT stem, setting, seed) -> folder
+    searched = settings.luts[:1] if settings.shared else settings.luts
     searches = [(path, matched, seed) for matched in settings.matched_settings()
-                for seed in settings.seeds for path in settings.luts]
+                for seed in settings.seeds for path in searched]
 
     def search(path: Path, matched: MatchedSetting, seed: int) -> dict:
         return cached_search(search_folder(settings.out, path, matched, seed),
@@ -197,6 +215,16 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
         stem = Path(lut.path).stem
         luts[stem] = lut
         search_dirs[(stem, matched.label, seed)] = run_dir
+        if settings.shared:
+            label = f"rel{settings.budget.target_rel:g}"
+            for arch, _, device_lut in specialize_at_matched_score(
+                    run_dir / "checkpoint.pt", list(settings.luts), settings.budget):
+                device = Path(device_lut.path).stem
+                luts[device] = device_lut
+                save_architecture(arch, run_dir / f"shared_{device}_{label}.json")
+                networks.append(Network(f"shared:{device}/{label}#{seed}", "shared", device,
+                                        seed, arch, setting=label))
+            continue
         networks.append(Network(f"dnas:{stem}/{matched.label}#{seed}", "dnas", stem, seed,
                                 load_architecture(str(run_dir / "arch.json")),
                                 setting=matched.label))
@@ -229,7 +257,7 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
     claims = []
     stems = list(luts)
     for seed in settings.seeds:
-        front = {d: [n for n in networks if n.seed == seed and n.origin == "dnas"
+        front = {d: [n for n in networks if n.seed == seed and n.origin != "specialize"
                      and n.device == d] for d in stems}
         checks, robustness = [], []
         for i, d in enumerate(stems):

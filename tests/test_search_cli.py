@@ -209,3 +209,32 @@ def test_pair_end_to_end_with_sibling_luts(cli, tmp_path):
     # a re-run reuses every search and training
     again = cli(*args)
     assert again.returncode == 0 and json.loads(again.stdout)["networks"] == result["networks"]
+
+
+def test_pair_shared_specializes_one_supernet_to_every_device(cli, tmp_path):
+    """search.pair --shared: one accuracy-only search, specialized to both LUTs at one
+    supernet score. Each device's network is then its cheapest reaching that score, so on
+    each LUT it costs no more than the other device's network, and the device whose best
+    network under the relative budget scored lowest gets exactly that network."""
+    for name, rule in (("a", None), ("b", kernel3_cheap)):
+        make_lut(tiny_space(32), *([rule] if rule else []), path=tmp_path / f"{name}.json")
+    out = tmp_path / "shared"
+    done = cli("search.pair", "--lut", str(tmp_path / "a.json"), "--lut",
+               str(tmp_path / "b.json"), "--shared", "--target-rel", "0.6",
+               "--data", "synthetic:200",
+               "--search-args", "--epochs 2 --warmup-epochs 1 --batch-size 16",
+               "--train-epochs", "1", "--train-images", "64", "--val-images", "32",
+               "--train-seeds", "0,1", "--jobs", "2", "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    a, b = result["networks"]
+    assert (a["name"], b["name"]) == ("shared:a/rel0.6#0", "shared:b/rel0.6#0")
+    assert a["origin"] == b["origin"] == "shared" and len(a["top1"]) == 2
+    assert a["latency_ms"]["a"] <= b["latency_ms"]["a"] + 1e-9
+    assert b["latency_ms"]["b"] <= a["latency_ms"]["b"] + 1e-9
+    assert [p.name for p in out.glob("search_*")] == ["search_a_shared_seed0"]
+    assert (out / "search_a_shared_seed0" / "shared_b_rel0.6.json").is_file()
+    assert result["of"] == 1 and len(result["claims"][0]["checks"]) == 2
+    refused = cli("search.pair", "--lut", str(tmp_path / "a.json"), "--lut",
+                  str(tmp_path / "b.json"), "--shared", "--latency-weight", "2")
+    assert refused.returncode == 2 and "give --target-rel" in refused.stderr
