@@ -19,10 +19,10 @@ two networks (one per device) whose mean top-1 is closest. A single --latency-we
 at that one trade-off instead; --target-rel F at a relative budget. The searches are shortened
 (--search-args, default 3 epochs) to fit a CPU.
 
-With --shared --target-rel F, train once and specialize instead: one accuracy-only search
-per search seed, specialized exactly to both LUTs at the supernet score the budget F reaches
-(search.pair --shared), so both devices' networks come from the same supernet and differ only
-by their LUTs. Its report goes to pair_shared_relF.json beside pair.json.
+With --shared, train once and specialize instead: one accuracy-only search per search seed,
+specialized exactly to both LUTs at each relative budget (--target-rel, repeatable; default
+0.2, 0.3 and 0.5), so both devices' fronts come from the same supernet and differ only by
+their LUTs (search.pair --shared). Its report goes to pair_shared.json beside pair.json.
 
 Everything is cached under --out, so an interrupted run continues where it stopped. Two
 searches, then two trainings, run side by side (--jobs, one core each).
@@ -32,7 +32,7 @@ Examples:
   python benchmarks/device_pairs.py --pair s8:iphone_x --seeds 0 --json
   python benchmarks/device_pairs.py --pair pixel3:edgegpu --latency-weight 2
   python benchmarks/device_pairs.py --pair pixel3:edgegpu --target-rel 0.5
-  python benchmarks/device_pairs.py --pair s8:iphone_x --shared --target-rel 0.3
+  python benchmarks/device_pairs.py --pair s8:iphone_x --shared
 """
 
 from __future__ import annotations
@@ -45,12 +45,13 @@ from pathlib import Path
 
 from fbnet.errors import UserError, cli_entry
 from fbnet.io import atomic_write_json
-from search.budget import Budget
+from search.pair import shared_budgets
 from search.pairing import PairSettings, format_report, run_pair, seed_list
 from search.standalone import StandaloneRecipe
 
 DEFAULT_PAIRS = ("s8:iphone_x", "pixel3:edgegpu")
 DEFAULT_WEIGHTS = (1.0, 2.0, 4.0)
+DEFAULT_SHARED_RELS = (0.2, 0.3, 0.5)
 
 
 def parse_args(argv):
@@ -62,9 +63,11 @@ def parse_args(argv):
     p.add_argument("--train-seeds", default="0,1,2", help="training seeds (default 0,1,2)")
     p.add_argument("--latency-weight", type=float, action="append", help="a latency weight "
                    "of the sweep, repeatable (default 1, 2 and 4)")
-    p.add_argument("--target-rel", type=float, help="a matched relative budget instead")
+    p.add_argument("--target-rel", type=float, action="append", default=[],
+                   help="a matched relative budget instead (repeatable with --shared)")
     p.add_argument("--shared", action="store_true", help="train once, specialize: one "
-                   "accuracy-only supernet per seed for both devices (needs --target-rel)")
+                   "accuracy-only supernet per seed for both devices, at each --target-rel "
+                   f"(default {', '.join(f'{r:g}' for r in DEFAULT_SHARED_RELS)})")
     p.add_argument("--search-args", default="--epochs 3", help="extra search.run arguments "
                    "(default: --epochs 3)")
     p.add_argument("--train-epochs", type=int, default=StandaloneRecipe.epochs,
@@ -90,25 +93,26 @@ def pair_luts(spec: str) -> tuple[Path, Path]:
 
 
 def report_name(args) -> str:
-    return f"pair_shared_rel{args.target_rel:g}.json" if args.shared else "pair.json"
+    return "pair_shared.json" if args.shared else "pair.json"
 
 
 @cli_entry
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.latency_weight and args.target_rel is not None:
-        raise UserError("give --latency-weight or --target-rel, not both")
-    weights = (() if args.target_rel is not None else
-               tuple(args.latency_weight or DEFAULT_WEIGHTS))
+    if args.latency_weight and (args.target_rel or args.shared):
+        raise UserError("give --latency-weight, or --target-rel (--shared), not both")
+    budget, rels = shared_budgets(args.shared, args.target_rel or
+                                  (list(DEFAULT_SHARED_RELS) if args.shared else []))
+    weights = (() if budget.given or rels else tuple(args.latency_weight or DEFAULT_WEIGHTS))
     recipe = StandaloneRecipe(epochs=args.train_epochs, train_images=args.train_images)
     results = {}
     started = time.perf_counter()
     for spec in args.pair or DEFAULT_PAIRS:
-        settings = PairSettings(pair_luts(spec), Budget(target_rel=args.target_rel), weights,
+        settings = PairSettings(pair_luts(spec), budget, weights,
                                 seed_list(args.seeds, "--seeds"),
                                 seed_list(args.train_seeds, "--train-seeds"), not args.shared,
                                 args.search_args, Path(args.out) / spec.replace(":", "_vs_"),
-                                args.jobs, args.shared)
+                                args.jobs, rels)
         results[spec] = run_pair(settings, recipe, log=None if args.json else print)
         atomic_write_json(settings.out / report_name(args), results[spec])
         if not args.json:

@@ -12,9 +12,9 @@ With --specialize, the supernet of each search also gives every other device's n
 without a new search (search.specialize), at the price that device's own search reached, so
 specialize and DNAS are compared at one budget. With --shared (train once, specialize), there
 is one accuracy-only search per seed (latency weight 0) instead of one per device, and every
-device's network is specialized from it exactly (search.specialize's dynamic program), all at
-the supernet score that the best network under --target-rel reaches on the hardest-pressed
-LUT: each device's cheapest network with the same supernet preference. Every network is trained with one stand-alone
+device's network is specialized from it exactly (search.specialize's dynamic program) at each
+relative budget --target-rel F (repeatable): each device gets a front of networks from the
+same supernet, compared at matched accuracy like a sweep of weights. Every network is trained with one stand-alone
 recipe over --train-seeds (search/standalone.py) and priced on every LUT; a network found twice
 is trained once.
 
@@ -35,8 +35,8 @@ Examples:
       --search-args "--epochs 3" --out runs/pair_short
   python -m search.pair --lut luts/s8.json --lut luts/iphone_x.json --latency-weight 1 \\
       --latency-weight 2 --seeds 0,1,2 --search-args "--epochs 3"
-  python -m search.pair --lut luts/s8.json --lut luts/iphone_x.json --shared --target-rel 0.3 \\
-      --seeds 0,1,2 --search-args "--epochs 3" --jobs 2
+  python -m search.pair --lut luts/s8.json --lut luts/iphone_x.json --shared --target-rel 0.2 \\
+      --target-rel 0.3 --target-rel 0.5 --seeds 0,1,2 --search-args "--epochs 3" --jobs 2
 """
 
 from __future__ import annotations
@@ -45,9 +45,10 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from fbnet.errors import cli_entry
+from fbnet.errors import UserError, cli_entry
 from fbnet.io import atomic_write_json
 from search.budget import Budget
 from search.data import DATA_SPECS, DEFAULT_DATA
@@ -60,8 +61,9 @@ def parse_args(argv):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lut", action="append", required=True,
                    help="a device's LUT; repeat for each device (at least two)")
-    p.add_argument("--target-rel", type=float, help="the matched budget: a fraction of "
-                   "the space's mean price on each LUT")
+    p.add_argument("--target-rel", type=float, action="append", default=[],
+                   help="the matched budget: a fraction of the space's mean price on each "
+                   "LUT (repeatable with --shared)")
     p.add_argument("--target-ms", type=float, help="one budget in ms for every LUT (not "
                    "matched across devices of different speed)")
     p.add_argument("--latency-weight", type=float, action="append", default=[],
@@ -73,8 +75,8 @@ def parse_args(argv):
     p.add_argument("--specialize", action="store_true",
                    help="also specialize every search's supernet to the other devices")
     p.add_argument("--shared", action="store_true", help="train once, specialize: one "
-                   "accuracy-only search per seed gives every device's network, at the "
-                   "supernet score --target-rel reaches (needs --target-rel)")
+                   "accuracy-only search per seed gives every device's network at each "
+                   "--target-rel")
     p.add_argument("--data", default=DEFAULT_DATA, help="the dataset of every search and "
                    f"training: {', '.join(DATA_SPECS)} (default {DEFAULT_DATA})")
     p.add_argument("--search-args", default="", help="extra search.run arguments")
@@ -89,14 +91,28 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def shared_budgets(shared: bool, target_rels: list[float]) -> tuple[Budget, tuple[float, ...]]:
+    """--target-rel as the one matched budget, or, with --shared, as the budgets every LUT is
+    specialized at (the same meaning, repeatable)."""
+    if shared:
+        if not target_rels:
+            raise UserError("--shared specializes at relative budgets: give --target-rel F "
+                            "(repeatable), e.g. --target-rel 0.2 --target-rel 0.5")
+        return Budget(), tuple(target_rels)
+    if len(target_rels) > 1:
+        raise UserError("--target-rel is one matched budget; repeat it only with --shared")
+    return Budget(target_rel=target_rels[0] if target_rels else None), ()
+
+
 @cli_entry
 def main(argv=None) -> int:
     args = parse_args(argv)
+    budget, rels = shared_budgets(args.shared, args.target_rel)
     settings = PairSettings(tuple(Path(p) for p in args.lut),
-                            Budget(args.target_ms, args.target_rel), tuple(args.latency_weight),
+                            replace(budget, target_ms=args.target_ms),
+                            tuple(args.latency_weight),
                             seed_list(args.seeds, "--seeds"), seed_list(args.train_seeds, "--train-seeds"),
-                            args.specialize, args.search_args, Path(args.out), args.jobs,
-                            args.shared)
+                            args.specialize, args.search_args, Path(args.out), args.jobs, rels)
     recipe = StandaloneRecipe(data=args.data, epochs=args.train_epochs, train_images=args.train_images,
                               val_images=args.val_images, width=args.train_width)
     started = time.perf_counter()

@@ -9,10 +9,11 @@ checked where the paper checks it, at matched accuracy: per search seed and pair
 the two networks (one from each device's front) whose mean top-1 is closest. The choice looks
 at accuracy only, never at latency.
 
-With `shared`, train once and specialize: one accuracy-only search per seed (latency weight 0)
-gives every device's network (search.specialization.specialize_at_matched_score), all at the
-supernet score the matched relative budget reaches, so the search seed's variance is the same
-for every device and only the LUTs differ. search.pair is its command line.
+With `shared_rels`, train once and specialize: one accuracy-only search per seed (latency
+weight 0) gives every device's network by exact specialization (search.specialization) at each
+relative budget, so each device has a front of networks from the same supernet, the search
+seed's luck is the same for every device and only the LUTs differ; the fronts are compared at
+matched accuracy as above. search.pair is its command line.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from fbnet.errors import UserError
 from fbnet.lut import Lut, load_lut
 from search.budget import Budget
 from search.luts import lut_resolution
-from search.specialization import specialize, specialize_at_matched_score
+from search.specialization import specialize
 from search.standalone import StandaloneRecipe, StandaloneTrainer, cached_search
 
 # the paper's Table 5 margin, as the target: >= 5% faster at matched accuracy, or >= 0.5 points
@@ -83,18 +84,23 @@ class PairSettings:
     search_args: str = ""
     out: Path = Path("runs/pair")
     jobs: int = 1  # searches and trainings run side by side, one core each
-    shared: bool = False  # one accuracy-only supernet per seed, specialized to every LUT
+    # relative budgets at which one accuracy-only supernet per seed is specialized to every LUT
+    shared_rels: tuple[float, ...] = ()
 
     def check(self) -> None:
         self.budget.check()
         if len(self.luts) < 2:
             raise UserError("give at least two LUTs (--lut A --lut B)")
-        if self.shared and (self.budget.target_rel is None or self.latency_weights
-                            or self.specialize):
-            raise UserError("--shared specializes one supernet to every LUT at the score of a "
-                            "matched relative budget: give --target-rel F, without "
-                            "--latency-weight, --target-ms or --specialize")
-        if self.budget.given == bool(self.latency_weights):
+        if self.shared_rels:
+            if self.budget.given or self.latency_weights or self.specialize:
+                raise UserError("--shared specializes one supernet to every LUT at relative "
+                                "budgets: give --target-rel F (repeatable), without "
+                                "--latency-weight, --target-ms or --specialize")
+            for rel in self.shared_rels:
+                Budget(target_rel=rel).check()
+            if len(set(self.shared_rels)) != len(self.shared_rels):
+                raise UserError(f"--target-rel repeats a budget: {list(self.shared_rels)}")
+        elif self.budget.given == bool(self.latency_weights):
             raise UserError("give one matched setting: a matched budget, --target-rel F (or "
                             "--target-ms MS), or matched trade-offs, --latency-weight W "
                             "(repeatable)")
@@ -109,7 +115,7 @@ class PairSettings:
             raise UserError("--seeds and --train-seeds need at least one seed each")
 
     def matched_settings(self) -> list[MatchedSetting]:
-        if self.shared:  # accuracy preferences only: the supernet that serves every device
+        if self.shared_rels:  # accuracy preferences only: the supernet for every device
             return [MatchedSetting("shared", ("--loss", "fbnet", "--latency-weight", "0"))]
         if self.latency_weights:
             return [MatchedSetting(f"w{w:g}", ("--loss", "fbnet", "--latency-unit", "reference",
@@ -122,10 +128,11 @@ class PairSettings:
                                ("--target-ms", f"{self.budget.target_ms:g}"))]
 
     def describe(self) -> str:
-        if self.shared:
+        if self.shared_rels:
+            rels = ", ".join(f"{r:g}" for r in self.shared_rels)
             return ("train once, specialize: one accuracy-only search per seed (latency weight "
-                    "0), specialized to every LUT at the supernet score its best network under "
-                    f"a budget of {self.budget.describe()} reaches (the lowest over the LUTs)")
+                    f"0), specialized to every LUT at {rels} x the space's mean price on that "
+                    "LUT, compared at matched accuracy")
         if len(self.latency_weights) > 1:
             weights = ", ".join(f"{w:g}" for w in self.latency_weights)
             return (f"fbnet loss at latency weights {weights} on every LUT (latency in units of "
@@ -193,7 +200,7 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
     networks: list[Network] = []
     luts: dict[str, Lut] = {}  # stem -> the LUT the searches priced with (32x32 siblings)
     search_dirs: dict[tuple[str, str, int], Path] = {}  # (LUT stem, setting, seed) -> folder
-    searched = settings.luts[:1] if settings.shared else settings.luts
+    searched = settings.luts[:1] if settings.shared_rels else settings.luts
     searches = [(path, matched, seed) for matched in settings.matched_settings()
                 for seed in settings.seeds for path in searched]
 
@@ -215,15 +222,16 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
         stem = Path(lut.path).stem
         luts[stem] = lut
         search_dirs[(stem, matched.label, seed)] = run_dir
-        if settings.shared:
-            label = f"rel{settings.budget.target_rel:g}"
-            for arch, _, device_lut in specialize_at_matched_score(
-                    run_dir / "checkpoint.pt", list(settings.luts), settings.budget):
-                device = Path(device_lut.path).stem
-                luts[device] = device_lut
-                save_architecture(arch, run_dir / f"shared_{device}_{label}.json")
-                networks.append(Network(f"shared:{device}/{label}#{seed}", "shared", device,
-                                        seed, arch, setting=label))
+        if settings.shared_rels:
+            for rel in settings.shared_rels:
+                for lut_path in settings.luts:
+                    arch, _, device_lut = specialize(run_dir / "checkpoint.pt", lut_path,
+                                                     Budget(target_rel=rel))
+                    device = Path(device_lut.path).stem
+                    luts[device] = device_lut
+                    save_architecture(arch, run_dir / f"shared_{device}_rel{rel:g}.json")
+                    networks.append(Network(f"shared:{device}/rel{rel:g}#{seed}", "shared",
+                                            device, seed, arch, setting=f"rel{rel:g}"))
             continue
         networks.append(Network(f"dnas:{stem}/{matched.label}#{seed}", "dnas", stem, seed,
                                 load_architecture(str(run_dir / "arch.json")),

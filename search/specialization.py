@@ -34,33 +34,13 @@ class Specialized:
     front_size: int  # largest Pareto front the dynamic program held
 
 
-@dataclass
-class _Front:
-    """The dynamic program's last Pareto front of whole architectures (price ascending, score
-    strictly ascending) and the back-pointers that spell each one out."""
-    price: np.ndarray
-    score: np.ndarray
-    back: list[tuple[np.ndarray, np.ndarray]]  # per layer: (parent index, candidate)
-    largest: int
+def best_under_budget(log_probs: np.ndarray, table: LayerTable, budget_ms: float
+                      ) -> Specialized:
+    """The architecture maximizing sum_l log_probs[l, c_l] with LUT price <= budget_ms, exactly.
 
-    def pick(self, index: int, table: LayerTable, log_probs: np.ndarray,
-             budget_ms: float) -> Specialized:
-        picks = []
-        for parent, cand in reversed(self.back):
-            picks.append(int(cand[index]))
-            index = int(parent[index])
-        picks.reverse()
-        ms = np.asarray(table.per_layer_ms, dtype=np.float64)
-        rows = np.arange(len(picks))
-        return Specialized(tuple(CANDIDATE_NAMES[i] for i in picks),
-                           float(table.fixed_ms + ms[rows, picks].sum()),
-                           float(log_probs[rows, picks].sum()), budget_ms, self.largest)
-
-
-def _front(log_probs: np.ndarray, table: LayerTable, budget_ms: float) -> _Front:
-    """Dynamic programming over the chain of layers on Pareto fronts of (price, score): after
-    each layer, a partial architecture is kept only if no other one is both cheaper-or-equal
-    and better-or-equal. The prices are summed in float64 from the table's entries."""
+    Dynamic programming over the chain of layers on Pareto fronts of (price, score): after each
+    layer, a partial architecture is kept only if no other one is both cheaper-or-equal and
+    better-or-equal. The prices are summed in float64 from the table's entries."""
     ms = np.asarray(table.per_layer_ms, dtype=np.float64)
     layers, k = ms.shape
     if log_probs.shape != (layers, k):
@@ -74,7 +54,7 @@ def _front(log_probs: np.ndarray, table: LayerTable, budget_ms: float) -> _Front
     rest = np.concatenate([np.cumsum(ms.min(1)[::-1])[::-1], [0.0]])
     price = np.array([table.fixed_ms])
     score = np.array([0.0])
-    back: list[tuple[np.ndarray, np.ndarray]] = []
+    back: list[tuple[np.ndarray, np.ndarray]] = []  # per layer: (parent index, candidate)
     largest = 1
     for l in range(layers):
         p = (price[:, None] + ms[l][None, :]).ravel()
@@ -91,26 +71,15 @@ def _front(log_probs: np.ndarray, table: LayerTable, budget_ms: float) -> _Front
         price, score = p[keep], s[keep]
         back.append((parent[keep], cand[keep]))
         largest = max(largest, len(price))
-    return _Front(price, score, back, largest)
-
-
-def best_under_budget(log_probs: np.ndarray, table: LayerTable, budget_ms: float
-                      ) -> Specialized:
-    """The architecture maximizing sum_l log_probs[l, c_l] with LUT price <= budget_ms, exactly."""
-    front = _front(log_probs, table, budget_ms)
-    return front.pick(int(np.argmax(front.score)), table, log_probs, budget_ms)
-
-
-def cheapest_scoring(log_probs: np.ndarray, table: LayerTable, min_score: float
-                     ) -> Specialized:
-    """The cheapest architecture on this LUT whose score sum_l log_probs[l, c_l] is at least
-    `min_score`, exactly: the same supernet preference bought at this device's prices."""
-    front = _front(log_probs, table, np.inf)
-    reaching = np.flatnonzero(front.score >= min_score - 1e-9)
-    if not reaching.size:
-        raise UserError(f"no architecture of the space reaches a supernet score of "
-                        f"{min_score:.3f} (the best is {front.score.max():.3f})")
-    return front.pick(int(reaching[0]), table, log_probs, float(front.price[reaching[0]]))
+    best = int(np.argmax(score))
+    picks = []
+    for parent, cand in reversed(back):
+        picks.append(int(cand[best]))
+        best = int(parent[best])
+    picks.reverse()
+    chosen = tuple(CANDIDATE_NAMES[i] for i in picks)
+    return Specialized(chosen, float(table.fixed_ms + ms[np.arange(layers), picks].sum()),
+                       float(log_probs[np.arange(layers), picks].sum()), budget_ms, largest)
 
 
 def check_same_space(supernet_space: SpaceConfig, lut_space: SpaceConfig, source: Path) -> None:
@@ -123,48 +92,18 @@ def check_same_space(supernet_space: SpaceConfig, lut_space: SpaceConfig, source
                         "resolution and layout")
 
 
-def _preferences(checkpoint: Path) -> tuple[SpaceConfig, np.ndarray]:
-    """A trained supernet's space and its per-layer preferences log P_theta(candidate)."""
-    trained = load_trained_supernet(checkpoint)
-    return trained.space, torch.log_softmax(trained.model.theta.detach().double(), -1).numpy()
-
-
-def _device_table(lut_path: Path, space: SpaceConfig, checkpoint: Path) -> tuple[Lut, LayerTable]:
-    """The LUT at `lut_path` (its 32x32 sibling for a 32x32 supernet) and its table of the
-    supernet's space, or a one-line error when it covers another space."""
-    lut, _ = resolve_lut(lut_path, space.resolution)
-    lut_space = lut.space or space
-    check_same_space(space.with_classes(lut_space.num_classes), lut_space, checkpoint)
-    return lut, lut.layer_table(space)
-
-
 def specialize(checkpoint: Path, lut_path: Path, budget: Budget
                ) -> tuple[Architecture, Specialized, Lut]:
     """The supernet at `checkpoint` specialized to the LUT at `lut_path` (its 32x32 sibling for
     a 32x32 supernet) under `budget`."""
-    space, log_probs = _preferences(checkpoint)
-    lut, table = _device_table(lut_path, space, checkpoint)
-    found = best_under_budget(log_probs, table, budget.resolve_ms(table, str(lut.path)))
+    trained = load_trained_supernet(checkpoint)
+    space = trained.space
+    lut, _ = resolve_lut(lut_path, space.resolution)
+    lut_space = lut.space or space
+    check_same_space(space.with_classes(lut_space.num_classes), lut_space, checkpoint)
+    table = lut.layer_table(space)
+    budget_ms = budget.resolve_ms(table, str(lut.path))
+    log_probs = torch.log_softmax(trained.model.theta.detach().double(), -1).numpy()
+    found = best_under_budget(log_probs, table, budget_ms)
     arch = Architecture(f"specialized_{Path(lut.path).stem}", space, found.candidates)
     return arch, found, lut
-
-
-def specialize_at_matched_score(checkpoint: Path, lut_paths: list[Path], budget: Budget
-                                ) -> list[tuple[Architecture, Specialized, Lut]]:
-    """One supernet specialized to every LUT at one supernet score, Table 5's matched accuracy
-    in the supernet's own measure. Each LUT's best architecture under `budget` (a relative
-    budget means the same on every LUT) sets a score; the lowest of them is the matched score,
-    and every LUT gets its cheapest architecture reaching it. The networks then carry the same
-    preference, each bought at its own device's prices; training them says whether the score
-    matched their accuracy."""
-    space, log_probs = _preferences(checkpoint)
-    tables = [_device_table(path, space, checkpoint) for path in lut_paths]
-    anchors = [best_under_budget(log_probs, table, budget.resolve_ms(table, str(lut.path)))
-               for lut, table in tables]
-    matched = min(a.score for a in anchors)
-    found = []
-    for lut, table in tables:
-        best = cheapest_scoring(log_probs, table, matched)
-        found.append((Architecture(f"specialized_{Path(lut.path).stem}", space,
-                                   best.candidates), best, lut))
-    return found

@@ -10,6 +10,7 @@ import pytest
 
 from fbnet.arch import load_architecture
 from fbnet.lut import load_lut
+from search.budget import reference_ms
 from test_search import kernel3_cheap, make_lut, tiny_space
 
 from conftest import ROOT
@@ -212,29 +213,44 @@ def test_pair_end_to_end_with_sibling_luts(cli, tmp_path):
 
 
 def test_pair_shared_specializes_one_supernet_to_every_device(cli, tmp_path):
-    """search.pair --shared: one accuracy-only search, specialized to both LUTs at one
-    supernet score. Each device's network is then its cheapest reaching that score, so on
-    each LUT it costs no more than the other device's network, and the device whose best
-    network under the relative budget scored lowest gets exactly that network."""
+    """search.pair --shared: one accuracy-only search, specialized to both LUTs at two relative
+    budgets: each device's front comes from the same supernet, each network fits its budget on
+    its own LUT, and the claim is checked on the accuracy-matched pair of the two fronts."""
     for name, rule in (("a", None), ("b", kernel3_cheap)):
         make_lut(tiny_space(32), *([rule] if rule else []), path=tmp_path / f"{name}.json")
     out = tmp_path / "shared"
-    done = cli("search.pair", "--lut", str(tmp_path / "a.json"), "--lut",
-               str(tmp_path / "b.json"), "--shared", "--target-rel", "0.6",
-               "--data", "synthetic:200",
-               "--search-args", "--epochs 2 --warmup-epochs 1 --batch-size 16",
-               "--train-epochs", "1", "--train-images", "64", "--val-images", "32",
-               "--train-seeds", "0,1", "--jobs", "2", "--out", str(out), "--json")
+    args = ["search.pair", "--lut", str(tmp_path / "a.json"), "--lut", str(tmp_path / "b.json"),
+            "--shared", "--target-rel", "0.4", "--target-rel", "0.8", "--data", "synthetic:200",
+            "--search-args", "--epochs 2 --warmup-epochs 1 --batch-size 16",
+            "--train-epochs", "1", "--train-images", "64", "--val-images", "32",
+            "--train-seeds", "0,1", "--jobs", "2", "--out", str(out), "--json"]
+    done = cli(*args)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    a, b = result["networks"]
-    assert (a["name"], b["name"]) == ("shared:a/rel0.6#0", "shared:b/rel0.6#0")
-    assert a["origin"] == b["origin"] == "shared" and len(a["top1"]) == 2
-    assert a["latency_ms"]["a"] <= b["latency_ms"]["a"] + 1e-9
-    assert b["latency_ms"]["b"] <= a["latency_ms"]["b"] + 1e-9
+    assert [n["name"] for n in result["networks"]] == [
+        "shared:a/rel0.4#0", "shared:b/rel0.4#0", "shared:a/rel0.8#0", "shared:b/rel0.8#0"]
     assert [p.name for p in out.glob("search_*")] == ["search_a_shared_seed0"]
-    assert (out / "search_a_shared_seed0" / "shared_b_rel0.6.json").is_file()
+    luts = {stem: load_lut(tmp_path / f"{stem}.json") for stem in ("a", "b")}
+    for n in result["networks"]:
+        assert n["origin"] == "shared" and len(n["top1"]) == 2
+        rel = float(n["setting"][3:])
+        mean_ms = reference_ms(luts[n["device"]].layer_table(tiny_space(32)))
+        assert n["latency_ms"][n["device"]] <= rel * mean_ms * (1 + 1e-9)
+        assert (out / "search_a_shared_seed0" / f"shared_{n['device']}_{n['setting']}.json"
+                ).is_file()
     assert result["of"] == 1 and len(result["claims"][0]["checks"]) == 2
-    refused = cli("search.pair", "--lut", str(tmp_path / "a.json"), "--lut",
-                  str(tmp_path / "b.json"), "--shared", "--latency-weight", "2")
-    assert refused.returncode == 2 and "give --target-rel" in refused.stderr
+    by_name = {n["name"]: n for n in result["networks"]}
+    first = result["claims"][0]["checks"][0]
+    gap = abs(by_name[first["own"]]["top1_mean"] - by_name[first["other"]]["top1_mean"])
+    assert gap == min(abs(by_name[f"shared:a/{u}#0"]["top1_mean"]
+                          - by_name[f"shared:b/{v}#0"]["top1_mean"])
+                      for u in ("rel0.4", "rel0.8") for v in ("rel0.4", "rel0.8"))
+    for bad, message in ((["--target-rel", "0.4", "--latency-weight", "2"],
+                          "without --latency-weight"),
+                         ([], "give --target-rel")):
+        base = [a for a in args[:7] if a not in ("--target-rel", "0.4")]
+        refused = cli(*base, *bad)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+    two = cli("search.pair", "--lut", str(tmp_path / "a.json"), "--lut", str(tmp_path / "b.json"),
+              "--target-rel", "0.4", "--target-rel", "0.8")
+    assert two.returncode == 2 and "only with --shared" in two.stderr

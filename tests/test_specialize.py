@@ -12,7 +12,7 @@ from fbnet.arch import Architecture
 from search.budget import Budget, reference_ms
 from search.pairing import (Network, PairSettings, accuracy_matched, check_resolutions,
                             pareto_holds, training_folder, within_std_holding)
-from search.specialization import best_under_budget, cheapest_scoring, check_same_space
+from search.specialization import best_under_budget, check_same_space
 
 
 def _brute_force(log_probs, table, budget_ms):
@@ -47,29 +47,6 @@ def test_dynamic_program_matches_brute_force(seed):
     # with the whole space affordable the answer is every layer's own favourite
     top = best_under_budget(log_probs, table, priciest)
     assert [CANDIDATE_NAMES.index(c) for c in top.candidates] == log_probs.argmax(1).tolist()
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-def test_cheapest_at_a_score_matches_brute_force(seed):
-    """The dual of the budgeted search, which --shared uses to buy one supernet preference at
-    each device's prices: the cheapest architecture whose score reaches a given one."""
-    rng = np.random.default_rng(seed)
-    layers = 4
-    ms = rng.uniform(0.1, 2.0, size=(layers, 9)).round(3)
-    logits = rng.normal(size=(layers, 9))
-    log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-    table = LayerTable(0.5, ms.tolist())
-    combos = [(table.fixed_ms + sum(ms[l, c] for l, c in enumerate(combo)),
-               sum(log_probs[l, c] for l, c in enumerate(combo)), combo)
-              for combo in itertools.product(range(9), repeat=layers)]
-    scores = sorted(score for _, score, _ in combos)
-    for q in (0.0, 0.5, 0.9, 0.99, 1.0):
-        wanted = scores[min(int(q * len(scores)), len(scores) - 1)]
-        price = min(p for p, score, _ in combos if score >= wanted - 1e-9)
-        found = cheapest_scoring(log_probs, table, wanted)
-        assert found.latency_ms == pytest.approx(price) and found.score >= wanted - 1e-9
-    with pytest.raises(UserError, match="no architecture of the space reaches"):
-        cheapest_scoring(log_probs, table, scores[-1] + 1)
 
 
 def test_budget_below_the_cheapest_architecture_is_one_line():
@@ -124,11 +101,15 @@ def test_pair_takes_exactly_one_matched_setting_and_passes_it_to_every_search(tm
         PairSettings(luts, latency_weights=(2.0, 2.0)).check()
     [rel] = PairSettings(luts, Budget(target_rel=0.8)).matched_settings()
     assert (rel.label, rel.flags) == ("rel0.8", ("--target-rel", "0.8"))
-    with pytest.raises(UserError, match="--shared .* give --target-rel"):
-        PairSettings(luts, latency_weights=(2.0,), shared=True).check()
+    with pytest.raises(UserError, match="--shared .* without --latency-weight"):
+        PairSettings(luts, latency_weights=(2.0,), shared_rels=(0.3,)).check()
     with pytest.raises(UserError, match="--shared"):
-        PairSettings(luts, Budget(target_ms=3.0), shared=True).check()
-    [shared] = PairSettings(luts, Budget(target_rel=0.3), shared=True).matched_settings()
+        PairSettings(luts, Budget(target_ms=3.0), shared_rels=(0.3,)).check()
+    with pytest.raises(UserError, match="repeats a budget"):
+        PairSettings(luts, shared_rels=(0.3, 0.3)).check()
+    with pytest.raises(UserError, match="positive"):
+        PairSettings(luts, shared_rels=(0.3, 0.0)).check()
+    [shared] = PairSettings(luts, shared_rels=(0.2, 0.5)).matched_settings()
     assert shared.flags == ("--loss", "fbnet", "--latency-weight", "0")
     sweep = PairSettings(luts, latency_weights=(1.0, 2.5)).matched_settings()
     assert [m.label for m in sweep] == ["w1", "w2.5"]
