@@ -161,6 +161,13 @@ def test_ddp_two_cpu_ranks(luts, tmp_path):
     assert rows[-1]["theta_top1"] is not None and rows[-1]["expected_latency_ms"] > 0
 
 
+# search.pair's searches and trainings cut to seconds: synthetic data, tiny recipes
+QUICK_PAIR = ["--data", "synthetic:200",
+              "--search-args", "--epochs 2 --warmup-epochs 1 --batch-size 16",
+              "--train-epochs", "1", "--train-images", "64", "--val-images", "32",
+              "--train-seeds", "0,1", "--jobs", "2"]
+
+
 def test_pair_end_to_end_with_sibling_luts(cli, tmp_path):
     """search.pair on two devices whose given LUTs are at 16x16 and searched through their 32x32
     siblings (as luts/s8.json -> s8_32.json), at a sweep of two latency weights: searches and
@@ -172,11 +179,8 @@ def test_pair_end_to_end_with_sibling_luts(cli, tmp_path):
     make_lut(tiny_space(32), kernel3_cheap, path=tmp_path / "b_32.json")
     out = tmp_path / "pair"
     args = ["search.pair", "--lut", str(tmp_path / "a.json"), "--lut", str(tmp_path / "b.json"),
-            "--latency-weight", "2", "--latency-weight", "8", "--data", "synthetic:200",
-            "--specialize",
-            "--search-args", "--epochs 2 --warmup-epochs 1 --batch-size 16",
-            "--train-epochs", "1", "--train-images", "64", "--val-images", "32",
-            "--train-seeds", "0,1", "--jobs", "2", "--out", str(out), "--json"]
+            "--latency-weight", "2", "--latency-weight", "8", "--specialize", *QUICK_PAIR,
+            "--out", str(out), "--json"]
     done = cli(*args)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -220,10 +224,8 @@ def test_pair_shared_specializes_one_supernet_to_every_device(cli, tmp_path):
         make_lut(tiny_space(32), *([rule] if rule else []), path=tmp_path / f"{name}.json")
     out = tmp_path / "shared"
     args = ["search.pair", "--lut", str(tmp_path / "a.json"), "--lut", str(tmp_path / "b.json"),
-            "--shared", "--target-rel", "0.4", "--target-rel", "0.8", "--data", "synthetic:200",
-            "--search-args", "--epochs 2 --warmup-epochs 1 --batch-size 16",
-            "--train-epochs", "1", "--train-images", "64", "--val-images", "32",
-            "--train-seeds", "0,1", "--jobs", "2", "--out", str(out), "--json"]
+            "--shared", "--target-rel", "0.4", "--target-rel", "0.8", *QUICK_PAIR,
+            "--out", str(out), "--json"]
     done = cli(*args)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
