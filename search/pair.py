@@ -14,9 +14,9 @@ specialize and DNAS are compared at one budget. With --shared (train once, speci
 is one accuracy-only search per seed (latency weight 0) instead of one per device, and every
 device's network is specialized from it exactly (search.specialize's dynamic program) at each
 relative budget --target-rel F (repeatable): each device gets a front of networks from the
-same supernet, compared at matched accuracy like a sweep of weights. Every network is trained with one stand-alone
-recipe over --train-seeds (search/standalone.py) and priced on every LUT; a network found twice
-is trained once.
+same supernet, compared at matched accuracy like a sweep of weights. Every network is trained
+with one stand-alone recipe over --train-seeds (search/standalone.py) and priced on every LUT;
+a network found twice is trained once.
 
 The claim checked per search seed is Pareto, on each device D against each other device O:
 D's network is at least as accurate as O's (within the larger of their two seed stds) at no
