@@ -31,7 +31,7 @@ from fbnet.errors import UserError
 from fbnet.lut import Lut, load_lut
 from search.budget import Budget
 from search.luts import lut_resolution
-from search.specialization import specialize
+from search.specialization import load_preferences, specialize
 from search.standalone import StandaloneRecipe, StandaloneTrainer, cached_search
 
 # the paper's Table 5 margin, as the target: >= 5% faster at matched accuracy, or >= 0.5 points
@@ -223,9 +223,10 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
         luts[stem] = lut
         search_dirs[(stem, matched.label, seed)] = run_dir
         if settings.shared_rels:
+            preferences = load_preferences(run_dir / "checkpoint.pt")
             for rel in settings.shared_rels:
                 for lut_path in settings.luts:
-                    arch, _, device_lut = specialize(run_dir / "checkpoint.pt", lut_path,
+                    arch, _, device_lut = specialize(preferences, lut_path,
                                                      Budget(target_rel=rel))
                     device = Path(device_lut.path).stem
                     luts[device] = device_lut
@@ -246,12 +247,13 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
         found_by = {(n.device, n.setting, n.seed): n for n in networks}
         for device, label, seed in list(found_by):
             run_dir = search_dirs[(device, label, seed)]
+            preferences = load_preferences(run_dir / "checkpoint.pt")
             for stem, lut in luts.items():
                 if stem == device:
                     continue
                 # the budget that device's own search reached: one budget for both
                 budget = Budget(target_ms=found_by[(stem, label, seed)].latency_ms[stem])
-                arch, _, _ = specialize(run_dir / "checkpoint.pt", Path(lut.path), budget)
+                arch, _, _ = specialize(preferences, Path(lut.path), budget)
                 save_architecture(arch, run_dir / f"specialized_{stem}.json")
                 spec = Network(f"spec:{device}->{stem}/{label}#{seed}", "specialize", stem,
                                seed, arch, setting=label)

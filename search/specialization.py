@@ -92,18 +92,31 @@ def check_same_space(supernet_space: SpaceConfig, lut_space: SpaceConfig, source
                         "resolution and layout")
 
 
-def specialize(checkpoint: Path, lut_path: Path, budget: Budget
-               ) -> tuple[Architecture, Specialized, Lut]:
-    """The supernet at `checkpoint` specialized to the LUT at `lut_path` (its 32x32 sibling for
-    a 32x32 supernet) under `budget`."""
+@dataclass(frozen=True)
+class SupernetPreferences:
+    """What specializing needs from a trained supernet: its space and log P_theta per layer."""
+    space: SpaceConfig
+    log_probs: np.ndarray  # layers x candidates
+    checkpoint: Path
+
+
+def load_preferences(checkpoint: Path) -> SupernetPreferences:
     trained = load_trained_supernet(checkpoint)
-    space = trained.space
+    log_probs = torch.log_softmax(trained.model.theta.detach().double(), -1).numpy()
+    return SupernetPreferences(trained.space, log_probs, checkpoint)
+
+
+def specialize(preferences: SupernetPreferences, lut_path: Path, budget: Budget
+               ) -> tuple[Architecture, Specialized, Lut]:
+    """The supernet's preferences specialized to the LUT at `lut_path` (its 32x32 sibling for
+    a 32x32 supernet) under `budget`."""
+    space = preferences.space
     lut, _ = resolve_lut(lut_path, space.resolution)
     lut_space = lut.space or space
-    check_same_space(space.with_classes(lut_space.num_classes), lut_space, checkpoint)
+    check_same_space(space.with_classes(lut_space.num_classes), lut_space,
+                     preferences.checkpoint)
     table = lut.layer_table(space)
     budget_ms = budget.resolve_ms(table, str(lut.path))
-    log_probs = torch.log_softmax(trained.model.theta.detach().double(), -1).numpy()
-    found = best_under_budget(log_probs, table, budget_ms)
+    found = best_under_budget(preferences.log_probs, table, budget_ms)
     arch = Architecture(f"specialized_{Path(lut.path).stem}", space, found.candidates)
     return arch, found, lut

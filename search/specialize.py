@@ -30,7 +30,7 @@ from pathlib import Path
 from fbnet.arch import save_architecture, to_arch_string
 from fbnet.errors import UserError, cli_entry
 from search.budget import Budget, reference_ms
-from search.specialization import specialize
+from search.specialization import load_preferences, specialize
 
 
 def parse_args(argv):
@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     if not budget.given:
         raise UserError("give a budget: --target-ms MS or --target-rel F")
     started = time.perf_counter()
-    arch, found, lut = specialize(Path(args.supernet), Path(args.lut), budget)
+    arch, found, lut = specialize(load_preferences(Path(args.supernet)), Path(args.lut),
+                                 budget)
     seconds = time.perf_counter() - started
     if args.out:
         save_architecture(arch, Path(args.out))
