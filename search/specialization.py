@@ -29,22 +29,22 @@ from search.luts import resolve_lut
 class Specialized:
     candidates: tuple[str, ...]
     latency_ms: float
-    score: float  # sum over layers of log P_theta(candidate)
+    score: float  # the objective summed over the layers (log P_theta for a supernet)
     budget_ms: float
     front_size: int  # largest Pareto front the dynamic program held
 
 
-def best_under_budget(log_probs: np.ndarray, table: LayerTable, budget_ms: float
+def best_under_budget(scores: np.ndarray, table: LayerTable, budget_ms: float
                       ) -> Specialized:
-    """The architecture maximizing sum_l log_probs[l, c_l] with LUT price <= budget_ms, exactly.
+    """The architecture maximizing sum_l scores[l, c_l] with LUT price <= budget_ms, exactly.
 
     Dynamic programming over the chain of layers on Pareto fronts of (price, score): after each
     layer, a partial architecture is kept only if no other one is both cheaper-or-equal and
     better-or-equal. The prices are summed in float64 from the table's entries."""
     ms = np.asarray(table.per_layer_ms, dtype=np.float64)
     layers, k = ms.shape
-    if log_probs.shape != (layers, k):
-        raise UserError(f"the supernet has {log_probs.shape[0]} layers x {log_probs.shape[1]} "
+    if scores.shape != (layers, k):
+        raise UserError(f"the objective has {scores.shape[0]} layers x {scores.shape[1]} "
                         f"candidates but the LUT's space has {layers} x {k}")
     cheapest = table.fixed_ms + ms.min(1).sum()
     if budget_ms < cheapest:
@@ -58,7 +58,7 @@ def best_under_budget(log_probs: np.ndarray, table: LayerTable, budget_ms: float
     largest = 1
     for l in range(layers):
         p = (price[:, None] + ms[l][None, :]).ravel()
-        s = (score[:, None] + log_probs[l][None, :]).ravel()
+        s = (score[:, None] + scores[l][None, :]).ravel()
         parent = np.repeat(np.arange(len(price)), k)
         cand = np.tile(np.arange(k), len(price))
         fits = p + rest[l + 1] <= budget_ms + 1e-12
@@ -79,7 +79,7 @@ def best_under_budget(log_probs: np.ndarray, table: LayerTable, budget_ms: float
     picks.reverse()
     chosen = tuple(CANDIDATE_NAMES[i] for i in picks)
     return Specialized(chosen, float(table.fixed_ms + ms[np.arange(layers), picks].sum()),
-                       float(log_probs[np.arange(layers), picks].sum()), budget_ms, largest)
+                       float(scores[np.arange(layers), picks].sum()), budget_ms, largest)
 
 
 def check_same_space(supernet_space: SpaceConfig, lut_space: SpaceConfig, source: Path) -> None:
@@ -93,30 +93,30 @@ def check_same_space(supernet_space: SpaceConfig, lut_space: SpaceConfig, source
 
 
 @dataclass(frozen=True)
-class SupernetPreferences:
-    """What specializing needs from a trained supernet: its space and log P_theta per layer."""
+class LayerObjective:
+    """What specializing maximizes: a score per layer and candidate, summed over the layers."""
     space: SpaceConfig
-    log_probs: np.ndarray  # layers x candidates
-    checkpoint: Path
+    scores: np.ndarray  # layers x candidates
+    source: Path  # where it came from, named in errors
 
 
-def load_preferences(checkpoint: Path) -> SupernetPreferences:
+def load_preferences(checkpoint: Path) -> LayerObjective:
+    """A trained supernet's preferences: log P_theta per layer and candidate."""
     trained = load_trained_supernet(checkpoint)
     log_probs = torch.log_softmax(trained.model.theta.detach().double(), -1).numpy()
-    return SupernetPreferences(trained.space, log_probs, checkpoint)
+    return LayerObjective(trained.space, log_probs, checkpoint)
 
 
-def specialize(preferences: SupernetPreferences, lut_path: Path, budget: Budget
+def specialize(objective: LayerObjective, lut_path: Path, budget: Budget
                ) -> tuple[Architecture, Specialized, Lut]:
-    """The supernet's preferences specialized to the LUT at `lut_path` (its 32x32 sibling for
-    a 32x32 supernet) under `budget`."""
-    space = preferences.space
+    """The architecture maximizing `objective` on the LUT at `lut_path` (its 32x32 sibling
+    for a 32x32 space) under `budget`."""
+    space = objective.space
     lut, _ = resolve_lut(lut_path, space.resolution)
     lut_space = lut.space or space
-    check_same_space(space.with_classes(lut_space.num_classes), lut_space,
-                     preferences.checkpoint)
+    check_same_space(space.with_classes(lut_space.num_classes), lut_space, objective.source)
     table = lut.layer_table(space)
     budget_ms = budget.resolve_ms(table, str(lut.path))
-    found = best_under_budget(preferences.log_probs, table, budget_ms)
+    found = best_under_budget(objective.scores, table, budget_ms)
     arch = Architecture(f"specialized_{Path(lut.path).stem}", space, found.candidates)
     return arch, found, lut
