@@ -55,11 +55,18 @@ class Budget:
     def given(self) -> bool:
         return self.target_ms is not None or self.target_rel is not None
 
+    def to_ms(self, table: LayerTable) -> float:
+        return self.target_ms if self.target_ms is not None \
+            else self.target_rel * reference_ms(table)
+
+    def reachable(self, table: LayerTable) -> bool:
+        """Whether some architecture of the space meets the budget on `table`."""
+        return self.to_ms(table) >= price_range_ms(table)[0]
+
     def resolve_ms(self, table: LayerTable, source: str) -> float:
         """The budget in ms on the LUT `table` was priced from (named `source` in errors); a
         one-line error when no architecture can meet it."""
-        ms = (self.target_ms if self.target_ms is not None
-              else self.target_rel * reference_ms(table))
+        ms = self.to_ms(table)
         cheapest, _ = price_range_ms(table)
         if ms < cheapest:
             asked = (f"--target-ms {self.target_ms:g}" if self.target_ms is not None else

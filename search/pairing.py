@@ -30,7 +30,7 @@ from fbnet.arch import Architecture, load_architecture, save_architecture, to_ar
 from fbnet.errors import UserError
 from fbnet.lut import Lut, load_lut
 from search.budget import Budget
-from search.luts import lut_resolution
+from search.luts import lut_resolution, resolve_lut
 from search.specialization import load_preferences, specialize
 from search.standalone import StandaloneRecipe, StandaloneTrainer, cached_search
 
@@ -200,6 +200,7 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
     networks: list[Network] = []
     luts: dict[str, Lut] = {}  # stem -> the LUT the searches priced with (32x32 siblings)
     search_dirs: dict[tuple[str, str, int], Path] = {}  # (LUT stem, setting, seed) -> folder
+    unreachable: set[tuple[str, float]] = set()  # --shared: (LUT stem, budget) below its cheapest
     searched = settings.luts[:1] if settings.shared_rels else settings.luts
     searches = [(path, matched, seed) for matched in settings.matched_settings()
                 for seed in settings.seeds for path in searched]
@@ -224,12 +225,22 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
         search_dirs[(stem, matched.label, seed)] = run_dir
         if settings.shared_rels:
             preferences = load_preferences(run_dir / "checkpoint.pt")
+            tables = {}
+            for lut_path in settings.luts:
+                device_lut, _ = resolve_lut(lut_path, preferences.space.resolution)
+                luts[Path(device_lut.path).stem] = device_lut
+                tables[lut_path] = (Path(device_lut.path).stem,
+                                    device_lut.layer_table(preferences.space))
             for rel in settings.shared_rels:
                 for lut_path in settings.luts:
-                    arch, _, device_lut = specialize(preferences, lut_path,
-                                                     Budget(target_rel=rel))
-                    device = Path(device_lut.path).stem
-                    luts[device] = device_lut
+                    device, table = tables[lut_path]
+                    budget = Budget(target_rel=rel)
+                    # devices' cheapest networks differ (6-28% of their mean prices): a budget
+                    # only some LUTs can meet is one more point on those devices' fronts
+                    if not budget.reachable(table):
+                        unreachable.add((device, rel))
+                        continue
+                    arch, _, _ = specialize(preferences, lut_path, budget)
                     save_architecture(arch, run_dir / f"shared_{device}_rel{rel:g}.json")
                     networks.append(Network(f"shared:{device}/rel{rel:g}#{seed}", "shared",
                                             device, seed, arch, setting=f"rel{rel:g}"))
@@ -266,6 +277,11 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
         net.top1 = [next(top1) for _ in settings.train_seeds]
     claims = []
     stems = list(luts)
+    for device in stems:
+        if settings.shared_rels and not any(n.device == device for n in networks):
+            raise UserError(f"no --target-rel is reachable on {device}: every budget up to "
+                            f"{max(settings.shared_rels):g} is below its cheapest network; "
+                            "add a higher --target-rel")
     for seed in settings.seeds:
         front = {d: [n for n in networks if n.seed == seed and n.origin != "specialize"
                      and n.device == d] for d in stems}
@@ -296,7 +312,8 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
             "networks": [n.to_dict() for n in networks], "claims": claims,
             "holds_in": sum(c["holds"] for c in claims),
             "margin_in": sum(c["margin"] for c in claims), "of": len(claims),
-            "specialize_vs_dnas": versus}
+            "specialize_vs_dnas": versus,
+            "unreachable": [{"lut": d, "target_rel": rel} for d, rel in sorted(unreachable)]}
 
 
 def seed_list(text: str, flag: str) -> tuple[int, ...]:
@@ -321,6 +338,9 @@ def format_table(result: dict) -> str:
 def format_report(result: dict) -> str:
     """The Table 5 matrix, the claim per search seed and device, and specialize vs DNAS."""
     lines = [format_table(result)]
+    if result["unreachable"]:
+        lines.append("below the cheapest network, not specialized: " + ", ".join(
+            f"{u['lut']} at {u['target_rel']:g}" for u in result["unreachable"]))
     for claim in result["claims"]:
         for c in claim["checks"]:
             lines.append(

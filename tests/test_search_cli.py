@@ -10,7 +10,7 @@ import pytest
 
 from fbnet.arch import load_architecture
 from fbnet.lut import load_lut
-from search.budget import reference_ms
+from search.budget import price_range_ms, reference_ms
 from test_search import kernel3_cheap, make_lut, tiny_space
 
 from conftest import ROOT
@@ -247,6 +247,21 @@ def test_pair_shared_specializes_one_supernet_to_every_device(cli, tmp_path):
     assert gap == min(abs(by_name[f"shared:a/{u}#0"]["top1_mean"]
                           - by_name[f"shared:b/{v}#0"]["top1_mean"])
                       for u in ("rel0.4", "rel0.8") for v in ("rel0.4", "rel0.8"))
+    assert result["unreachable"] == []
+    # a budget between the two LUTs' cheapest networks is one more point on one device's front
+    fractions = {stem: price_range_ms(t)[0] / reference_ms(t) for stem, t in
+                 ((stem, lut.layer_table(tiny_space(32))) for stem, lut in luts.items())}
+    low, high = sorted(fractions, key=fractions.get)
+    assert fractions[low] < fractions[high]
+    between = round((fractions[low] + fractions[high]) / 2, 4)
+    wider = cli(*args[:6], "--target-rel", str(between), *args[6:])
+    assert wider.returncode == 0, wider.stderr
+    widened = json.loads(wider.stdout)
+    assert f"shared:{low}/rel{between:g}#0" in [n["name"] for n in widened["networks"]]
+    assert len(widened["networks"]) == 5
+    assert widened["unreachable"] == [{"lut": high, "target_rel": between}]
+    alone = cli(*args[:6], "--target-rel", str(between), *QUICK_PAIR, "--out", str(out))
+    assert alone.returncode == 2 and f"no --target-rel is reachable on {high}" in alone.stderr
     for bad, message in ((["--target-rel", "0.4", "--latency-weight", "2"],
                           "without --latency-weight"),
                          ([], "give --target-rel")):
