@@ -91,8 +91,8 @@ def main(argv=None) -> int:
                                 {s: l.price(arch).total_ms for s, l in luts.items()},
                                 sum(c != "skip" for c in candidates)))
     fronts = {s: front(networks, s) for s in luts}
-    shared = [n for n in fronts[names[0] + "_32"] if n in fronts[names[1] + "_32"]] \
-        if all(f"{n}_32" in luts for n in names) else []
+    first, second = fronts.values()
+    shared = [n for n in first if n in second]
     if args.json:
         print(json.dumps({"networks": len(networks), "recipe": recipe,
                           "fronts": {s: [asdict(n) for n in f] for s, f in fronts.items()},
