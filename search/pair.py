@@ -14,7 +14,8 @@ specialize and DNAS are compared at one budget. With --shared (train once, speci
 is one accuracy-only search per seed (latency weight 0) instead of one per device, and every
 device's network is specialized from it exactly (search.specialize's dynamic program) at each
 relative budget --target-rel F (repeatable): each device gets a front of networks from the
-same supernet, compared at matched accuracy like a sweep of weights. Every network is trained
+same supernet, compared at matched accuracy like a sweep of weights; a budget below a LUT's
+cheapest network is skipped for that LUT only. Every network is trained
 with one stand-alone recipe over --train-seeds (search/standalone.py) and priced on every LUT;
 a network found twice is trained once.
 
