@@ -249,6 +249,12 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
                                 load_architecture(str(run_dir / "arch.json")),
                                 setting=matched.label))
 
+    for device in luts:  # before any training: a device without a front has nothing to compare
+        if settings.shared_rels and not any(n.device == device for n in networks):
+            raise UserError(f"no --target-rel is reachable on {device}: every budget up to "
+                            f"{max(settings.shared_rels):g} is below its cheapest network; "
+                            "add a higher --target-rel")
+
     def prices(arch: Architecture) -> dict[str, float]:
         return {stem: lut.price(arch).total_ms for stem, lut in luts.items()}
 
@@ -277,11 +283,6 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
         net.top1 = [next(top1) for _ in settings.train_seeds]
     claims = []
     stems = list(luts)
-    for device in stems:
-        if settings.shared_rels and not any(n.device == device for n in networks):
-            raise UserError(f"no --target-rel is reachable on {device}: every budget up to "
-                            f"{max(settings.shared_rels):g} is below its cheapest network; "
-                            "add a higher --target-rel")
     for seed in settings.seeds:
         front = {d: [n for n in networks if n.seed == seed and n.origin != "specialize"
                      and n.device == d] for d in stems}
