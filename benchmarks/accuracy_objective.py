@@ -35,14 +35,14 @@ from pathlib import Path
 import numpy as np
 
 from fbnet.arch import Architecture
-from fbnet.errors import UserError, cli_entry
+from fbnet.errors import cli_entry
 from fbnet.io import atomic_write_json
 from fbnet.metrics import kendall_tau
 from fbnet.space import CANDIDATE_NAMES
 from search.accuracy_model import fit_accuracy_model
 from search.budget import Budget, reference_ms
 from search.luts import resolve_lut
-from search.pairing import (Network, accuracy_matched, pareto_holds, seed_list,
+from search.pairing import (Network, accuracy_matched, pair_luts, pareto_holds, seed_list,
                             training_folder, within_std_holding)
 from search.sampling import random_at_latency
 from search.specialization import LayerObjective, load_preferences, specialize
@@ -78,12 +78,9 @@ def parse_args(argv):
 @cli_entry
 def main(argv=None) -> int:
     args = parse_args(argv)
-    names = args.pair.split(":")
-    if len(names) != 2:
-        raise UserError(f"--pair takes two LUT names, A:B (e.g. s8:iphone_x), got {args.pair!r}")
     rels = tuple(args.target_rel or (0.2, 0.3, 0.5))
     train_seeds = seed_list(args.train_seeds, "--train-seeds")
-    luts = [resolve_lut(Path("luts") / f"{n}.json", RESOLUTION)[0] for n in names]
+    luts = [resolve_lut(path, RESOLUTION)[0] for path in pair_luts(args.pair)]
     stems = [Path(l.path).stem for l in luts]
     space = luts[0].space
     recipe = StandaloneRecipe(epochs=args.train_epochs)
@@ -128,7 +125,7 @@ def main(argv=None) -> int:
     networks = []
     for lut, stem in zip(luts, stems):
         for rel in rels:
-            arch, found, _ = specialize(objective, Path(lut.path), Budget(target_rel=rel))
+            arch, found = specialize(objective, lut, Budget(target_rel=rel))
             net = Network(f"model:{stem}/rel{rel:g}", "accuracy-model", stem, 0, arch,
                           setting=f"rel{rel:g}")
             net.latency_ms = {s: l.price(arch).total_ms for s, l in zip(stems, luts)}

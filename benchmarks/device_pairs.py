@@ -47,7 +47,7 @@ from pathlib import Path
 from fbnet.errors import UserError, cli_entry
 from fbnet.io import atomic_write_json
 from search.pair import shared_budgets
-from search.pairing import PairSettings, format_report, run_pair, seed_list
+from search.pairing import PairSettings, format_report, pair_luts, run_pair, seed_list
 from search.standalone import StandaloneRecipe
 
 DEFAULT_PAIRS = ("s8:iphone_x", "pixel3:edgegpu")
@@ -83,17 +83,6 @@ def parse_args(argv):
     p.add_argument("--out", default="runs/device_pairs")
     p.add_argument("--json", action="store_true")
     return p.parse_args(argv)
-
-
-def pair_luts(spec: str) -> tuple[Path, Path]:
-    names = spec.split(":")
-    if len(names) != 2:
-        raise UserError(f"--pair takes two LUT names, A:B (e.g. s8:iphone_x), got {spec!r}")
-    paths = tuple(Path("luts") / f"{n}.json" for n in names)
-    for path in paths:
-        if not path.is_file():
-            raise UserError(f"no LUT {path}; name LUTs from luts/ (e.g. s8:iphone_x)")
-    return paths
 
 
 def report_name(args) -> str:

@@ -26,6 +26,7 @@ from fbnet.arch import Architecture
 from fbnet.errors import UserError, cli_entry
 from fbnet.space import SpaceConfig
 from search.luts import resolve_lut
+from search.pairing import pair_luts
 from search.standalone import StandaloneRecipe
 
 RESOLUTION = 32
@@ -65,11 +66,8 @@ def front(networks: list[Trained], device: str) -> list[Trained]:
 @cli_entry
 def main(argv=None) -> int:
     args = parse_args(argv)
-    names = args.pair.split(":")
-    if len(names) != 2:
-        raise UserError(f"--pair takes two LUT names, A:B (e.g. s8:iphone_x), got {args.pair!r}")
     luts = {Path(l.path).stem: l for l in
-            (resolve_lut(Path("luts") / f"{n}.json", RESOLUTION)[0] for n in names)}
+            (resolve_lut(path, RESOLUTION)[0] for path in pair_luts(args.pair))}
     space = next(iter(luts.values())).space
     recipe = asdict(StandaloneRecipe(epochs=args.train_epochs, train_images=args.train_images))
     top1: dict[tuple[str, ...], list[float]] = {}

@@ -225,22 +225,21 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
         search_dirs[(stem, matched.label, seed)] = run_dir
         if settings.shared_rels:
             preferences = load_preferences(run_dir / "checkpoint.pt")
-            tables = {}
+            devices = []  # (LUT stem, LUT, its layer table) at the supernet's resolution
             for lut_path in settings.luts:
                 device_lut, _ = resolve_lut(lut_path, preferences.space.resolution)
                 luts[Path(device_lut.path).stem] = device_lut
-                tables[lut_path] = (Path(device_lut.path).stem,
-                                    device_lut.layer_table(preferences.space))
+                devices.append((Path(device_lut.path).stem, device_lut,
+                                device_lut.layer_table(preferences.space)))
             for rel in settings.shared_rels:
-                for lut_path in settings.luts:
-                    device, table = tables[lut_path]
+                for device, device_lut, table in devices:
                     budget = Budget(target_rel=rel)
                     # devices' cheapest networks differ (6-28% of their mean prices): a budget
                     # only some LUTs can meet is one more point on those devices' fronts
                     if not budget.reachable(table):
                         unreachable.add((device, rel))
                         continue
-                    arch, _, _ = specialize(preferences, lut_path, budget)
+                    arch, _ = specialize(preferences, device_lut, budget)
                     save_architecture(arch, run_dir / f"shared_{device}_rel{rel:g}.json")
                     networks.append(Network(f"shared:{device}/rel{rel:g}#{seed}", "shared",
                                             device, seed, arch, setting=f"rel{rel:g}"))
@@ -270,7 +269,7 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
                     continue
                 # the budget that device's own search reached: one budget for both
                 budget = Budget(target_ms=found_by[(stem, label, seed)].latency_ms[stem])
-                arch, _, _ = specialize(preferences, Path(lut.path), budget)
+                arch, _ = specialize(preferences, lut, budget)
                 save_architecture(arch, run_dir / f"specialized_{stem}.json")
                 spec = Network(f"spec:{device}->{stem}/{label}#{seed}", "specialize", stem,
                                seed, arch, setting=label)
@@ -315,6 +314,18 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
             "margin_in": sum(c["margin"] for c in claims), "of": len(claims),
             "specialize_vs_dnas": versus,
             "unreachable": [{"lut": d, "target_rel": rel} for d, rel in sorted(unreachable)]}
+
+
+def pair_luts(spec: str) -> tuple[Path, Path]:
+    """A benchmark's --pair A:B: the two LUTs luts/A.json and luts/B.json, or a one-line error."""
+    names = spec.split(":")
+    if len(names) != 2:
+        raise UserError(f"--pair takes two LUT names, A:B (e.g. s8:iphone_x), got {spec!r}")
+    paths = tuple(Path("luts") / f"{n}.json" for n in names)
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"no LUT {path}; name LUTs from luts/ (e.g. s8:iphone_x)")
+    return paths
 
 
 def seed_list(text: str, flag: str) -> tuple[int, ...]:

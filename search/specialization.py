@@ -22,7 +22,6 @@ from fbnet.lut import LayerTable, Lut
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from search.budget import Budget
 from search.dnas import load_trained_supernet
-from search.luts import resolve_lut
 
 
 @dataclass(frozen=True)
@@ -107,16 +106,15 @@ def load_preferences(checkpoint: Path) -> LayerObjective:
     return LayerObjective(trained.space, log_probs, checkpoint)
 
 
-def specialize(objective: LayerObjective, lut_path: Path, budget: Budget
-               ) -> tuple[Architecture, Specialized, Lut]:
-    """The architecture maximizing `objective` on the LUT at `lut_path` (its 32x32 sibling
-    for a 32x32 space) under `budget`."""
+def specialize(objective: LayerObjective, lut: Lut, budget: Budget
+               ) -> tuple[Architecture, Specialized]:
+    """The architecture maximizing `objective` on `lut` (at the objective's resolution:
+    search.luts.resolve_lut picks a sibling) under `budget`."""
     space = objective.space
-    lut, _ = resolve_lut(lut_path, space.resolution)
     lut_space = lut.space or space
     check_same_space(space.with_classes(lut_space.num_classes), lut_space, objective.source)
     table = lut.layer_table(space)
     budget_ms = budget.resolve_ms(table, str(lut.path))
     found = best_under_budget(objective.scores, table, budget_ms)
     arch = Architecture(f"specialized_{Path(lut.path).stem}", space, found.candidates)
-    return arch, found, lut
+    return arch, found

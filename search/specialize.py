@@ -30,6 +30,7 @@ from pathlib import Path
 from fbnet.arch import save_architecture, to_arch_string
 from fbnet.errors import UserError, cli_entry
 from search.budget import Budget, reference_ms
+from search.luts import resolve_lut
 from search.specialization import load_preferences, specialize
 
 
@@ -55,8 +56,9 @@ def main(argv=None) -> int:
     if not budget.given:
         raise UserError("give a budget: --target-ms MS or --target-rel F")
     started = time.perf_counter()
-    arch, found, lut = specialize(load_preferences(Path(args.supernet)), Path(args.lut),
-                                 budget)
+    objective = load_preferences(Path(args.supernet))
+    lut, _ = resolve_lut(Path(args.lut), objective.space.resolution)
+    arch, found = specialize(objective, lut, budget)
     seconds = time.perf_counter() - started
     if args.out:
         save_architecture(arch, Path(args.out))
