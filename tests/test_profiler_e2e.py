@@ -16,7 +16,7 @@ import pytest
 
 from conftest import ROOT, run_cli
 from fbnet.arch import to_arch_string
-from fbnet.lut import Lut, RuntimeInfo, load_lut
+from fbnet.lut import Lut, RuntimeInfo, Summation, load_lut
 from fbnet.space import SpaceConfig
 from profiler import run
 from profiler.backends.base import Backend, BackendOptions, create_backend
@@ -308,15 +308,16 @@ def test_real_calibration_fits_the_networks_it_measured(calibrated):
 
 def test_validate_on_tiny_space(cli, tmp_path, cache, calibrated):
     """profiler.validate on networks the calibration never saw (validate's integer seeds,
-    disjoint from the calibration-0 stream: checked below). The plain sum of blocks measured
-    alone over-predicts such small networks by far (every block pays its own runtime call:
-    80-170% here); the calibrated LUT must be clearly closer and within 50%. These networks
-    run 20-60 us, where one program reads up to +-20% apart from one job to the next and the
-    machine's speed moves between the build, the calibration and this check: 14 repeated
-    calibrate-and-validate trials on a busy 2-core VM gave 5-41%, and at most 0.52 of the plain
-    sum's error (larger networks validate at 1.2-8.3%, docs/results.md). Kendall tau over 2
-    networks is +-1 and is not bounded. --record appends the summary to the LUT and leaves its
-    entries alone."""
+    disjoint from the calibration-0 stream: checked below): each network is exported, run by
+    the real ExecuTorch runtime and set beside the LUT's price and the plain sum of its
+    entries, and the report's figures are its rows' figures. How close the prediction comes
+    is a timing figure, not asserted here: these networks run 20-60 us, where the machine's
+    speed moves between the build, the calibration and this check by up to 1.5x on a busy
+    2-core VM; benchmarks/lut_stability.py and docs/results.md give the fidelity on real
+    spaces. The calibration's removal of each block's own runtime call is deterministic once
+    fitted, so the LUT's price of every network must be below its plain sum. Kendall tau over
+    2 networks is +-1 and is not bounded. --record appends the summary to the LUT and leaves
+    its entries alone."""
     plot = tmp_path / "fidelity.png"
     recorded = tmp_path / "recorded.json"
     shutil.copy(calibrated, recorded)
@@ -326,13 +327,34 @@ def test_validate_on_tiny_space(cli, tmp_path, cache, calibrated):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["networks"] == 2 and len(report["rows"]) == 2
-    validated = {r["arch_string"] for r in report["rows"]}
+    rows = {r["arch_string"]: r for r in report["rows"]}
     calibrated_on = {r["arch"] for r in load_lut(calibrated).summation.fit["networks"]}
-    assert len(validated) == 2 and not validated & calibrated_on
-    assert report["plain_sum"]["median_abs_error_pct"] > 20, report["plain_sum"]
-    assert report["median_abs_error_pct"] <= \
-        min(50.0, 0.75 * report["plain_sum"]["median_abs_error_pct"]), report
-    assert all(r["measured_ms"] > 0 and r["predicted_ms"] > 0 for r in report["rows"])
+    assert len(rows) == 2 and not set(rows) & calibrated_on
+    lut = load_lut(calibrated)
+    plain = replace(lut, summation=Summation())
+    rng = random.Random(0)  # validate's own draws for --seed 0
+    for arch in (random_architecture(tiny_space(), rng, f"random_{i}") for i in range(2)):
+        row = rows[to_arch_string(arch)]
+        assert row["name"] == arch.name
+        assert row["predicted_ms"] == pytest.approx(lut.price(arch).total_ms, abs=1e-4)
+        assert row["plain_sum_ms"] == pytest.approx(plain.price(arch).total_ms, abs=1e-4)
+        assert row["predicted_ms"] < row["plain_sum_ms"], row
+        # a whole network measured in milliseconds, not in microseconds or seconds
+        assert 0.2 < row["measured_ms"] / row["predicted_ms"] < 5, row
+        error = 100 * (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"]
+        assert row["error_pct"] == pytest.approx(error, abs=1e-2)
+        assert row["measured_ci_pct"] is not None and row["lut_ci_pct"] is not None
+    errors = sorted(abs(r["error_pct"]) for r in report["rows"])
+    assert report["median_abs_error_pct"] == pytest.approx(statistics.median(errors), abs=1e-2)
+    assert report["max_abs_error_pct"] == pytest.approx(errors[-1], abs=1e-2)
+    plain_errors = sorted(abs(r["plain_sum_ms"] - r["measured_ms"]) / r["measured_ms"] * 100
+                          for r in report["rows"])
+    assert report["plain_sum"]["median_abs_error_pct"] == \
+        pytest.approx(statistics.median(plain_errors), abs=1e-2)
+    assert report["meets_targets"] == (report["median_abs_error_pct"] <= 5
+                                       and report["within_10pct"] >= 0.9
+                                       and report["kendall_tau"] >= 0.9)
+    assert report["noise"]["statement"]
     assert plot.stat().st_size > 1000
     before, after = load_lut(calibrated), load_lut(recorded)
     assert after.entries == before.entries and after.summation == before.summation
