@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import math
 import os
 import random
 import sys
@@ -35,7 +34,7 @@ from profiler.backends.base import Backend
 from profiler.calibration import Calibration, calibration_architectures, fit_summation
 from profiler.export import DEFAULT_CACHE, ArtifactCache
 from profiler.jobs import (Exporter, Progress, RunPool, arch_job, chunks, export_job,
-                           measured_entry)
+                           measured_entry, pass_share)
 from profiler.noise import NOISY_MIN_MS, measure_part, recheck_drift, remeasure_noisy, settle
 from profiler.settings import Settings, Target
 
@@ -68,15 +67,12 @@ class BuildSettings:
     @property
     def pass_count(self) -> int:
         passes = self.measure.rounds if self.passes is None else self.passes
-        if not 1 <= passes <= self.measure.rounds:
-            raise UserError(f"--passes must be between 1 and --rounds ({self.measure.rounds}), "
-                            f"got {passes}")
+        pass_share(self.measure, passes)  # a one-line error outside 1..rounds, before exports
         return passes
 
     def pass_settings(self) -> Settings:
         """How one pass times each program: its share of the rounds and timed runs."""
-        return replace(self.measure, rounds=math.ceil(self.measure.rounds / self.pass_count),
-                       iters=math.ceil(self.measure.iters / self.pass_count))
+        return pass_share(self.measure, self.pass_count)
 
 
 def default_lut_path(device: str, resolution: int, s: Settings) -> Path:
@@ -334,7 +330,7 @@ def build_lut(cfg: BuildSettings) -> dict:
             if lut.measurement.calibration_checks is None:
                 lut.measurement.calibration_checks = {}
             lut.summation = fit_summation(lut, backend, space, s, calibration, exporter,
-                                          lut.measurement.calibration_checks)
+                                          lut.measurement.calibration_checks, passes)
         calibrate_s = time.perf_counter() - t_cal
     lut.measurement.complete = True
     wall_s = {"total": round(time.perf_counter() - t_start, 1),

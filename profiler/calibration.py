@@ -10,10 +10,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from fbnet.arch import Architecture, to_arch_string
-from fbnet.lut import Lut, Summation
+from fbnet.lut import Lut, LutEntry, Summation
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from profiler.backends.base import Backend
-from profiler.jobs import Exporter, RunPool, arch_job, measured_entry, run_programs
+from profiler.jobs import Exporter, arch_job, measure_in_passes, measured_entry, pass_share
 from profiler.noise import remeasure_noisy
 from profiler.settings import Settings
 
@@ -50,7 +50,8 @@ def calibration_architectures(space: SpaceConfig, n: int, seed: int) -> list[Arc
 
 
 def fit_summation(lut: Lut, backend: Backend, space: SpaceConfig, s: Settings,
-                  calibration: Calibration, exporter: Exporter, checks: dict) -> Summation:
+                  calibration: Calibration, exporter: Exporter, checks: dict,
+                  passes: int = 1) -> Summation:
     """How block latencies add up in a network, fitted on calibration networks.
 
     A block measured alone pays a runtime call and the NCHW<->NHWC transposes at the XNNPACK
@@ -58,8 +59,9 @@ def fit_summation(lut: Lut, backend: Backend, space: SpaceConfig, s: Settings,
     paid once. What is left is fitted on `calibration.networks` networks (never validate's
     samples): measured = scale * sum + network_offset_ms, where the offset is the network's own
     call and edge transposes and the scale what blocks pay inside a network but not alone
-    (weights and activations no longer hot in cache). Noisy networks are measured again like
-    noisy blocks (counts in `checks`).
+    (weights and activations no longer hot in cache). The networks are timed over `passes`
+    passes, as the blocks are, and noisy ones are measured again like noisy blocks (counts in
+    `checks`).
     """
     has_boundary = any(e.boundary_ms is not None for e in lut.entries.values())
     base = Summation(method="sum of medians minus each block's boundary cost (runtime call + "
@@ -77,17 +79,16 @@ def fit_summation(lut: Lut, backend: Backend, space: SpaceConfig, s: Settings,
     # networks run for milliseconds, so measuring them as long as the blocks costs seconds
     # and keeps their noise below the blocks'
     net = replace(s, warmup=max(2, s.warmup // 2), ops=False)
-    results = run_programs(backend, list(artifacts.values()), net, etdump=False)
-    nets = {key: measured_entry(res, artifacts[key], None, net) for key, res in results.items()}
-    pool = RunPool()
-    for key, res in results.items():
-        pool.put(key, "first", res)
+    pool = measure_in_passes(backend, list(artifacts.values()), net, passes, len(artifacts))
+    one_pass = pass_share(net, passes)
+    nets: dict[str, LutEntry] = {}
 
     def remake(keys: list[str]) -> None:
         for key in keys:
-            nets[key] = measured_entry(pool.pooled(key), artifacts[key], None, net)
+            nets[key] = measured_entry(pool.pooled(key), artifacts[key], None, one_pass)
 
-    remeasure_noisy(backend, nets, pool, artifacts, None, net, checks, remake)
+    remake(pool.keys())
+    remeasure_noisy(backend, nets, pool, artifacts, None, one_pass, checks, remake)
     rows, arch_keys = [], []
     for arch in archs:
         keys = [layer.key for layer in arch.layers()]

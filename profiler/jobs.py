@@ -4,9 +4,11 @@ as jobs, and turn each program's timed runs into a LUT entry."""
 from __future__ import annotations
 
 import json
+import math
+import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -120,6 +122,13 @@ def chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+def pass_share(s: Settings, passes: int) -> Settings:
+    """How one of `passes` passes times each program: its share of the rounds and runs."""
+    if not 1 <= passes <= s.rounds:
+        raise UserError(f"--passes must be between 1 and --rounds ({s.rounds}), got {passes}")
+    return replace(s, rounds=math.ceil(s.rounds / passes), iters=math.ceil(s.iters / passes))
+
+
 # --- entries --------------------------------------------------------------------------------
 def median(values) -> float:
     return float(np.median(values))
@@ -171,6 +180,26 @@ class RunPool:
         rounds = [r for part in parts for r in part.rounds]
         return ProgramResult(key, parts[0].path, rounds=rounds,
                              latencies_ms=[ms for r in rounds for ms in r])
+
+
+def measure_in_passes(backend: Backend, artifacts: list[Artifact], s: Settings, passes: int,
+                      chunk: int, done: Callable[[int], None] = lambda n: None) -> RunPool:
+    """Whole networks timed as a LUT's entries are: each program's rounds spread over `passes`
+    passes, each a new set of jobs of `chunk` programs grouped afresh, the runs pooled by
+    program. A program timed in one job reads a few percent off in the next, alike for all its
+    runs; pooling passes takes most of that out. `done(n)` follows each job. Without ETDump."""
+    one_pass = pass_share(s, passes)
+    by_key = {a.job.key: a for a in artifacts}
+    keys = list(by_key)
+    pool = RunPool()
+    for n in range(passes):
+        order = keys if n == 0 else random.Random(n).sample(keys, len(keys))
+        for part in chunks(order, chunk):
+            results = run_programs(backend, [by_key[k] for k in part], one_pass, etdump=False)
+            for key in part:
+                pool.put(key, f"pass{n}", results[key])
+            done(len(part))
+    return pool
 
 
 def measured_entry(result: ProgramResult, artifact: Artifact, workload: Workload | None,

@@ -14,7 +14,7 @@ from dataclasses import replace
 from fbnet.lut import LutEntry
 from profiler.backends.base import Backend
 from profiler.export import Artifact
-from profiler.jobs import ROUND_ABOVE, RunPool, measured_entry, median, run_job, run_programs
+from profiler.jobs import ROUND_ABOVE, RunPool, median, run_job, run_programs
 from profiler.protocol import BenchResult, ProgramResult
 from profiler.settings import Settings
 

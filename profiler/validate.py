@@ -37,7 +37,8 @@ from fbnet.space import SpaceConfig
 from profiler.backends.base import RUNNERS
 from profiler.calibration import random_architecture
 from profiler.export import DEFAULT_CACHE, ArtifactCache
-from profiler.jobs import Exporter, Progress, arch_job, chunks, measured_entry, run_programs
+from profiler.jobs import (Exporter, Progress, arch_job, measure_in_passes, measured_entry,
+                           pass_share)
 from profiler.measure import CI_LEVEL
 from profiler.settings import CLOCKS, Settings, Target, resolve_clock
 
@@ -60,6 +61,7 @@ class ValidateSettings:
     warmup: int = 5
     iters: int = 30
     rounds: int = 3
+    passes: int | None = None  # sets of jobs the rounds are spread over; None: one per round
     clock: str = "auto"  # auto: the clock the LUT was measured with
     workers: int = 2
     cache: Path = DEFAULT_CACHE
@@ -95,6 +97,8 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, default=5, help="untimed runs per network per round")
     p.add_argument("--iters", type=int, default=30, help="timed runs per network")
     p.add_argument("--rounds", type=int, default=3, help="round-robin rounds")
+    p.add_argument("--passes", type=int, help="sets of freshly grouped jobs the rounds are "
+                   "spread over, as profiler.run does (default: one per round)")
     p.add_argument("--runner", choices=RUNNERS, default="python")
     p.add_argument("--clock", choices=CLOCKS, default="auto",
                    help="default: the clock the LUT was measured with")
@@ -118,7 +122,8 @@ def settings_from(args) -> ValidateSettings:
     return ValidateSettings(
         args.lut, Target(args.device, args.runner, args.native_runner), samples=args.samples,
         seed=args.seed, named=not args.no_named, warmup=args.warmup, iters=args.iters,
-        rounds=args.rounds, clock=args.clock, workers=args.workers, cache=args.cache,
+        rounds=args.rounds, passes=args.passes, clock=args.clock, workers=args.workers,
+        cache=args.cache,
         out=args.out, plot=args.plot, progress="none" if args.quiet else "bar",
         record=args.record)
 
@@ -265,6 +270,8 @@ def validate(cfg: ValidateSettings) -> tuple[dict, list[Row], Lut]:
     s = Settings(dtype=rt.dtype or "fp32", backend=rt.backend or "xnnpack", runtime=runtime,
                  threads=threads, warmup=cfg.warmup, iters=cfg.iters, rounds=cfg.rounds,
                  ops=False, clock=clock)
+    passes = s.rounds if cfg.passes is None else cfg.passes
+    one_pass = pass_share(s, passes)  # a one-line error for passes outside 1..rounds
     archs = architectures(lut, space, cfg.samples, cfg.seed, cfg.named)
     if not archs:
         raise UserError("nothing to validate: use --samples 1 or more")
@@ -272,19 +279,17 @@ def validate(cfg: ValidateSettings) -> tuple[dict, list[Row], Lut]:
     exporter = Exporter(ArtifactCache(cfg.cache), cfg.workers, cfg.progress)
     jobs = {a.name: arch_job(a, s) for a in archs}
     artifacts, _ = exporter.export(list(jobs.values()), etrecord=False)  # timed without ETDump
-    measured: dict[str, LutEntry] = {}
     with cfg.target.open(s, "validate") as backend:
-        bar = Progress(len(archs), "measure", cfg.progress)
+        bar = Progress(len(artifacts) * passes, f"measure ({passes} passes)" if passes > 1
+                       else "measure", cfg.progress)
         try:
             # a few networks per job: round-robin within it, bounded memory for 224 nets
-            for part in chunks(archs, 10):
-                results = run_programs(backend, [artifacts[jobs[a.name].key] for a in part], s)
-                for a in part:
-                    key = jobs[a.name].key
-                    measured[a.name] = measured_entry(results[key], artifacts[key], None, s)
-                bar.update(len(part))
+            pool = measure_in_passes(backend, list(artifacts.values()), s, passes, 10,
+                                     bar.update)
         finally:
             bar.close()
+    measured = {a.name: measured_entry(pool.pooled(jobs[a.name].key), artifacts[jobs[a.name].key],
+                                       None, one_pass) for a in archs}
     plain = replace(lut, summation=Summation())
     rows = [network_row(a, measured[a.name], lut, plain) for a in archs]
     m = [r.measured_ms for r in rows]
@@ -292,7 +297,8 @@ def validate(cfg: ValidateSettings) -> tuple[dict, list[Row], Lut]:
                "plain_sum": metrics(m, [r.plain_sum_ms for r in rows])}
     report = {"lut_path": str(cfg.lut), "lut_title": lut.title, "device": profile.name,
               "clock": clock,
-              "samples": cfg.samples, "seed": cfg.seed, "networks": len(rows),
+              "samples": cfg.samples, "seed": cfg.seed, "passes": passes,
+              "networks": len(rows),
               **summary["lut"], "plain_sum": summary["plain_sum"],
               "summation": asdict(lut.summation) | {"fit": None},
               "noise": noise_check(rows, lut),

@@ -12,7 +12,7 @@ from fbnet.coverage import CLASSIFIER_CLASSES, lut_workloads
 from fbnet.errors import UserError
 from fbnet.lut import load_lut
 from fbnet.space import SpaceConfig
-from fbnet.workloads import ConvBlock, ConvNorm, FullyConnected, Skip, parse_key, space_workloads
+from fbnet.workloads import FullyConnected, Skip, parse_key, space_workloads
 from profiler.estimation import hwnasbench
 from profiler.estimation.build import build_model
 from profiler.estimation.devices import device_spec, held_out_check

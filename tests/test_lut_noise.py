@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from fbnet.arch import named_architecture
+from fbnet.errors import UserError
 from fbnet.lut import LutEntry, load_lut
 from profiler import jobs, noise
 from profiler.backends.base import Program
@@ -220,6 +221,24 @@ def test_noisy_entries_are_measured_in_more_jobs_up_to_a_bound():
     assert all(BLOCKS[1] not in job for job in device.jobs[1:])
     assert len(device.jobs) == 1 + noise.RETRIES and drift["unsettled"] == 1
     assert all(REF in job for job in device.jobs[1:])
+
+
+def test_networks_are_timed_in_passes_of_freshly_grouped_jobs():
+    """validate's and the calibration's networks: each program's rounds over the passes, the
+    jobs of each pass grouped afresh, every run pooled; passes above the rounds: one line."""
+    keys = [f"FC_Cin8_Cout{n}" for n in range(2, 12)]
+    device = ScriptedDevice(lambda key, job, rnd: 1.0 + job)
+    done = []
+    pool = jobs.measure_in_passes(device, arts(*keys), Settings(), 5, 4, done.append)
+    assert len(device.jobs) == 5 * 3 and sum(done) == 5 * len(keys)
+    groupings = {frozenset(frozenset(j) for j in device.jobs[3 * n:3 * n + 3]) for n in range(5)}
+    assert len(groupings) > 1  # not the same jobs five times
+    for key in keys:
+        pooled = pool.pooled(key)
+        assert pool.jobs(key) == 5 and len(pooled.rounds) == Settings().rounds
+        assert len(pooled.latencies_ms) == Settings().iters
+    with pytest.raises(UserError, match="--passes must be between 1 and --rounds"):
+        jobs.measure_in_passes(device, arts(*keys), Settings(), Settings().rounds + 1, 4)
 
 
 def test_a_pool_of_jobs_is_one_result_of_all_their_rounds():
