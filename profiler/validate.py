@@ -4,7 +4,10 @@ Draws N random architectures of the LUT's space (plus the named ones that fit it
 and measures each whole network end to end with the LUT's own settings (runtime, delegate,
 dtype, threads), and compares with the latency the LUT predicts (`Lut.price`, summation
 included). Reports MAPE, median/max absolute error, the fraction within +-10%, Kendall tau and
-Spearman rank correlations, for the LUT and for a plain sum of its entries. With --record, the
+Spearman rank correlations, for the LUT and for a plain sum of its entries. A few of the LUT's
+own blocks are timed again beside the networks: their ratio to their entries is how fast the
+machine runs now against the build (heat, other load), and the figures are also given with
+that ratio divided out. With --record, the
 summary (date, machine load, figures, noise statement) is appended to the LUT's own
 measurement record, so the LUT carries every validation it has had.
 
@@ -34,11 +37,12 @@ from fbnet.io import atomic_write_json
 from fbnet.lut import Lut, LutEntry, Summation, load_lut
 from fbnet.metrics import errors_pct, kendall_tau, mape_pct, median_abs_error_pct, spearman_rho
 from fbnet.space import SpaceConfig
+from fbnet.workloads import Skip, parse_key
 from profiler.backends.base import RUNNERS
 from profiler.calibration import random_architecture
 from profiler.export import DEFAULT_CACHE, ArtifactCache
-from profiler.jobs import (Exporter, Progress, arch_job, measure_in_passes, measured_entry,
-                           pass_share)
+from profiler.jobs import (Exporter, Progress, arch_job, export_job, measure_in_passes,
+                           measured_entry, pass_share)
 from profiler.measure import CI_LEVEL
 from profiler.settings import CLOCKS, Settings, Target, resolve_clock
 
@@ -47,6 +51,11 @@ TARGETS = {"median_abs_error_pct": 5.0, "within_10pct": 0.90, "kendall_tau": 0.9
 # (the intervals are 95% ones: a few networks outside them are expected).
 EXPLAINED_FRACTION = 0.90
 Z_95 = 1.96  # a calibration RMS error (one standard deviation) as a 95% half-width
+# The LUT's blocks timed again beside the networks to read the machine's speed against the
+# build's: spread over the blocks' latencies, so one block's noise cannot set the ratio.
+SPEED_BLOCKS = 8
+# A speed ratio this far from 1 is named in the noise statement as the machine having moved.
+SPEED_MOVED = 0.03
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,35 @@ def architectures(lut: Lut, space: SpaceConfig, samples: int, seed: int,
     return archs
 
 
+@dataclass
+class SpeedBlock:
+    """One of the LUT's own blocks, timed again now."""
+    key: str
+    lut_ms: float
+    measured_ms: float
+
+    @property
+    def ratio(self) -> float:
+        return self.measured_ms / self.lut_ms
+
+
+def speed_blocks(lut: Lut, archs: list[Architecture], count: int = SPEED_BLOCKS) -> list[str]:
+    """`count` of the blocks the networks are made of (no skips: they cost a copy), evenly
+    spread over their latencies in the LUT."""
+    keys = sorted({layer.key for a in archs for layer in a.layers()
+                   if not isinstance(parse_key(layer.key), Skip)},
+                  key=lambda k: (lut.entries[k].latency_ms, k))
+    if len(keys) <= count:
+        return keys
+    return [keys[round(i * (len(keys) - 1) / (count - 1))] for i in range(count)]
+
+
+def speed_ratio(blocks: list[SpeedBlock]) -> float | None:
+    """How fast the machine runs now against the build: the median of the blocks' ratios
+    (> 1: slower now)."""
+    return round(float(np.median([b.ratio for b in blocks])), 4) if blocks else None
+
+
 def metrics(measured, predicted) -> dict:
     m, p = np.asarray(measured), np.asarray(predicted)
     err = errors_pct(m, p)
@@ -188,11 +226,12 @@ def plot(rows: list[Row], lut: Lut, summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def noise_check(rows: list[Row], lut: Lut) -> dict:
+def noise_check(rows: list[Row], lut: Lut, ratio: float | None = None) -> dict:
     """Does the LUT's own noise explain the errors? Each network's error is compared with the
     95% interval its prediction and measurement carry: the LUT's entry intervals added up
     (`Lut.network_ci_half_ms`), the network's measured interval, and the calibration fit's
-    RMS error (how well the summation describes the networks it was fitted on)."""
+    RMS error (how well the summation describes the networks it was fitted on). `ratio`: the
+    machine's speed now against the build's, named when it has moved."""
     fit_rows = (lut.summation.fit or {}).get("networks") or []
     fit_errors = [r["error_pct"] for r in fit_rows if "error_pct" in r]
     fit_pct = Z_95 * float(np.sqrt(np.mean(np.square(fit_errors)))) if len(fit_errors) >= 3 \
@@ -211,15 +250,20 @@ def noise_check(rows: list[Row], lut: Lut) -> dict:
              f"{np.median([r.measured_ci_pct or 0 for r in rows]):.1f}%, calibration fit "
              f"+-{fit_pct:.1f}%")
     explained = fraction >= EXPLAINED_FRACTION
+    moved = ratio is not None and abs(ratio - 1) > SPEED_MOVED
     if explained:
         statement = (f"the LUT's own noise explains the error: {inside} of {len(rows)} networks "
                      f"are within their {CI_LEVEL:.0%} interval ({parts})")
     else:
         statement = (f"the error is larger than the LUT's own noise explains: {inside} of "
                      f"{len(rows)} networks within their {CI_LEVEL:.0%} interval ({parts}); "
-                     f"mean error {np.mean(err):+.1f}%: the machine's load or state differs "
-                     "from the build's, or the summation does not fit these networks")
-    return {"explained": explained, "within_interval": round(fraction, 4),
+                     f"mean error {np.mean(err):+.1f}%: " + (
+                         f"the machine runs x{ratio:.3f} of the build's time now (the LUT's "
+                         "own blocks, timed again)" if moved else
+                         "the machine's load or state differs from the build's, or the "
+                         "summation does not fit these networks"))
+    return {"explained": explained, "machine_moved": moved,
+            "within_interval": round(fraction, 4),
             "median_interval_pct": round(float(np.median(allowed)), 2),
             "calibration_fit_pct": round(fit_pct, 2), "statement": statement}
 
@@ -237,11 +281,14 @@ def network_row(arch: Architecture, measured: LutEntry, lut: Lut, plain: Lut) ->
 def validation_record(report: dict, started: datetime, load_before: float) -> dict:
     """What --record keeps in the LUT: when, under what load, and the figures."""
     keys = ("device", "clock", "samples", "seed", "networks", "mape", "median_abs_error_pct",
-            "max_abs_error_pct", "within_10pct", "kendall_tau", "spearman", "meets_targets")
+            "max_abs_error_pct", "within_10pct", "kendall_tau", "spearman", "meets_targets",
+            "speed_ratio")
     noise = report["noise"]
     return {"date": started.isoformat(timespec="seconds"),
             "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             **{k: report[k] for k in keys if k in report},
+            "at_build_speed_median_abs_error_pct": (report["at_build_speed"] or {}).get(
+                "median_abs_error_pct"),
             "noise_explains_error": noise.get("explained"), "noise": noise["statement"]}
 
 
@@ -278,7 +325,9 @@ def validate(cfg: ValidateSettings) -> tuple[dict, list[Row], Lut]:
     lut.require({layer.key for a in archs for layer in a.layers()}, "the sampled networks")
     exporter = Exporter(ArtifactCache(cfg.cache), cfg.workers, cfg.progress)
     jobs = {a.name: arch_job(a, s) for a in archs}
-    artifacts, _ = exporter.export(list(jobs.values()), etrecord=False)  # timed without ETDump
+    block_jobs = {k: export_job(k, parse_key(k).input_shape, s) for k in speed_blocks(lut, archs)}
+    artifacts, _ = exporter.export([*jobs.values(), *block_jobs.values()],
+                                   etrecord=False)  # timed without ETDump
     with cfg.target.open(s, "validate") as backend:
         bar = Progress(len(artifacts) * passes, f"measure ({passes} passes)" if passes > 1
                        else "measure", cfg.progress)
@@ -290,10 +339,14 @@ def validate(cfg: ValidateSettings) -> tuple[dict, list[Row], Lut]:
             bar.close()
     measured = {a.name: measured_entry(pool.pooled(jobs[a.name].key), artifacts[jobs[a.name].key],
                                        None, one_pass) for a in archs}
+    blocks = [SpeedBlock(k, lut.entries[k].latency_ms, round(measured_entry(
+        pool.pooled(k), artifacts[k], None, one_pass).latency_ms, 6)) for k in block_jobs]
+    ratio = speed_ratio(blocks)
     plain = replace(lut, summation=Summation())
     rows = [network_row(a, measured[a.name], lut, plain) for a in archs]
     m = [r.measured_ms for r in rows]
-    summary = {"lut": metrics(m, [r.predicted_ms for r in rows]),
+    predicted = [r.predicted_ms for r in rows]
+    summary = {"lut": metrics(m, predicted),
                "plain_sum": metrics(m, [r.plain_sum_ms for r in rows])}
     report = {"lut_path": str(cfg.lut), "lut_title": lut.title, "device": profile.name,
               "clock": clock,
@@ -301,7 +354,10 @@ def validate(cfg: ValidateSettings) -> tuple[dict, list[Row], Lut]:
               "networks": len(rows),
               **summary["lut"], "plain_sum": summary["plain_sum"],
               "summation": asdict(lut.summation) | {"fit": None},
-              "noise": noise_check(rows, lut),
+              "speed_ratio": ratio,
+              "speed_blocks": [asdict(b) | {"ratio": round(b.ratio, 4)} for b in blocks],
+              "at_build_speed": metrics(np.asarray(m) / ratio, predicted) if ratio else None,
+              "noise": noise_check(rows, lut, ratio),
               "targets": TARGETS,
               "meets_targets": bool(summary["lut"]["median_abs_error_pct"] <=
                                     TARGETS["median_abs_error_pct"]
@@ -345,6 +401,11 @@ def main(argv=None) -> int:
           f"{report.get('spearman', float('nan')):.3f}")
     print(f"  plain sum  MAPE {p['mape']:.2f}%  median |err| {p['median_abs_error_pct']:.2f}%  "
           f"within 10% {p['within_10pct']:.0%}  Kendall tau {p.get('kendall_tau', float('nan')):.3f}")
+    if report["speed_ratio"]:
+        b = report["at_build_speed"]
+        print(f"  machine    {len(report['speed_blocks'])} of the LUT's blocks timed again read "
+              f"x{report['speed_ratio']:.3f} of their entries; with that divided out: median "
+              f"|err| {b['median_abs_error_pct']:.2f}%  within 10% {b['within_10pct']:.0%}")
     print(f"  noise: {report['noise']['statement']}")
     print(f"  targets (median |err| <= 5%, >= 90% within 10%, tau >= 0.9): "
           f"{'met' if report['meets_targets'] else 'NOT met'}"

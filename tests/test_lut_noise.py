@@ -19,7 +19,8 @@ from profiler.export import ExportJob
 from profiler.measure import Stats, median_ci
 from profiler.protocol import BenchResult, InputSpec, ProgramResult, RunnerInfo
 from profiler.settings import Settings
-from profiler.validate import Row, noise_check
+from profiler.validate import (Row, SpeedBlock, architectures, noise_check, speed_blocks,
+                               speed_ratio)
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = "FC_Cin8_Cout4"
@@ -329,6 +330,35 @@ def test_validate_says_whether_the_luts_noise_explains_the_error():
     assert "+7.8%" in big["statement"]
     unknown = noise_check(rows([8.0, 9.0], lut_ci_pct=None), lut)
     assert unknown["explained"] is None and "no per-entry intervals" in unknown["statement"]
+
+
+def test_a_machine_that_moved_is_named_with_its_ratio():
+    """The blocks timed again beside the networks read the machine's speed against the
+    build's: their median ratio, named in the statement once it is more than 3% off."""
+    lut = load_lut(ROOT / "luts" / "host_32.json")
+    lut.summation.fit = {}
+    blocks = [SpeedBlock("a", 1.0, 1.10), SpeedBlock("b", 2.0, 2.16), SpeedBlock("c", 0.5, 0.9)]
+    ratio = speed_ratio(blocks)
+    assert ratio == pytest.approx(1.1) and speed_ratio([]) is None
+    big = rows([-8.0, -9.0, -7.5, -10.0, -8.5])
+    moved = noise_check(big, lut, ratio)
+    assert moved["machine_moved"] and "x1.100 of the build's time now" in moved["statement"]
+    still = noise_check(big, lut, 1.02)
+    assert not still["machine_moved"] and "load or state differs" in still["statement"]
+
+
+def test_speed_blocks_spread_over_the_networks_blocks_without_skips():
+    lut = load_lut(ROOT / "luts" / "host_32.json")
+    archs = architectures(lut, lut.space, 5, 0, named=False)
+    used = {layer.key for a in archs for layer in a.layers()}
+    keys = speed_blocks(lut, archs)
+    assert len(keys) == len(set(keys)) == 8 and set(keys) <= used
+    assert not any(k.startswith("Skip_") for k in keys)
+    priced = sorted(lut.entries[k].latency_ms for k in used if not k.startswith("Skip_"))
+    ms = [lut.entries[k].latency_ms for k in keys]
+    assert ms == sorted(ms) and ms[0] == priced[0] and ms[-1] == priced[-1]
+    assert speed_blocks(lut, archs, count=500) == sorted(
+        (k for k in used if not k.startswith("Skip_")), key=lambda k: (lut.entries[k].latency_ms, k))
 
 
 def test_calibration_residuals_count_as_the_luts_noise():

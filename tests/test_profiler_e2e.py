@@ -333,7 +333,8 @@ def test_validate_on_tiny_space(cli, tmp_path, cache, calibrated):
     lut = load_lut(calibrated)
     plain = replace(lut, summation=Summation())
     rng = random.Random(0)  # validate's own draws for --seed 0
-    for arch in (random_architecture(tiny_space(), rng, f"random_{i}") for i in range(2)):
+    validated_archs = [random_architecture(tiny_space(), rng, f"random_{i}") for i in range(2)]
+    for arch in validated_archs:
         row = rows[to_arch_string(arch)]
         assert row["name"] == arch.name
         assert row["predicted_ms"] == pytest.approx(lut.price(arch).total_ms, abs=1e-4)
@@ -344,6 +345,19 @@ def test_validate_on_tiny_space(cli, tmp_path, cache, calibrated):
         error = 100 * (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"]
         assert row["error_pct"] == pytest.approx(error, abs=1e-2)
         assert row["measured_ci_pct"] is not None and row["lut_ci_pct"] is not None
+    # the LUT's own blocks timed again beside the networks: how fast the machine runs now
+    blocks = report["speed_blocks"]
+    used = {layer.key for a in validated_archs for layer in a.layers()}
+    assert blocks and {b["key"] for b in blocks} <= used
+    for b in blocks:
+        assert b["lut_ms"] == lut.entries[b["key"]].latency_ms and b["measured_ms"] > 0
+        assert b["ratio"] == pytest.approx(b["measured_ms"] / b["lut_ms"], abs=1e-4)
+    assert report["speed_ratio"] == pytest.approx(
+        statistics.median(b["measured_ms"] / b["lut_ms"] for b in blocks), abs=1e-4)
+    at_build = [abs(100 * (r["predicted_ms"] * report["speed_ratio"] / r["measured_ms"] - 1))
+                for r in report["rows"]]
+    assert report["at_build_speed"]["median_abs_error_pct"] == \
+        pytest.approx(statistics.median(at_build), abs=1e-2)
     errors = sorted(abs(r["error_pct"]) for r in report["rows"])
     assert report["median_abs_error_pct"] == pytest.approx(statistics.median(errors), abs=1e-2)
     assert report["max_abs_error_pct"] == pytest.approx(errors[-1], abs=1e-2)
@@ -360,6 +374,7 @@ def test_validate_on_tiny_space(cli, tmp_path, cache, calibrated):
     assert after.entries == before.entries and after.summation == before.summation
     [record] = after.measurement.validations
     assert record["median_abs_error_pct"] == report["median_abs_error_pct"]
+    assert record["speed_ratio"] == report["speed_ratio"]
     assert record["networks"] == 2 and record["noise"] == report["noise"]["statement"]
     assert len(record["load_average_1min"]) == 2 and record["date"].startswith("20")
     shown = cli("profiler.lut", "show", str(recorded))
