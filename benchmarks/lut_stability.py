@@ -137,7 +137,8 @@ def main() -> int:
             built, build_s = run_json([*build_args, "--out", str(lut), "--cache", str(cache)])
             build = {"lut": str(lut), "build_s": round(build_s, 1), "load_avg_1m_start": load,
                      "stability": built["stability"], "drift": built["drift"],
-                     "scale": built["summation"]["scale"]}
+                     "scale": built["summation"]["scale"],
+                     "calibration_speed_ratio": built["summation"]["speed_ratio"]}
             if not args.warm:
                 report, validate_s = run_json([
                     "profiler.validate", "--lut", str(lut), "--samples", str(args.samples),
@@ -146,7 +147,9 @@ def main() -> int:
                              median_abs_error_pct=report["median_abs_error_pct"],
                              kendall_tau=report.get("kendall_tau"),
                              mean_error_pct=report["mean_error_pct"],
-                             within_10pct=report["within_10pct"], noise=report["noise"])
+                             within_10pct=report["within_10pct"], noise=report["noise"],
+                             speed_ratio=report["speed_ratio"],
+                             at_build_speed=report["at_build_speed"])
                 shutil.rmtree(cache, ignore_errors=True)
             builds.append(build)
     finally:
@@ -181,7 +184,14 @@ def main() -> int:
         print(f"  build {i}: {fidelity}entries +-{st['entry_ci_median_pct']}% (p90 "
               f"+-{st['entry_ci_p90_pct']}%), scale {b['scale']:.3f}; build {b['build_s']:.0f} s "
               f"at load {b['load_avg_1m_start']:.1f}")
+        if b.get("calibration_speed_ratio"):
+            print(f"           calibration: the blocks beside its networks read "
+                  f"x{b['calibration_speed_ratio']:.3f} of their entries")
         if not args.warm:
+            at_build = b["at_build_speed"]
+            print(f"           validation: the blocks read x{b['speed_ratio']:.3f} of their "
+                  f"entries; at the build's speed median |err| "
+                  f"{at_build['median_abs_error_pct']:.2f}%, tau {at_build['kendall_tau']:.3f}")
             print(f"           {b['noise']['statement']}")
     pairs = ", ".join(f"{k}: {v:.0%}" for k, v in agree["pairs_within_5pct"].items())
     rescaled = ", ".join(f"{k}: {agree['pairs_within_5pct_rescaled'][k]:.0%} (x{v:.3f})"

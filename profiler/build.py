@@ -345,5 +345,6 @@ def build_lut(cfg: BuildSettings) -> dict:
             "exported": export_stats.exported, "cached": export_stats.cached,
             "wall_s": wall_s, "drift": drift, "stability": built,
             "summation": {"method": lut.summation.method, "scale": lut.summation.scale,
-                          "network_offset_ms": lut.summation.network_offset_ms},
+                          "network_offset_ms": lut.summation.network_offset_ms,
+                          "speed_ratio": (lut.summation.fit or {}).get("speed_ratio")},
             "title": lut.title}

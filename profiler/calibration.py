@@ -5,7 +5,7 @@ fitted on calibration networks measured whole on the device (see docs/profiler.m
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -13,8 +13,10 @@ from fbnet.arch import Architecture, to_arch_string
 from fbnet.lut import Lut, LutEntry, Summation
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from profiler.backends.base import Backend
-from profiler.jobs import Exporter, arch_job, measure_in_passes, measured_entry, pass_share
-from profiler.noise import remeasure_noisy
+from fbnet.workloads import parse_key
+from profiler.jobs import (Exporter, arch_job, export_job, measure_in_passes, measured_entry,
+                           pass_share)
+from profiler.noise import SpeedBlock, remeasure_noisy, speed_blocks, speed_ratio
 from profiler.settings import Settings
 
 CALIBRATION_NETWORKS = 12  # 6 gave fits that moved with the noise of single networks
@@ -61,7 +63,9 @@ def fit_summation(lut: Lut, backend: Backend, space: SpaceConfig, s: Settings,
     call and edge transposes and the scale what blocks pay inside a network but not alone
     (weights and activations no longer hot in cache). The networks are timed over `passes`
     passes, as the blocks are, and noisy ones are measured again like noisy blocks (counts in
-    `checks`).
+    `checks`). A few of the LUT's blocks are timed beside them, and the fit is made with the
+    networks at the blocks' speed (divided by `speed_ratio`): a machine that sped up or slowed
+    down between the blocks and the calibration would otherwise be fitted into the scale.
     """
     has_boundary = any(e.boundary_ms is not None for e in lut.entries.values())
     base = Summation(method="sum of medians minus each block's boundary cost (runtime call + "
@@ -73,8 +77,9 @@ def fit_summation(lut: Lut, backend: Backend, space: SpaceConfig, s: Settings,
         return base
     archs = calibration_architectures(space, calibration.networks, calibration.seed)
     jobs = {a.name: arch_job(a, s) for a in archs}
-    # timed without ETDump: no ETRecord needed
-    artifacts, _ = exporter.export(list(jobs.values()), etrecord=False,
+    block_jobs = {k: export_job(k, parse_key(k).input_shape, s) for k in speed_blocks(lut, archs)}
+    # timed without ETDump: no ETRecord needed (the blocks come from the build's cache)
+    artifacts, _ = exporter.export([*jobs.values(), *block_jobs.values()], etrecord=False,
                                    desc="export calibration networks")
     # networks run for milliseconds, so measuring them as long as the blocks costs seconds
     # and keeps their noise below the blocks'
@@ -87,8 +92,10 @@ def fit_summation(lut: Lut, backend: Backend, space: SpaceConfig, s: Settings,
         for key in keys:
             nets[key] = measured_entry(pool.pooled(key), artifacts[key], None, one_pass)
 
-    remake(pool.keys())
+    remake(pool.keys())  # the networks and the blocks beside them
     remeasure_noisy(backend, nets, pool, artifacts, None, one_pass, checks, remake)
+    blocks = [SpeedBlock(k, lut.entries[k].latency_ms, nets[k].latency_ms) for k in block_jobs]
+    ratio = speed_ratio(blocks) or 1.0
     rows, arch_keys = [], []
     for arch in archs:
         keys = [layer.key for layer in arch.layers()]
@@ -97,7 +104,7 @@ def fit_summation(lut: Lut, backend: Backend, space: SpaceConfig, s: Settings,
         rows.append({"arch": to_arch_string(arch), "measured_ms": round(entry.latency_ms, 4),
                      "measured_ci_ms": [entry.ci_low_ms, entry.ci_high_ms],
                      "sum_ms": round(replace(lut, summation=base).network_latency_ms(keys), 4)})
-    measured = np.array([r["measured_ms"] for r in rows])
+    measured = np.array([r["measured_ms"] for r in rows]) / ratio  # at the blocks' speed
     summed = np.array([r["sum_ms"] for r in rows])
     # relative residuals (weights 1/measured): plain least squares let the 4 ms networks set
     # the line and put a 0.3 ms one 37% off
@@ -115,9 +122,12 @@ def fit_summation(lut: Lut, backend: Backend, space: SpaceConfig, s: Settings,
     fitted = replace(lut, summation=base)
     for r, keys in zip(rows, arch_keys):
         pred = base.scale * r["sum_ms"] + base.network_offset_ms
-        r["error_pct"] = round(100 * (pred - r["measured_ms"]) / r["measured_ms"], 2)
+        at_blocks_speed = r["measured_ms"] / ratio
+        r["error_pct"] = round(100 * (pred - at_blocks_speed) / at_blocks_speed, 2)
         half = fitted.network_ci_half_ms(keys)
         if half is not None:
             r["lut_ci_pct"] = round(100 * half / pred, 2)
-    base.fit = {"networks": rows, "seed": f"calibration-{calibration.seed}", "how": how}
+    base.fit = {"networks": rows, "seed": f"calibration-{calibration.seed}", "how": how,
+                "speed_ratio": ratio,
+                "speed_blocks": [asdict(b) | {"ratio": round(b.ratio, 4)} for b in blocks]}
     return base

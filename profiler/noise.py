@@ -3,15 +3,21 @@ load or heat hit it, drop rounds that were slowed, re-check jobs once the build'
 reference is known, and measure entries whose medians are still uncertain in more jobs.
 
 Every job carries a reference block; its median is the build's drift record (`drift`, a dict
-saved in the LUT), where the counts of everything re-measured go too."""
+saved in the LUT), where the counts of everything re-measured go too. Whole networks timed
+after the blocks (the calibration, a validation) time a few of the LUT's blocks beside them,
+whose ratio to their entries is the machine's speed then against the blocks' (`speed_ratio`)."""
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from fbnet.lut import LutEntry
+import numpy as np
+
+from fbnet.arch import Architecture
+from fbnet.lut import Lut, LutEntry
+from fbnet.workloads import Skip, parse_key
 from profiler.backends.base import Backend
 from profiler.export import Artifact
 from profiler.jobs import ROUND_ABOVE, RunPool, median, run_job, run_programs
@@ -26,6 +32,9 @@ NOISY_MIN_MS = 0.0005  # ... and than +-0.5 us (identity skips take a few us)
 SETTLE_K, SETTLE_AGREE, SETTLE_JOBS = 3, 0.03, 20  # steady: last 3 medians within 3%, <= 20 jobs
 THERMAL_RISE_C = 10.0  # a job that leaves the device this much warmer than at the start ...
 THERMAL_PAUSE_S = 30.0  # ... is followed by this pause and measured again
+# The LUT's blocks timed again beside networks to read the machine's speed against the
+# blocks': spread over their latencies, so one block's noise cannot set the ratio.
+SPEED_BLOCKS = 8
 
 
 def settle(backend: Backend, ref: Artifact, s: Settings, drift: dict) -> None:
@@ -178,3 +187,34 @@ def remeasure_noisy(backend: Backend, entries: dict[str, LutEntry], pool: RunPoo
             pool.put(key, f"noisy{attempt}", results[key])
         remake(todo)
     drift["unsettled"] = sum(noisy(entries[k]) for k in pool.keys())
+
+
+# --- the machine's speed against the blocks' --------------------------------------------
+@dataclass
+class SpeedBlock:
+    """One of the LUT's own blocks, timed again now."""
+    key: str
+    lut_ms: float
+    measured_ms: float
+
+    @property
+    def ratio(self) -> float:
+        return self.measured_ms / self.lut_ms
+
+
+def speed_blocks(lut: Lut, archs: list[Architecture],
+                 count: int = SPEED_BLOCKS) -> list[str]:
+    """`count` of the blocks the networks are made of (no skips: they cost a copy), evenly
+    spread over their latencies in the LUT."""
+    keys = sorted({layer.key for a in archs for layer in a.layers()
+                   if not isinstance(parse_key(layer.key), Skip)},
+                  key=lambda k: (lut.entries[k].latency_ms, k))
+    if len(keys) <= count:
+        return keys
+    return [keys[round(i * (len(keys) - 1) / (count - 1))] for i in range(count)]
+
+
+def speed_ratio(blocks: list[SpeedBlock]) -> float | None:
+    """How long the machine takes now against when the blocks were timed: the median of the
+    blocks' ratios (> 1: slower now)."""
+    return round(float(np.median([b.ratio for b in blocks])), 4) if blocks else None

@@ -37,13 +37,14 @@ from fbnet.io import atomic_write_json
 from fbnet.lut import Lut, LutEntry, Summation, load_lut
 from fbnet.metrics import errors_pct, kendall_tau, mape_pct, median_abs_error_pct, spearman_rho
 from fbnet.space import SpaceConfig
-from fbnet.workloads import Skip, parse_key
+from fbnet.workloads import parse_key
 from profiler.backends.base import RUNNERS
 from profiler.calibration import random_architecture
 from profiler.export import DEFAULT_CACHE, ArtifactCache
 from profiler.jobs import (Exporter, Progress, arch_job, export_job, measure_in_passes,
                            measured_entry, pass_share)
 from profiler.measure import CI_LEVEL
+from profiler.noise import SpeedBlock, speed_blocks, speed_ratio
 from profiler.settings import CLOCKS, Settings, Target, resolve_clock
 
 TARGETS = {"median_abs_error_pct": 5.0, "within_10pct": 0.90, "kendall_tau": 0.90}
@@ -51,9 +52,6 @@ TARGETS = {"median_abs_error_pct": 5.0, "within_10pct": 0.90, "kendall_tau": 0.9
 # (the intervals are 95% ones: a few networks outside them are expected).
 EXPLAINED_FRACTION = 0.90
 Z_95 = 1.96  # a calibration RMS error (one standard deviation) as a 95% half-width
-# The LUT's blocks timed again beside the networks to read the machine's speed against the
-# build's: spread over the blocks' latencies, so one block's noise cannot set the ratio.
-SPEED_BLOCKS = 8
 # A speed ratio this far from 1 is named in the noise statement as the machine having moved.
 SPEED_MOVED = 0.03
 
@@ -148,35 +146,6 @@ def architectures(lut: Lut, space: SpaceConfig, samples: int, seed: int,
             if not lut.missing_keys(layer.key for layer in arch.layers()):
                 archs.append(arch)  # named nets with their own widths/heads need their own LUT
     return archs
-
-
-@dataclass
-class SpeedBlock:
-    """One of the LUT's own blocks, timed again now."""
-    key: str
-    lut_ms: float
-    measured_ms: float
-
-    @property
-    def ratio(self) -> float:
-        return self.measured_ms / self.lut_ms
-
-
-def speed_blocks(lut: Lut, archs: list[Architecture], count: int = SPEED_BLOCKS) -> list[str]:
-    """`count` of the blocks the networks are made of (no skips: they cost a copy), evenly
-    spread over their latencies in the LUT."""
-    keys = sorted({layer.key for a in archs for layer in a.layers()
-                   if not isinstance(parse_key(layer.key), Skip)},
-                  key=lambda k: (lut.entries[k].latency_ms, k))
-    if len(keys) <= count:
-        return keys
-    return [keys[round(i * (len(keys) - 1) / (count - 1))] for i in range(count)]
-
-
-def speed_ratio(blocks: list[SpeedBlock]) -> float | None:
-    """How fast the machine runs now against the build: the median of the blocks' ratios
-    (> 1: slower now)."""
-    return round(float(np.median([b.ratio for b in blocks])), 4) if blocks else None
 
 
 def metrics(measured, predicted) -> dict:

@@ -17,10 +17,10 @@ from profiler import jobs, noise
 from profiler.backends.base import Program
 from profiler.export import ExportJob
 from profiler.measure import Stats, median_ci
+from profiler.noise import SpeedBlock, speed_blocks, speed_ratio
 from profiler.protocol import BenchResult, InputSpec, ProgramResult, RunnerInfo
 from profiler.settings import Settings
-from profiler.validate import (Row, SpeedBlock, architectures, noise_check, speed_blocks,
-                               speed_ratio)
+from profiler.validate import Row, architectures, noise_check
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = "FC_Cin8_Cout4"

@@ -190,13 +190,15 @@ def blocks_sum_ms(lut: Lut, arch) -> float:
 
 class LinearDevice(Backend):
     """A device on which every calibration network takes exactly
-    scale * (its blocks' sum minus their boundary costs) + offset_ms."""
+    scale * (its blocks' sum minus their boundary costs) + offset_ms, and every block its
+    entry, all of it `speed` times longer (a machine that slowed down since the blocks)."""
 
     kind = "host"
 
-    def __init__(self, truth_ms: dict[str, float]):
+    def __init__(self, truth_ms: dict[str, float], lut: Lut, speed: float = 1.0):
         super().__init__(resolve_device("host"), BackendOptions())
-        self.truth_ms = truth_ms
+        self.truth_ms = {key: speed * ms for key, ms in truth_ms.items()} | {
+            key: speed * entry.latency_ms for key, entry in lut.entries.items()}
 
     def prepare(self):
         return None
@@ -217,11 +219,15 @@ class LinearDevice(Backend):
         return RuntimeInfo("executorch")
 
 
-@pytest.mark.parametrize("scale, offset_ms", [(1.3, 0.5), (0.8, -0.2)])
-def test_summation_fit_recovers_a_known_scale_and_offset(cache, tiny_lut, scale, offset_ms):
+@pytest.mark.parametrize("scale, offset_ms, speed", [(1.3, 0.5, 1.0), (0.8, -0.2, 1.0),
+                                                     (1.3, 0.5, 1.25), (1.3, 0.5, 0.8)])
+def test_summation_fit_recovers_a_known_scale_and_offset(cache, tiny_lut, scale, offset_ms,
+                                                         speed):
     """fit_summation on networks that add up exactly linearly: the fit must return the scale
-    and offset they were made with. The tiny LUT's entries are scaled up 100x so that the fit's
-    rounding of network latencies to 0.1 us stays below 1e-4 of them."""
+    and offset they were made with, also when the machine runs `speed` times slower than when
+    the blocks were timed (read from the blocks timed beside the networks). The tiny LUT's
+    entries are scaled up 100x so that the fit's rounding of network latencies to 0.1 us stays
+    below 1e-4 of them."""
     lut = load_lut(tiny_lut[0])
     for entry in lut.entries.values():
         entry.latency_ms, entry.boundary_ms = 100 * entry.latency_ms, 100 * entry.boundary_ms
@@ -230,9 +236,9 @@ def test_summation_fit_recovers_a_known_scale_and_offset(cache, tiny_lut, scale,
     space = tiny_space()
     archs = calibration_architectures(space, CALIBRATE, 0)
     truth = {arch_job(a, s).key: scale * blocks_sum_ms(lut, a) + offset_ms for a in archs}
-    fitted = fit_summation(lut, LinearDevice(truth), space, s, cfg.calibration,
+    fitted = fit_summation(lut, LinearDevice(truth, lut, speed), space, s, cfg.calibration,
                            cfg.exporter(), {})
-    assert fitted.subtract_boundary
+    assert fitted.subtract_boundary and fitted.fit["speed_ratio"] == pytest.approx(speed)
     assert fitted.scale == pytest.approx(scale, rel=1e-4)
     assert fitted.network_offset_ms == pytest.approx(offset_ms, abs=1e-3)
     assert "least squares" in fitted.fit["how"]
@@ -253,7 +259,7 @@ def test_summation_fit_outside_the_plausible_scale_fits_only_the_offset(cache, t
     archs = calibration_architectures(space, CALIBRATE, 0)
     sums = {arch_job(a, s).key: blocks_sum_ms(lut, a) for a in archs}
     truth = {key: 3.0 * ms + 0.1 for key, ms in sums.items()}
-    fitted = fit_summation(lut, LinearDevice(truth), space, s, cfg.calibration,
+    fitted = fit_summation(lut, LinearDevice(truth, lut), space, s, cfg.calibration,
                            cfg.exporter(), {})
     assert fitted.fit["how"] == "median of measured - sum" and fitted.scale == 1.0
     assert fitted.network_offset_ms == pytest.approx(
@@ -296,12 +302,17 @@ def test_real_calibration_fits_the_networks_it_measured(calibrated):
         assert row["arch"] == to_arch_string(arch)
         assert row["sum_ms"] == pytest.approx(blocks_sum_ms(lut, arch), abs=1e-4)
         predicted = s.scale * row["sum_ms"] + s.network_offset_ms
-        assert row["error_pct"] == pytest.approx(100 * (predicted / row["measured_ms"] - 1),
-                                                 abs=0.05)
+        # fitted with the networks at the blocks' speed: the blocks timed beside them
+        assert row["error_pct"] == pytest.approx(
+            100 * (predicted * s.fit["speed_ratio"] / row["measured_ms"] - 1), abs=0.05)
         if s.scale != 1.0:
             assert abs(row["error_pct"]) < 30, rows
         plain_ms = sum(lut.entries[layer.key].latency_ms for layer in arch.layers())
         plain.append(100 * (plain_ms / row["measured_ms"] - 1))
+    blocks = s.fit["speed_blocks"]
+    assert blocks and all(b["lut_ms"] == lut.entries[b["key"]].latency_ms for b in blocks)
+    assert s.fit["speed_ratio"] == pytest.approx(
+        statistics.median(b["measured_ms"] / b["lut_ms"] for b in blocks), abs=1e-4)
     rms = lambda errors: (sum(e * e for e in errors) / len(errors)) ** 0.5
     assert rms([r["error_pct"] for r in rows]) < rms(plain) / 4, (rows, plain)
 
