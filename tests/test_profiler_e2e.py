@@ -326,9 +326,10 @@ def test_validate_on_tiny_space(cli, tmp_path, cache, calibrated):
     speed moves between the build, the calibration and this check by up to 1.5x on a busy
     2-core VM; benchmarks/lut_stability.py and docs/results.md give the fidelity on real
     spaces. The calibration's removal of each block's own runtime call is deterministic once
-    fitted, so the LUT's price of every network must be below its plain sum. Kendall tau over
-    2 networks is +-1 and is not bounded. --record appends the summary to the LUT and leaves
-    its entries alone."""
+    fitted, so the LUT's price of every network must be below its plain sum. The LUT's own
+    blocks timed beside the networks give the machine's speed against the build's, and the
+    figures with it divided out. Kendall tau over 2 networks is +-1 and is not bounded.
+    --record appends the summary to the LUT and leaves its entries alone."""
     plot = tmp_path / "fidelity.png"
     recorded = tmp_path / "recorded.json"
     shutil.copy(calibrated, recorded)
