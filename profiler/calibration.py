@@ -13,10 +13,8 @@ from fbnet.arch import Architecture, to_arch_string
 from fbnet.lut import Lut, LutEntry, Summation
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from profiler.backends.base import Backend
-from fbnet.workloads import parse_key
-from profiler.jobs import (Exporter, arch_job, export_job, measure_in_passes, measured_entry,
-                           pass_share)
-from profiler.noise import SpeedBlock, remeasure_noisy, speed_blocks, speed_ratio
+from profiler.jobs import Exporter, arch_job, measure_in_passes, measured_entry, pass_share
+from profiler.noise import SpeedBlock, remeasure_noisy, speed_block_jobs, speed_ratio
 from profiler.settings import Settings
 
 CALIBRATION_NETWORKS = 12  # 6 gave fits that moved with the noise of single networks
@@ -77,7 +75,7 @@ def fit_summation(lut: Lut, backend: Backend, space: SpaceConfig, s: Settings,
         return base
     archs = calibration_architectures(space, calibration.networks, calibration.seed)
     jobs = {a.name: arch_job(a, s) for a in archs}
-    block_jobs = {k: export_job(k, parse_key(k).input_shape, s) for k in speed_blocks(lut, archs)}
+    block_jobs = speed_block_jobs(lut, archs, s)
     # timed without ETDump: no ETRecord needed (the blocks come from the build's cache)
     artifacts, _ = exporter.export([*jobs.values(), *block_jobs.values()], etrecord=False,
                                    desc="export calibration networks")

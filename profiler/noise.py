@@ -19,8 +19,8 @@ from fbnet.arch import Architecture
 from fbnet.lut import Lut, LutEntry
 from fbnet.workloads import Skip, parse_key
 from profiler.backends.base import Backend
-from profiler.export import Artifact
-from profiler.jobs import ROUND_ABOVE, RunPool, median, run_job, run_programs
+from profiler.export import Artifact, ExportJob
+from profiler.jobs import ROUND_ABOVE, RunPool, export_job, median, run_job, run_programs
 from profiler.protocol import BenchResult, ProgramResult
 from profiler.settings import Settings
 
@@ -212,6 +212,11 @@ def speed_blocks(lut: Lut, archs: list[Architecture],
     if len(keys) <= count:
         return keys
     return [keys[round(i * (len(keys) - 1) / (count - 1))] for i in range(count)]
+
+
+def speed_block_jobs(lut: Lut, archs: list[Architecture], s: Settings) -> dict[str, ExportJob]:
+    """The export jobs of `speed_blocks`, by key: the build's own programs, from its cache."""
+    return {k: export_job(k, parse_key(k).input_shape, s) for k in speed_blocks(lut, archs)}
 
 
 def speed_ratio(blocks: list[SpeedBlock]) -> float | None:

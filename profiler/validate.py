@@ -37,14 +37,13 @@ from fbnet.io import atomic_write_json
 from fbnet.lut import Lut, LutEntry, Summation, load_lut
 from fbnet.metrics import errors_pct, kendall_tau, mape_pct, median_abs_error_pct, spearman_rho
 from fbnet.space import SpaceConfig
-from fbnet.workloads import parse_key
 from profiler.backends.base import RUNNERS
 from profiler.calibration import random_architecture
 from profiler.export import DEFAULT_CACHE, ArtifactCache
-from profiler.jobs import (Exporter, Progress, arch_job, export_job, measure_in_passes,
-                           measured_entry, pass_share)
+from profiler.jobs import (Exporter, Progress, arch_job, measure_in_passes, measured_entry,
+                           pass_share)
 from profiler.measure import CI_LEVEL
-from profiler.noise import SpeedBlock, speed_blocks, speed_ratio
+from profiler.noise import SpeedBlock, speed_block_jobs, speed_ratio
 from profiler.settings import CLOCKS, Settings, Target, resolve_clock
 
 TARGETS = {"median_abs_error_pct": 5.0, "within_10pct": 0.90, "kendall_tau": 0.90}
@@ -294,7 +293,7 @@ def validate(cfg: ValidateSettings) -> tuple[dict, list[Row], Lut]:
     lut.require({layer.key for a in archs for layer in a.layers()}, "the sampled networks")
     exporter = Exporter(ArtifactCache(cfg.cache), cfg.workers, cfg.progress)
     jobs = {a.name: arch_job(a, s) for a in archs}
-    block_jobs = {k: export_job(k, parse_key(k).input_shape, s) for k in speed_blocks(lut, archs)}
+    block_jobs = speed_block_jobs(lut, archs, s)
     artifacts, _ = exporter.export([*jobs.values(), *block_jobs.values()],
                                    etrecord=False)  # timed without ETDump
     with cfg.target.open(s, "validate") as backend:
