@@ -181,7 +181,9 @@ def main(argv=None) -> int:
               f"calibrate {w['calibrate']:.0f} s); {summary['title']}")
         print(f"drift of the reference block: {summary['drift']['max_change']:.1%}; summation: "
               f"{summary['summation']['method']} (scale {summary['summation']['scale']:.3f}, "
-              f"network offset {summary['summation']['network_offset_ms']:.3f} ms)")
+              f"network offset {summary['summation']['network_offset_ms']:.3f} ms"
+              + (f"; fitted at the blocks' speed: x{summary['summation']['speed_ratio']:.3f} "
+                 "while the networks ran" if summary['summation']['speed_ratio'] else "") + ")")
         print(stability_line(summary["stability"], summary["drift"]))
     return 0
 
