@@ -5,7 +5,7 @@ fitted on calibration networks measured whole on the device (see docs/profiler.m
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -127,5 +127,5 @@ def fit_summation(lut: Lut, backend: Backend, space: SpaceConfig, s: Settings,
             r["lut_ci_pct"] = round(100 * half / pred, 2)
     base.fit = {"networks": rows, "seed": f"calibration-{calibration.seed}", "how": how,
                 "speed_ratio": ratio,
-                "speed_blocks": [asdict(b) | {"ratio": round(b.ratio, 4)} for b in blocks]}
+                "speed_blocks": [b.record() for b in blocks]}
     return base

@@ -201,6 +201,11 @@ class SpeedBlock:
     def ratio(self) -> float:
         return self.measured_ms / self.lut_ms
 
+    def record(self) -> dict:
+        """As the LUT's fit and validate's report keep it."""
+        return {"key": self.key, "lut_ms": self.lut_ms, "measured_ms": self.measured_ms,
+                "ratio": round(self.ratio, 4)}
+
 
 def speed_blocks(lut: Lut, archs: list[Architecture],
                  count: int = SPEED_BLOCKS) -> list[str]:
@@ -215,7 +220,7 @@ def speed_blocks(lut: Lut, archs: list[Architecture],
 
 
 def speed_block_jobs(lut: Lut, archs: list[Architecture], s: Settings) -> dict[str, ExportJob]:
-    """The export jobs of `speed_blocks`, by key: the build's own programs, from its cache."""
+    """The export jobs of `speed_blocks`, by key: the same programs the build timed."""
     return {k: export_job(k, parse_key(k).input_shape, s) for k in speed_blocks(lut, archs)}
 
 

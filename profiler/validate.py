@@ -323,7 +323,7 @@ def validate(cfg: ValidateSettings) -> tuple[dict, list[Row], Lut]:
               **summary["lut"], "plain_sum": summary["plain_sum"],
               "summation": asdict(lut.summation) | {"fit": None},
               "speed_ratio": ratio,
-              "speed_blocks": [asdict(b) | {"ratio": round(b.ratio, 4)} for b in blocks],
+              "speed_blocks": [b.record() for b in blocks],
               "at_build_speed": metrics(np.asarray(m) / ratio, predicted) if ratio else None,
               "noise": noise_check(rows, lut, ratio),
               "targets": TARGETS,
