@@ -278,9 +278,7 @@ def build_lut(cfg: BuildSettings) -> dict:
                                        "cached": export_stats.cached,
                                        "wall_s": round(export_stats.wall_s, 1)}, drift=drift)
         t_measure = time.perf_counter()
-        # one step per program and pass
-        bar = Progress(len(todo) * passes,
-                       f"measure ({passes} passes)" if passes > 1 else "measure", cfg.progress)
+        bar = Progress.measuring(len(todo), passes, cfg.progress)
         pool = RunPool()  # the timed runs behind each entry of this run, by job
         one_pass = cfg.pass_settings()
 

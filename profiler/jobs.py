@@ -58,6 +58,12 @@ class Progress:
         if self.bar:
             self.bar.close()
 
+    @classmethod
+    def measuring(cls, programs: int, passes: int, mode: str) -> "Progress":
+        """The measuring phase: one step per program and pass."""
+        return cls(programs * passes, f"measure ({passes} passes)" if passes > 1 else "measure",
+                   mode)
+
 
 # --- exporting ------------------------------------------------------------------------------
 def export_job(key: str, input_shape, s: Settings, arch: Architecture | None = None) -> ExportJob:

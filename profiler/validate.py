@@ -297,8 +297,7 @@ def validate(cfg: ValidateSettings) -> tuple[dict, list[Row], Lut]:
     artifacts, _ = exporter.export([*jobs.values(), *block_jobs.values()],
                                    etrecord=False)  # timed without ETDump
     with cfg.target.open(s, "validate") as backend:
-        bar = Progress(len(artifacts) * passes, f"measure ({passes} passes)" if passes > 1
-                       else "measure", cfg.progress)
+        bar = Progress.measuring(len(artifacts), passes, cfg.progress)
         try:
             # a few networks per job: round-robin within it, bounded memory for 224 nets
             pool = measure_in_passes(backend, list(artifacts.values()), s, passes, 10,
