@@ -250,6 +250,11 @@ def build_lut(cfg: BuildSettings) -> dict:
             lut, addition = extend_lut(out, lut)
         elif cfg.resume and out.exists():
             lut = resume_lut(out, lut)
+            if lut.measurement.complete and all(k in lut.entries for k in workloads):
+                # nothing left: the LUT, its fit included, stays as it is (what was priced
+                # or searched with it stays valid)
+                return {"lut": str(out), "entries": len(lut.entries), "measured_now": 0,
+                        "complete_already": True, "title": lut.title}
         # the machine load goes with the build's provenance or with the addition
         load_record = lut.provenance.details if addition is None else addition
         lut.measurement.complete = False

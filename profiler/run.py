@@ -173,6 +173,9 @@ def main(argv=None) -> int:
     summary = build_lut(build_settings(args))
     if args.json:
         print(json.dumps(summary, indent=1))
+    elif summary.get("complete_already"):
+        print(f"{summary['lut']} is complete ({summary['entries']} entries): nothing to resume, "
+              f"left as it is; {summary['title']}")
     else:
         w = summary["wall_s"]
         print(f"wrote {summary['lut']}: {summary['entries']} entries ({summary['measured_now']} "

@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 
 from conftest import ROOT, run_cli
-from fbnet.arch import to_arch_string
+from fbnet.arch import save_architecture, to_arch_string
 from fbnet.lut import Lut, RuntimeInfo, Summation, load_lut
 from fbnet.space import SpaceConfig
 from profiler import run
@@ -26,6 +26,7 @@ from profiler.export import ArtifactCache, ExportJob, export_all
 from profiler.jobs import arch_job
 from profiler.measure import make_inputs, profile_torchscript_ops, run_manifest
 from profiler.protocol import BenchResult, Manifest, ProgramResult, ProgramSpec, RunnerInfo
+from search.crossdevice import load_measurements
 
 pytestmark = pytest.mark.slow
 
@@ -131,6 +132,11 @@ def test_build_resume_and_cache(cli, tmp_path, cache, tiny_lut):
     assert lut.entries["ConvNorm_H8_W8_Cin3_Cout16_kernel3_stride1_group1"].to_dict() == kept
     assert lut.entries["Skip_H8_W8_Cin8_Cout8_stride1"].n >= 6  # measured again, every pass
     assert dropped["n"] >= 6
+    # resuming a complete LUT leaves it as it is: no new fit under what was searched with it
+    before = out.read_bytes()
+    done = cli(*args, "--resume")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["complete_already"] and out.read_bytes() == before
 
 
 def test_corrupted_artifact_is_rebuilt(cache):
@@ -329,13 +335,19 @@ def test_validate_on_tiny_space(cli, tmp_path, cache, calibrated):
     fitted, so the LUT's price of every network must be below its plain sum. The LUT's own
     blocks timed beside the networks give the machine's speed against the build's, and the
     figures with it divided out. Kendall tau over 2 networks is +-1 and is not bounded.
-    --record appends the summary to the LUT and leaves its entries alone."""
+    One network is drawn, the other given as an arch.json (--arch); search.crossdevice reads
+    the report as the measurements of both. --record appends the summary to the LUT and leaves
+    its entries alone."""
     plot = tmp_path / "fidelity.png"
     recorded = tmp_path / "recorded.json"
     shutil.copy(calibrated, recorded)
-    proc = cli("profiler.validate", "--lut", str(recorded), "--samples", "2", "--seed", "0",
-               "--no-named", "--iters", "6", "--rounds", "2", "--warmup", "1", "--cache",
-               str(cache), "--json", "--plot", str(plot), "--quiet", "--record")
+    rng = random.Random(0)  # validate's own draws for --seed 0
+    validated_archs = [random_architecture(tiny_space(), rng, n) for n in ("random_0", "given")]
+    save_architecture(validated_archs[1], tmp_path / "given.json")
+    proc = cli("profiler.validate", "--lut", str(recorded), "--samples", "1", "--seed", "0",
+               "--no-named", "--arch", str(tmp_path / "given.json"), "--iters", "6", "--rounds",
+               "2", "--warmup", "1", "--cache", str(cache), "--json", "--plot", str(plot),
+               "--quiet", "--record")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["networks"] == 2 and len(report["rows"]) == 2
@@ -344,8 +356,8 @@ def test_validate_on_tiny_space(cli, tmp_path, cache, calibrated):
     assert len(rows) == 2 and not set(rows) & calibrated_on
     lut = load_lut(calibrated)
     plain = replace(lut, summation=Summation())
-    rng = random.Random(0)  # validate's own draws for --seed 0
-    validated_archs = [random_architecture(tiny_space(), rng, f"random_{i}") for i in range(2)]
+    (tmp_path / "report.json").write_text(proc.stdout)
+    measured = {m.arch_string: m for m in load_measurements(tmp_path / "report.json")}
     for arch in validated_archs:
         row = rows[to_arch_string(arch)]
         assert row["name"] == arch.name
@@ -357,6 +369,9 @@ def test_validate_on_tiny_space(cli, tmp_path, cache, calibrated):
         error = 100 * (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"]
         assert row["error_pct"] == pytest.approx(error, abs=1e-2)
         assert row["measured_ci_pct"] is not None and row["lut_ci_pct"] is not None
+        m = measured[to_arch_string(arch)]
+        assert (m.arch_name, m.device, m.resolution, m.median_ms) == \
+            (arch.name, "host", tiny_space().resolution, row["measured_ms"])
     # the LUT's own blocks timed again beside the networks: how fast the machine runs now
     blocks = report["speed_blocks"]
     used = {layer.key for a in validated_archs for layer in a.layers()}
