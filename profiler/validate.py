@@ -1,6 +1,7 @@
 """Can this LUT be trusted? Measure whole networks on the device and compare with the LUT.
 
-Draws N random architectures of the LUT's space (plus the named ones that fit it), exports
+Draws N random architectures of the LUT's space (plus the named ones that fit it, and any
+given with --arch, such as a search's arch.json), exports
 and measures each whole network end to end with the LUT's own settings (runtime, delegate,
 dtype, threads), and compares with the latency the LUT predicts (`Lut.price`, summation
 included). Reports MAPE, median/max absolute error, the fraction within +-10%, Kendall tau and
@@ -15,6 +16,8 @@ Examples:
   python -m profiler.validate --lut luts/host.json --device host --samples 50 --seed 0
   python -m profiler.validate --lut luts/host_32.json --samples 20 --record
   python -m profiler.validate --lut luts/host_32.json --samples 20 --json --plot fidelity.png
+  python -m profiler.validate --lut runs/demo/luts/host_32.json --samples 0 --no-named \
+      --arch runs/demo/search/s8/arch.json runs/demo/search/host/arch.json
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class ValidateSettings:
     samples: int = 50  # random architectures
     seed: int = 0
     named: bool = True  # also the named architectures the LUT covers
+    archs: tuple[str, ...] = ()  # also these: named ones or architecture JSON files
     warmup: int = 5
     iters: int = 30
     rounds: int = 3
@@ -100,6 +104,8 @@ def parse_args(argv):
     p.add_argument("--samples", type=int, default=50, help="random architectures (default 50)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random architectures")
     p.add_argument("--no-named", action="store_true", help="skip the named architectures")
+    p.add_argument("--arch", nargs="+", default=[], help="also these networks: named ones or "
+                   "architecture JSON files (a search's arch.json)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs per network per round")
     p.add_argument("--iters", type=int, default=30, help="timed runs per network")
     p.add_argument("--rounds", type=int, default=3, help="round-robin rounds")
@@ -127,7 +133,8 @@ def parse_args(argv):
 def settings_from(args) -> ValidateSettings:
     return ValidateSettings(
         args.lut, Target(args.device, args.runner, args.native_runner), samples=args.samples,
-        seed=args.seed, named=not args.no_named, warmup=args.warmup, iters=args.iters,
+        seed=args.seed, named=not args.no_named, archs=tuple(args.arch), warmup=args.warmup,
+        iters=args.iters,
         rounds=args.rounds, passes=args.passes, clock=args.clock, workers=args.workers,
         cache=args.cache,
         out=args.out, plot=args.plot, progress="none" if args.quiet else "bar",
@@ -135,7 +142,9 @@ def settings_from(args) -> ValidateSettings:
 
 
 def architectures(lut: Lut, space: SpaceConfig, samples: int, seed: int,
-                  named: bool) -> list[Architecture]:
+                  named: bool, given: tuple[str, ...] = ()) -> list[Architecture]:
+    """The random samples, the named architectures the LUT covers, and the given ones (which
+    the LUT must cover: the caller checks)."""
     rng = random.Random(seed)
     archs = [random_architecture(space, rng, f"random_{i}") for i in range(samples)]
     if named:
@@ -144,7 +153,14 @@ def architectures(lut: Lut, space: SpaceConfig, samples: int, seed: int,
                                      num_classes=space.num_classes)
             if not lut.missing_keys(layer.key for layer in arch.layers()):
                 archs.append(arch)  # named nets with their own widths/heads need their own LUT
-    return archs
+    archs += [load_architecture(spec, resolution=space.resolution) for spec in given]
+    seen: dict[str, int] = {}
+    unique = []
+    for arch in archs:  # rows are keyed by name, and two searches' arch.json can share one
+        seen[arch.name] = seen.get(arch.name, 0) + 1
+        unique.append(arch if seen[arch.name] == 1 else
+                      replace(arch, name=f"{arch.name}_{seen[arch.name]}"))
+    return unique
 
 
 def metrics(measured, predicted) -> dict:
@@ -287,9 +303,9 @@ def validate(cfg: ValidateSettings) -> tuple[dict, list[Row], Lut]:
                  ops=False, clock=clock)
     passes = s.rounds if cfg.passes is None else cfg.passes
     one_pass = pass_share(s, passes)  # a one-line error for passes outside 1..rounds
-    archs = architectures(lut, space, cfg.samples, cfg.seed, cfg.named)
+    archs = architectures(lut, space, cfg.samples, cfg.seed, cfg.named, cfg.archs)
     if not archs:
-        raise UserError("nothing to validate: use --samples 1 or more")
+        raise UserError("nothing to validate: use --samples 1 or more, or --arch")
     lut.require({layer.key for a in archs for layer in a.layers()}, "the sampled networks")
     exporter = Exporter(ArtifactCache(cfg.cache), cfg.workers, cfg.progress)
     jobs = {a.name: arch_job(a, s) for a in archs}
@@ -316,7 +332,7 @@ def validate(cfg: ValidateSettings) -> tuple[dict, list[Row], Lut]:
     summary = {"lut": metrics(m, predicted),
                "plain_sum": metrics(m, [r.plain_sum_ms for r in rows])}
     report = {"lut_path": str(cfg.lut), "lut_title": lut.title, "device": profile.name,
-              "clock": clock,
+              "clock": clock, "resolution": space.resolution, "runtime": rt.name,
               "samples": cfg.samples, "seed": cfg.seed, "passes": passes,
               "networks": len(rows),
               **summary["lut"], "plain_sum": summary["plain_sum"],

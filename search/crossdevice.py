@@ -13,7 +13,8 @@ on several phones. --resolution R instead insists on R and refuses LUTs built fo
 Architectures (--arch): named ones (python -m search.space --list), arch.json files,
 samples.json#K, a search.run folder (its arch.json), or a search.train folder / result.json
 (its architecture, with the top-1 it reached). Named FBNets show their published ImageNet top-1.
-Measurements (--measured): JSON from `python -m profiler.run --device D --arch A --json`; shown
+Measurements (--measured): JSON from `python -m profiler.run --device D --arch A --json`, or a
+`python -m profiler.validate --arch A B ... --json` report (each of its networks); shown
 in the column of a LUT of the same device and resolution (with the LUT's error), otherwise in
 a column of their own.
 
@@ -99,7 +100,8 @@ def parse_args(argv):
     p.add_argument("--arch", nargs="+", action="extend", required=True,
                    help="architectures, one row each (--arch A B or --arch A --arch B)")
     p.add_argument("--measured", nargs="*", default=[],
-                   help="profiler.run --arch ... --json outputs (measured network latency)")
+                   help="measured network latencies: profiler.run --arch ... --json outputs "
+                   "or profiler.validate --json reports")
     p.add_argument("--resolution", type=int,
                    help="price everything at this input size (LUTs must be built for it)")
     p.add_argument("--num-classes", type=int,
@@ -142,19 +144,26 @@ def load_arch_row(spec: str, num_classes: int | None = None) -> ArchRow:
     return ArchRow(arch.name, spec, arch, top1)
 
 
-def load_measurement(path: Path) -> Measurement:
+def load_measurements(path: Path) -> list[Measurement]:
+    """The measured networks of `path`: one from `profiler.run --arch A --json`, or every
+    network of a `profiler.validate --json` report."""
     if not path.is_file():
         raise UserError(f"measurement file {path} does not exist; write it with "
                         "python -m profiler.run --device host --arch ARCH --json > FILE")
     try:
         data = json.loads(path.read_text())
-        return Measurement(str(data["arch"]), str(data.get("arch_string", "")),
-                           int(data["resolution"]), str(data["device"]["name"]),
-                           float(data["median_ms"]), str((data.get("runtime") or {}).get("name", "")),
-                           str(path))
+        if "rows" in data and "lut_path" in data:  # a profiler.validate report
+            return [Measurement(str(r["name"]), str(r["arch_string"]), int(data["resolution"]),
+                                str(data["device"]), float(r["measured_ms"]),
+                                str(data["runtime"]), str(path)) for r in data["rows"]]
+        return [Measurement(str(data["arch"]), str(data.get("arch_string", "")),
+                            int(data["resolution"]), str(data["device"]["name"]),
+                            float(data["median_ms"]),
+                            str((data.get("runtime") or {}).get("name", "")), str(path))]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
-        raise UserError(f"{path} is not a profiler.run --arch --json result (needs arch, "
-                        "resolution, device.name, median_ms)") from None
+        raise UserError(f"{path} is neither a profiler.run --arch --json result (arch, "
+                        "resolution, device.name, median_ms) nor a profiler.validate --json "
+                        "report") from None
 
 
 def _lut_resolution(lut: Lut) -> int:
@@ -340,7 +349,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     luts = [load_lut(p) for p in args.lut]
     rows = [load_arch_row(spec, args.num_classes) for spec in args.arch]
-    measurements = [load_measurement(Path(p)) for p in args.measured]
+    measurements = [m for p in args.measured for m in load_measurements(Path(p))]
     table = build_table(luts, rows, measurements, args.resolution)
     if args.plot:
         plot_table(table, Path(args.plot))

@@ -126,4 +126,4 @@ def test_cli_json_and_plot(tmp_path, capsys):
     assert "unknown architecture" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text("{}")
     assert main([*args, "--measured", str(tmp_path / "bad.json")]) == 2
-    assert "not a profiler.run" in capsys.readouterr().err
+    assert "neither a profiler.run" in capsys.readouterr().err
