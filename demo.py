@@ -8,7 +8,8 @@
      weight pushes equally hard on every device (--target-rel F searches at a matched budget
      instead)
   3. train the three found networks briefly, 4. export them to .pte (checked against PyTorch)
-  5. measure them end to end on the host and compare with what the host LUT predicted
+  5. measure them end to end on the host beside a few of the host LUT's own blocks
+     (profiler.validate), and compare with what the host LUT predicted at the machine's speed
   6. the cross-device table (paper Table 5): is each device's network the faster one on its
      own device? The demo says so plainly either way; 7. the device comparison figures
 
@@ -86,6 +87,11 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def measured_path(out: Path) -> Path:
+    """The found networks' host measurements: a profiler.validate --json report."""
+    return out / "measured" / "host.json"
+
+
 def plan(out: Path, args) -> list[Step]:
     host_lut = out / "luts" / f"host_{RESOLUTION}.json"
     steps = [Step("profile host", [
@@ -112,24 +118,25 @@ def plan(out: Path, args) -> list[Step]:
         steps.append(Step(f"export {name}", [
             "search.export", "--weights", str(train / "checkpoint.pt"),
             "--out", str(out / "export" / f"{name}.pte")], needs=[f"train {name}"]))
-        steps.append(Step(f"measure {name}", [
-            "profiler.run", "--device", "host", "--arch", str(arch), "--json", "--quiet"],
-            stdout_to=out / "measured" / f"{name}.json", needs=[f"search {name}", "profile host"],
-            timing=True))
+    # the found networks timed end to end beside a few of the host LUT's own blocks, which say
+    # how fast the machine runs now against the profiling (profiler.validate's speed ratio)
+    searched = [str(out / "search" / n / "arch.json") for n, _, _ in SEARCH_TARGETS]
+    steps.append(Step("measure networks", [
+        "profiler.validate", "--lut", str(host_lut), "--samples", "0", "--no-named",
+        "--arch", *searched, "--json", "--quiet"], stdout_to=measured_path(out),
+        needs=["profile host"] + [f"search {n}" for n, _, _ in SEARCH_TARGETS], timing=True))
     lut_paths = [str(luts[name]) for name, _, _ in SEARCH_TARGETS]
     archs = [str(out / "train" / name) for name, _, _ in SEARCH_TARGETS]
-    measured = [str(out / "measured" / f"{name}.json") for name, _, _ in SEARCH_TARGETS]
-    table_args = ["search.crossdevice", "--lut", *lut_paths,
-                  "--arch", *archs, "fbnet_s8", "fbnet_iphonex", "--measured", *measured]
-    needs = ["profile host"] + [f"train {n}" for n, _, _ in SEARCH_TARGETS] + \
-        [f"measure {n}" for n, _, _ in SEARCH_TARGETS]
+    table_args = ["search.crossdevice", "--lut", *lut_paths, "--arch", *archs, "fbnet_s8",
+                  "fbnet_iphonex", "--measured", str(measured_path(out))]
+    needs = ["profile host", "measure networks"] + [f"train {n}" for n, _, _ in SEARCH_TARGETS]
     steps.append(Step("cross-device table", [*table_args, "--plot",
                                              str(out / "crossdevice.png")], needs=needs))
     steps.append(Step("cross-device json", [*table_args, "--json"],
                       stdout_to=out / "crossdevice.json", needs=needs))
     steps.append(Step("compare devices", [
         "profiler.compare", "--lut", *lut_paths, "--out", str(out / "compare"),
-        *[a for n, _, _ in SEARCH_TARGETS for a in ("--arch", str(out / "search" / n / "arch.json"))]],
+        *[a for arch in searched for a in ("--arch", arch)]],
         needs=["profile host"] + [f"search {n}" for n, _, _ in SEARCH_TARGETS]))
     return steps
 
@@ -225,7 +232,7 @@ def summary(steps: list[Step], out: Path, wall: float) -> None:
         (out / "search", "searches: arch.json, samples.json, probs.png, curves.png per device"),
         (out / "train", "trained networks: checkpoint.pt, result.json (top-1), log.jsonl"),
         (out / "export", "deployable .pte programs and their check reports (.pte.json)"),
-        (out / "measured", "end-to-end host latency of the found networks"),
+        (out / "measured", "end-to-end host latency of the found networks (profiler.validate)"),
         (out / "crossdevice.json", "cross-device table (also crossdevice.png)"),
         (out / "compare", "device comparison figures: report.html / report.md"),
         (out / "logs", "every step's full output"),
@@ -237,21 +244,27 @@ def summary(steps: list[Step], out: Path, wall: float) -> None:
 
 
 def measured_vs_predicted(out: Path) -> None:
-    """One line per found network: host LUT prediction next to the host measurement."""
-    path = out / "crossdevice.json"
+    """One line per found network: host LUT prediction next to the host measurement, and how
+    fast the machine ran then against the profiling (the LUT's own blocks timed beside them)."""
+    path = measured_path(out)
     if not path.exists():
         return
-    table = json.loads(path.read_text())
-    host = next((c["label"] for c in table["columns"] if c["device"] == "host"), None)
-    if host is None:
-        return
+    report = json.loads(path.read_text())
+    ratio = report.get("speed_ratio")
+    moved = ratio is not None and report["noise"].get("machine_moved")
     print("\nhost LUT prediction vs measurement of the found networks:")
-    for row in table["rows"]:
-        cell = row["cells"][host]
-        if cell["measured_ms"] and cell["latency_ms"]:
-            err = cell["latency_ms"] / cell["measured_ms"] - 1
-            print(f"  {row['label']:<18} predicted {cell['latency_ms']:.3f} ms, measured "
-                  f"{cell['measured_ms']:.3f} ms ({err:+.1%})")
+    for row in report["rows"]:
+        line = (f"  {row['name']:<18} predicted {row['predicted_ms']:.3f} ms, measured "
+                f"{row['measured_ms']:.3f} ms ({row['error_pct']:+.1f}%)")
+        if moved:
+            at_build = row["predicted_ms"] / (row["measured_ms"] / ratio) - 1
+            line += f"; at the profiling's speed {at_build:+.1%}"
+        print(line)
+    if ratio is not None:
+        print(f"  the host LUT's own blocks, timed beside them, read x{ratio:.3f} of their "
+              "entries: " + ("the machine runs at another speed than when it was profiled "
+                             "(load, heat)" if moved else "the machine runs as it did when "
+                             "profiled"))
 
 
 def device_specific_verdict(out: Path) -> None:
