@@ -134,11 +134,9 @@ def settings_from(args) -> ValidateSettings:
     return ValidateSettings(
         args.lut, Target(args.device, args.runner, args.native_runner), samples=args.samples,
         seed=args.seed, named=not args.no_named, archs=tuple(args.arch), warmup=args.warmup,
-        iters=args.iters,
-        rounds=args.rounds, passes=args.passes, clock=args.clock, workers=args.workers,
-        cache=args.cache,
-        out=args.out, plot=args.plot, progress="none" if args.quiet else "bar",
-        record=args.record)
+        iters=args.iters, rounds=args.rounds, passes=args.passes, clock=args.clock,
+        workers=args.workers, cache=args.cache, out=args.out, plot=args.plot,
+        progress="none" if args.quiet else "bar", record=args.record)
 
 
 def architectures(lut: Lut, space: SpaceConfig, samples: int, seed: int,
