@@ -36,6 +36,10 @@ BLOCKS = ["ConvNorm_H8_W8_Cin3_Cout16_kernel3_stride1_group1",
           "ConvBlock_H8_W8_Cin8_Cout8_exp1_kernel3_stride1_group1",
           "ConvBlock_H8_W8_Cin8_Cout8_exp1_kernel5_stride1_group2",
           "Skip_H8_W8_Cin8_Cout8_stride1"]
+# adbd dies after 100 bytes of the 3rd program uploaded: the reference block is the 1st (the
+# run settles the phone with it), the first job's block the 2nd, so the phone vanishes in the
+# middle of the second job's upload, after one finished entry.
+VANISH_MID_UPLOAD = "send@.pte#3:100:exit"
 PHONE_DIR = DEVICE_DIR.lstrip("/").removeprefix("data/local/tmp/")  # under Phone.data
 
 _missing = missing_tools()
@@ -203,6 +207,48 @@ def test_phone_without_shell_v2(tmp_path, phones, adb_env, host_runner, monkeypa
     session.cleanup()
 
 
+# Each phase of an adb exchange, broken by the emulated adbd (adbd.Fault): what the phone has
+# sent when the link fails, counted in bytes, never timed. The comment says what adbutils raised
+# from there before AdbTransport mapped every failure of the link to TransportError.
+PHASE_FAULTS = {
+    # push stats its destination first: "ST" of "STAT", then the link closes (AssertionError)
+    "push stat": ("stat#1:2", "push", True),
+    # the data of the push: the link breaks after 5000 of its bytes arrive (an OSError, or
+    # an AssertionError when the FIN wins the race with the host's writes)
+    "push data": ("send:5000", "push", True),
+    # check=True's stat after the data: "STAT" and 2 of its 12 bytes (struct.error)
+    "check after push": ("stat#2:6", "push", True),
+    # shell v1: 3 bytes of the output, then the link closes (the exit status is never read)
+    "shell v1": ("shell-v1:3", "shell", False),
+    # shell v2: a packet header and 3 of its bytes (EOFError from read_exact)
+    "shell v2": ("shell-v2:8", "shell", True),
+    # pull: a DATA header and 2 bytes of the file (AdbError "read chunk missing")
+    "pull": ("recv:10", "pull", True),
+    # a reset in the middle of a push, and the phone dying in the middle of a command
+    "push data, reset": ("send:5000:reset", "push", True),
+    "shell v2, phone gone": ("shell-v2:8:exit", "shell", True),
+}
+
+
+@pytest.mark.parametrize("phase", list(PHASE_FAULTS))
+def test_a_link_that_fails_in_any_phase_is_one_transport_error(phase, tmp_path, phones, adb_env,
+                                                                monkeypatch):
+    fault, operation, shell_v2 = PHASE_FAULTS[phase]
+    phone = phones("f", fault=fault, shell_v2=shell_v2)
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", adb_env["ANDROID_ADB_SERVER_PORT"])
+    transport = AdbTransport(adb_client(), phone.serial)
+    local = tmp_path / "payload.bin"
+    local.write_bytes(os.urandom(64 * 1024))
+    (phone.data / "on_phone.bin").write_bytes(os.urandom(64 * 1024))
+    with pytest.raises(TransportError, match=phone.serial):
+        if operation == "push":
+            transport.push(local, "/data/local/tmp/pushed.bin")
+        elif operation == "pull":
+            transport.pull("/data/local/tmp/on_phone.bin", tmp_path / "pulled.bin")
+        else:
+            transport.shell("echo the-output-of-a-command-on-the-phone; echo and-more")
+
+
 def test_hung_job_is_stopped_over_adb(tmp_path, phones, adb_env, host_runner, cache,
                                       monkeypatch):
     """A job past its timeout: the shell v2 read times out, the runner is killed by its pid
@@ -225,25 +271,23 @@ def test_hung_job_is_stopped_over_adb(tmp_path, phones, adb_env, host_runner, ca
     assert "fbnet_bench" not in adb(adb_env, "-s", phone.serial, "shell", "ps -A -o comm")
 
 
-def test_vanished_then_full_phone_lose_nothing(tmp_path, phones, adb_env, host_runner, cache,
-                                                background):
-    """The phone vanishes mid-run (adbd killed): finished entries stay. It comes back with
-    /data full: the resumed run stops with a one-line error and keeps them. With space again,
-    --resume finishes the LUT and measures only what was missing."""
-    phone = phones("v")
+def test_vanished_then_full_phone_lose_nothing(tmp_path, phones, adb_env, host_runner, cache):
+    """The phone vanishes mid-transfer (adbd dies in the middle of a later job's upload):
+    finished entries stay. It comes back with /data full: the resumed run stops with a one-line
+    error and keeps them. With space again, --resume finishes the LUT and measures only what
+    was missing."""
+    phone = phones("v", fault=VANISH_MID_UPLOAD)
     env = profile_env(adb_env, host_runner)
     out = tmp_path / "phone.json"
-    # one program per job: the phone is killed while the jobs after the first are pending
+    # one program per job: the phone dies while the jobs after the first are pending
     args = profile_args(f"android:{phone.serial}", out, cache, "--rounds", "1", "--chunk", "1")
-    run = background(args, env)
-    wait_for("a finished entry", lambda: entries(out), run)
-    phone.kill()
     resume = profile_args(f"android:{phone.serial}", out, cache, "--rounds", "1", "--resume")
-    stdout, stderr = run.communicate(timeout=300)
-    line = one_line_error(subprocess.CompletedProcess(args, run.returncode, stdout, stderr))
-    assert phone.serial in line, line
+    line = one_line_error(run_profiler(args, env))
+    assert phone.serial in line and "cannot push" in line, line
     finished = entries(out)
-    assert finished and len(finished) < len(BLOCKS)
+    assert list(finished) == BLOCKS[:1]
+    phone.kill()
+    phone.fault = None
 
     phone.data_bytes = 64 * 1024  # a tmpfs smaller than the runner
     phone.start()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import struct
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,13 @@ HOW_TO_CONNECT = (
     "7 times, then Settings > Developer options > USB debugging), accept the 'Allow USB "
     "debugging?' prompt on the phone, and check that `adb devices` lists it as 'device'"
 )
+
+
+# What adbutils raises when the link to a phone fails mid-exchange: its own errors, socket errors,
+# and what its parsers raise on a reply cut short: EOFError from shell v2's read_exact,
+# AssertionError from sync stat's tag check (struct.error under `python -O`), struct.error from
+# short length fields, ValueError from shell v1's and the host protocol's number parsing.
+LINK_ERRORS = (AdbError, OSError, EOFError, AssertionError, struct.error, ValueError)
 
 
 def find_adb_binary() -> str | None:
@@ -57,7 +66,7 @@ def adb_client() -> adbutils.AdbClient:
     where = f"{client.host}:{client.port}"
     try:
         client.server_version()
-    except (AdbError, OSError) as err:
+    except LINK_ERRORS as err:
         hint = ("install Android platform-tools (e.g. `apt-get install adb`) and run "
                 "`adb start-server`") if find_adb_binary() is None else "run `adb start-server`"
         raise TransportError(f"cannot reach the adb server at {where} ({err}); {hint}, then "
@@ -74,7 +83,7 @@ def list_attached(client: adbutils.AdbClient) -> list[AttachedDevice]:
             if info.state == "device":
                 model = client.device(info.serial).getprop("ro.product.model") or None
             found.append(AttachedDevice(info.serial, info.state, model))
-    except (AdbError, OSError) as err:
+    except LINK_ERRORS as err:
         raise TransportError(f"the adb server failed to list devices ({err}); "
                              "restart it with `adb kill-server && adb start-server`") from None
     return found
@@ -138,43 +147,51 @@ def v1_command(cmd: str) -> str:
 
 class AdbTransport(Transport):
     """A phone reached through the adb server: push/pull with the sync protocol, shell commands
-    with their exit status (from shell protocol v2 where the phone offers it, Android 7+)."""
+    with their exit status (from shell protocol v2 where the phone offers it, Android 7+).
+    Any failure of the link, in any phase, is one TransportError that names the phone."""
 
     def __init__(self, client: adbutils.AdbClient, serial: str):
         self.serial = serial
         self.device = client.device(serial)
         self._shell_v2: bool | None = None  # read from the device's features on first use
 
+    @contextmanager
+    def _link(self, failed: str, advice: str, timed_out: str | None = None):
+        try:
+            yield
+        except AdbTimeout:
+            raise TransportError(timed_out or f"{failed} (timed out); {advice}") from None
+        except LINK_ERRORS as err:
+            detail = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+            raise TransportError(f"{failed} ({detail}); {advice}") from None
+
     def uses_shell_v2(self) -> bool:
         if self._shell_v2 is None:
-            self._shell_v2 = "shell_v2" in self.device.get_features().split(",")
+            with self._link(f"{self.serial}: adb shell failed",  # its first step
+                            "is the phone still connected? (`adb devices`)"):
+                self._shell_v2 = "shell_v2" in self.device.get_features().split(",")
         return self._shell_v2
 
     def push(self, local: Path, remote: str) -> None:
         mode = 0o755 if os.access(local, os.X_OK) else 0o644
-        try:
+        with self._link(f"cannot push {local} to {self.serial}:{remote}",
+                        "check the USB connection and free space on the phone"):
             self.device.sync.push(str(local), remote, mode=mode, check=True)
-        except (AdbError, OSError) as err:
-            raise TransportError(f"cannot push {local} to {self.serial}:{remote} ({err}); "
-                                 "check the USB connection and free space on the phone") from None
 
     def pull(self, remote: str, local: Path) -> None:
         Path(local).parent.mkdir(parents=True, exist_ok=True)
-        try:
+        with self._link(f"cannot pull {self.serial}:{remote}",
+                        "check the USB connection (`adb devices`)"):
             self.device.sync.pull(remote, str(local))
-        except (AdbError, OSError) as err:
-            raise TransportError(f"cannot pull {self.serial}:{remote} ({err})") from None
 
     def shell(self, cmd: str, timeout_s: float = 600.0) -> tuple[int, str]:
-        try:
-            if self.uses_shell_v2():
+        v2 = self.uses_shell_v2()
+        with self._link(f"{self.serial}: adb shell failed",
+                        "is the phone still connected? (`adb devices`)",
+                        timed_out=f"{self.serial}: command timed out after {timeout_s:.0f} s: "
+                                  f"{cmd}"):
+            if v2:
                 ret = self.device.shell2(cmd, timeout=timeout_s, v2=True)
             else:
                 ret = self.device.shell2(v1_command(cmd), timeout=timeout_s)
-        except AdbTimeout:
-            raise TransportError(f"{self.serial}: command timed out after {timeout_s:.0f} s: "
-                                 f"{cmd}") from None
-        except (AdbError, OSError) as err:
-            raise TransportError(f"{self.serial}: adb shell failed ({err}); is the phone still "
-                                 "connected? (`adb devices`)") from None
         return ret.returncode, ret.output

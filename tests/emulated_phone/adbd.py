@@ -14,7 +14,9 @@ Standard library only: it runs inside the sandbox (tests/emulated_phone/phone.py
 /system/build.prop supplies the banner.
 
     python adbd.py PORT [--no-shell-v2] [--env NAME=VALUE ...]
-      --no-shell-v2: a phone before Android 7; --env: added to every command's environment
+                   [--fault PHASE[@TEXT][#N][:BYTES][:MODE]]
+      --no-shell-v2: a phone before Android 7; --env: added to every command's environment;
+      --fault: the connection fails at a chosen moment (see Fault)
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import struct
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 
 A_CNXN, A_OPEN, A_OKAY = 0x4E584E43, 0x4E45504F, 0x59414B4F
 A_CLSE, A_WRTE = 0x45534C43, 0x45545257
@@ -64,6 +67,62 @@ class Closed(Exception):
     """The stream or the connection went away."""
 
 
+PHASES = ("stat", "send", "recv", "shell-v1", "shell-v2")
+MODES = ("close", "reset", "exit")
+
+
+@dataclass
+class Fault:
+    """The connection fails the `nth` time `phase` is reached (for a path that contains
+    `text`, where one is given), after `keep_bytes` bytes.
+
+    Phases: `stat` (a sync STAT reply: a push stats its destination first, and again after the
+    data with check=True), `send` (the data of a push, counted as the daemon receives it),
+    `recv` (the data of a pull), `shell-v1` and `shell-v2` (a command's output). Modes: `close`
+    (the daemon closes the connection: a half-sent reply), `reset` (a TCP reset), `exit` (the
+    daemon dies with every command it runs: the phone vanishes). It fires once, so a host that
+    reconnects finds a working phone. Deterministic: it is counted, never timed.
+    """
+
+    phase: str
+    text: str = ""
+    nth: int = 1
+    keep_bytes: int = 0
+    mode: str = "close"
+    seen: int = 0
+    fired: bool = False
+
+    @classmethod
+    def parse(cls, spec: str) -> "Fault":
+        head, *rest = spec.split(":")
+        head, _, nth = head.partition("#")
+        phase, _, text = head.partition("@")
+        fault = cls(phase, text, int(nth or 1), int(rest[0]) if rest else 0,
+                    rest[1] if len(rest) > 1 else "close")
+        if fault.phase not in PHASES or fault.mode not in MODES or fault.nth < 1:
+            raise SystemExit(f"bad --fault {spec!r}: PHASE[@TEXT][#N][:BYTES][:MODE], phases "
+                             f"{', '.join(PHASES)}, modes {', '.join(MODES)}")
+        return fault
+
+    def reached(self, phase: str, path: str) -> bool:
+        """Count one arrival at `phase`; True when this is the one that fails."""
+        if self.fired or phase != self.phase or self.text not in path:
+            return False
+        self.seen += 1
+        self.fired = self.seen == self.nth
+        return self.fired
+
+
+FAULT: Fault | None = None
+
+
+def arm(stream: "Stream", phase: str, path: str = "") -> None:
+    """Make `stream` fail as --fault says if this arrival at `phase` (with `path`, a sync
+    request's file or a command) is the one."""
+    if FAULT is not None and FAULT.reached(phase, path):
+        stream.fault = FAULT
+
+
 class Stream:
     """One adb stream: writes wait for the host's OKAY; bytes the host sends queue up."""
 
@@ -74,6 +133,7 @@ class Stream:
         self.closed = False
         self.inbox = bytearray()
         self.process: subprocess.Popen | None = None
+        self.fault: Fault | None = None  # armed: the next write (or receive) breaks the link
 
     # -- from the host
     def on_okay(self) -> None:
@@ -98,6 +158,13 @@ class Stream:
 
     # -- to the host
     def write(self, data: bytes) -> None:
+        if self.fault is not None:
+            self._send_raw(data[:self.fault.keep_bytes])
+            self.conn.fail(self.fault.mode)
+            raise Closed()
+        self._send_raw(data)
+
+    def _send_raw(self, data: bytes) -> None:
         step = self.conn.max_payload
         for i in range(0, len(data), step):
             with self.cond:
@@ -147,6 +214,17 @@ class Connection:
                              command ^ 0xFFFFFFFF)
         with self.send_lock:
             self.sock.sendall(header + data)
+
+    def fail(self, mode: str) -> None:
+        """End the connection as a fault does: FIN after what was sent, a reset, or death."""
+        if mode == "exit":
+            os._exit(1)
+        if mode == "reset":  # linger 0: close() sends RST instead of FIN
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        try:  # wakes serve(), which closes the socket
+            self.sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
 
     def _recv(self, n: int) -> bytes:
         buf = bytearray()
@@ -219,6 +297,7 @@ def _exit_status(proc: subprocess.Popen) -> int:
 
 def serve_shell_v1(stream: Stream, cmd: str) -> None:
     proc = stream.process = _spawn(cmd, subprocess.STDOUT)
+    arm(stream, "shell-v1", cmd)
     for chunk in iter(lambda: os.read(proc.stdout.fileno(), SYNC_DATA_MAX), b""):
         stream.write(chunk)
     proc.wait()
@@ -226,6 +305,7 @@ def serve_shell_v1(stream: Stream, cmd: str) -> None:
 
 def serve_shell_v2(stream: Stream, cmd: str) -> None:
     proc = stream.process = _spawn(cmd, subprocess.PIPE)
+    arm(stream, "shell-v2", cmd)
     packets: queue.Queue = queue.Queue()
 
     def pump(pipe, packet_id):
@@ -262,6 +342,7 @@ def serve_sync(stream: Stream, _arg: str) -> None:
             return
         path = stream.read(length).decode("utf-8", "replace")
         if request == b"STAT":
+            arm(stream, "stat", path)
             try:
                 st = os.stat(path)
                 _sync_reply(stream, b"STAT", st.st_mode, st.st_size & 0xFFFFFFFF,
@@ -285,6 +366,7 @@ def serve_sync(stream: Stream, _arg: str) -> None:
         elif request == b"SEND":
             receive_file(stream, path)
         elif request == b"RECV":
+            arm(stream, "recv", path)
             send_file(stream, path)
         else:
             _fail(stream, f"unknown sync request {request!r}")
@@ -304,6 +386,8 @@ def receive_file(stream: Stream, spec: str) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IMODE(mode))
     except OSError as err:
         error = f"couldn't create file: {err.strerror}"
+    arm(stream, "send", path)
+    received = 0
     try:
         while True:
             tag, size = struct.unpack("<4sI", stream.read(8))
@@ -314,6 +398,10 @@ def receive_file(stream: Stream, spec: str) -> None:
                 error = error or f"bad sync data {tag!r}"
                 return _fail(stream, error)
             data = stream.read(size)
+            received += len(data)
+            if stream.fault is not None and received > stream.fault.keep_bytes:
+                stream.conn.fail(stream.fault.mode)  # the link breaks with the upload half done
+                raise Closed()
             if error is None:
                 try:
                     os.write(fd, data)
@@ -343,6 +431,7 @@ def send_file(stream: Stream, path: str) -> None:
 
 
 def main() -> None:
+    global FAULT
     port = int(sys.argv[1])
     banner_bytes = banner(read_props(), shell_v2="--no-shell-v2" not in sys.argv[2:])
     extra = sys.argv[2:]
@@ -350,6 +439,8 @@ def main() -> None:
         if flag == "--env":
             name, _, value = setting.partition("=")
             SHELL_ENV[name] = value
+        elif flag == "--fault":
+            FAULT = Fault.parse(setting)
     server = socket.create_server(("127.0.0.1", port))
     print(f"adbd listening on 127.0.0.1:{port}", flush=True)
     while True:

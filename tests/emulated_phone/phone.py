@@ -165,6 +165,7 @@ class Phone:
     shell_v2: bool = True  # advertise shell protocol v2 (Android 7+)
     arch: str = "x86_64"  # or aarch64: programs run under qemu-user
     data_bytes: int | None = None  # /data/local/tmp as a tmpfs of this size: a full phone
+    fault: str | None = None  # adbd's --fault: the link fails at a counted moment (adbd.Fault)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
 
@@ -267,6 +268,8 @@ class Phone:
         cmd = self.sandbox_args() + [python, "-I", "-S", "/system/bin/adbd.py", str(self.port)]
         if not self.shell_v2:
             cmd.append("--no-shell-v2")
+        if self.fault:
+            cmd += ["--fault", self.fault]
         if self.arch == "aarch64":
             cmd += ["--env", f"QEMU_LD_PREFIX={ARM_SYSROOT}", "--env", f"QEMU_CPU={QEMU_CPU}"]
             # A user namespace of our own whose binfmt_misc sends aarch64 programs to qemu; the
