@@ -244,13 +244,37 @@ def published_architecture(name: str) -> Architecture:
     return named_architecture(name)
 
 
+# --- the MobileNetV2 family: the baseline a searched network has to beat ----------------------
+
+# The widths MobileNetV2's paper publishes (Sandler et al., Table 6) at or below 1.0.
+MOBILENET_V2_WIDTHS = (0.35, 0.5, 0.75, 1.0)
+_MOBILENET_V2_AT_WIDTH = re.compile(r"mobilenet_v2_(\d+(?:\.\d+)?)$")
+
+
+def mobilenet_v2(width: float, *, resolution: int | None = None,
+                 num_classes: int | None = None) -> Architecture:
+    """MobileNetV2 at a width multiplier, named `mobilenet_v2_<width>`: every width (stem
+    included) scaled and rounded to 8, the 1280-channel head kept below width 1, as in the
+    MobileNetV2 paper."""
+    base = named_architecture("mobilenet_v2", resolution=resolution, width=width,
+                              num_classes=num_classes)
+    return Architecture(f"mobilenet_v2_{width:g}", base.space, base.candidates)
+
+
 def load_architecture(spec: str, *, resolution: int | None = None, width: float = 1.0,
                       num_classes: int | None = None) -> Architecture:
-    """A named architecture, an architecture JSON file, `samples.json#K` (K-th sample), or an
-    arch string (`to_arch_string`; its strides say its layout: 224 or 32 unless `resolution`)."""
+    """A named architecture, `mobilenet_v2_<width>` (e.g. mobilenet_v2_0.5), an architecture
+    JSON file, `samples.json#K` (K-th sample), or an arch string (`to_arch_string`; its strides
+    say its layout: 224 or 32 unless `resolution`)."""
     if spec in NAMED_ARCHITECTURES:
         return named_architecture(spec, resolution=resolution, width=width,
                                   num_classes=num_classes)
+    family = _MOBILENET_V2_AT_WIDTH.match(spec)
+    if family:
+        multiplier = float(family.group(1))
+        if not multiplier > 0:
+            raise UserError(f"{spec}: the width multiplier must be positive")
+        return mobilenet_v2(multiplier * width, resolution=resolution, num_classes=num_classes)
     if _TOKEN.match(spec.split("|")[0].split(",")[0]) and not spec.endswith(".json"):
         return _from_arch_string_spec(spec, resolution, width, num_classes)
     path_str, _, index = spec.partition("#")

@@ -18,6 +18,7 @@ Examples:
   python -m profiler.estimate --device iphone_x --resolution 32 --out luts/iphone_x_32.json
   python -m profiler.estimate --device s8 --arch fbnet_96 --out runs/fbnet_96_s8.json
   python -m profiler.estimate --device pixel3 --resolution 160 --width 0.75 --out pixel3_160.json
+  python -m profiler.estimate --extend luts/s8_32.json --arch mobilenet_v2_0.35 mobilenet_v2_0.5
   python -m profiler.estimate --report            # validation and calibration tables
   python -m profiler.estimate --report --json
 """
@@ -34,9 +35,10 @@ from fbnet import published
 from fbnet.arch import load_architecture, named_architecture
 from fbnet.coverage import lut_workloads
 from fbnet.errors import UserError, cli_entry
+from fbnet.lut import load_lut
 from fbnet.space import SpaceConfig
 from profiler.estimation.build import (CROSS_DEVICE_ARCHS, DEVICES, build_model,
-                                       how_to_measure, make_lut)
+                                       extend_estimated_lut, how_to_measure, make_lut)
 from profiler.estimation.devices import DEVICE_SPECS, held_out_check
 from profiler.estimation.fit import fit_blocks
 from profiler.estimation.hwnasbench import MEASURED_DEVICES, measured_tables
@@ -49,8 +51,11 @@ def parse_args(argv):
     p.add_argument("--resolution", type=int, help="input size of the space (default 224) or, "
                    "with --arch, override the architecture's")
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier (default 1.0)")
-    p.add_argument("--arch", help="cover exactly this architecture's workloads (a named one, e.g. "
-                   "fbnet_96, or an architecture JSON file) instead of a whole space")
+    p.add_argument("--arch", nargs="+", help="cover exactly this architecture's workloads (a "
+                   "named one, e.g. fbnet_96, or an architecture JSON file) instead of a whole "
+                   "space; with --extend, one or more architectures")
+    p.add_argument("--extend", metavar="LUT", help="add the --arch architectures' missing "
+                   "workloads to this estimated LUT, priced by the model it records")
     p.add_argument("--out", help="where to write the LUT (JSON)")
     p.add_argument("--report", action="store_true",
                    help="print the model's validation (HW-NAS-Bench) and calibration tables")
@@ -133,12 +138,32 @@ def cmd_report(args) -> None:
 
 # --- main -----------------------------------------------------------------------------------
 
+def cmd_extend(args) -> int:
+    path = Path(args.extend)
+    if not path.is_file():
+        raise UserError(f"--extend {path}: no such LUT; estimate one first (see --help)")
+    if not args.arch:
+        raise UserError("--extend needs --arch A [B ...]: the architectures to cover")
+    resolution = args.resolution or load_lut(path).space.resolution
+    archs = [load_architecture(a, resolution=resolution, width=args.width) for a in args.arch]
+    record = extend_estimated_lut(path, archs, "python -m profiler.estimate " +
+                                  " ".join(sys.argv[1:]))
+    if args.json:
+        print(json.dumps({"out": str(path), **record}, indent=1))
+        return 0
+    print(f"wrote {path}: {len(record['keys'])} estimated entries added for "
+          f"{', '.join(record['architectures'])}")
+    return 0
+
+
 @cli_entry
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.report:
         cmd_report(args)
         return 0
+    if args.extend:
+        return cmd_extend(args)
     if not args.device:
         raise UserError(f"give --device ({', '.join(DEVICES)}) and --out, or --report; see --help")
     if args.device not in DEVICES:
@@ -146,8 +171,10 @@ def main(argv=None) -> int:
                         f"{', '.join(DEVICES)} (measure any other device with python -m profiler.run)")
     if not args.out:
         raise UserError("give --out PATH for the LUT, e.g. --out luts/s8.json")
+    if args.arch and len(args.arch) > 1:
+        raise UserError("give one --arch to estimate a LUT for (several only with --extend)")
     if args.arch:
-        arch = load_architecture(args.arch, resolution=args.resolution, width=args.width)
+        arch = load_architecture(args.arch[0], resolution=args.resolution, width=args.width)
         space, workloads = arch.space, list({l.key: l.workload for l in arch.layers()}.values())
     else:
         arch = None

@@ -11,11 +11,12 @@ model's validation on real Pixel 3 / Raspberry Pi 4 blocks.
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 from tqdm import tqdm
 
-from fbnet.arch import named_architecture
+from fbnet.arch import Architecture, named_architecture
 from fbnet.coverage import CLASSIFIER_CLASSES, named_only_keys
 from fbnet.errors import UserError
 from fbnet.lut import (DeviceInfo, Lut, LutEntry, Measurement, OpLatency, Provenance, RuntimeInfo,
@@ -133,14 +134,16 @@ def _model_from_shipped_lut(device: str) -> tuple[DeviceModel, dict]:
 
 # --- writing the LUT ------------------------------------------------------------------------
 
+def estimated_entry(model: DeviceModel, workload: Workload) -> LutEntry:
+    parts = model.breakdown(workload)
+    ops = [OpLatency(f"{op.op_class} #{i + 1}", op.op_class, round(ms, 6))
+           for i, (op, ms) in enumerate(parts)]
+    return LutEntry(latency_ms=round(sum(ms for _, ms in parts), 6), ops=ops)
+
+
 def make_lut(device: str, model: DeviceModel, details: dict, workloads: list[Workload],
              space: SpaceConfig, arch_name: str | None) -> Lut:
-    entries = {}
-    for w in workloads:
-        parts = model.breakdown(w)
-        ops = [OpLatency(f"{op.op_class} #{i + 1}", op.op_class, round(ms, 6))
-               for i, (op, ms) in enumerate(parts)]
-        entries[w.key] = LutEntry(latency_ms=round(sum(ms for _, ms in parts), 6), ops=ops)
+    entries = {w.key: estimated_entry(model, w) for w in workloads}
     spec = DEVICE_SPECS.get(device)
     if spec:
         dev = DeviceInfo(device, spec.model, spec.soc, spec.cpu, extra={"description": spec.description})
@@ -160,3 +163,32 @@ def make_lut(device: str, model: DeviceModel, details: dict, workloads: list[Wor
     return Lut(device=dev, runtime=runtime, provenance=Provenance("estimated", details),
                entries=entries, space=space, measurement=measurement)
 
+
+
+def extend_estimated_lut(path: Path, archs: list[Architecture], command: str) -> dict:
+    """Add the workloads of `archs` that the estimated LUT in `path` lacks, priced by the model
+    it records (so old and new entries agree), and record the addition in its provenance's
+    `additions`. Returns that record."""
+    lut = load_lut(path)
+    details = lut.provenance.details
+    if lut.provenance.kind != "estimated" or "device_model" not in details:
+        raise UserError(f"{path} is a {lut.provenance.kind} LUT without a recorded latency "
+                        "model; profiler.estimate --extend adds to estimated LUTs (extend a "
+                        "measured one with python -m profiler.run --extend)")
+    model = DeviceModel.from_dict(details["device_model"])
+    added: dict[str, Workload] = {}
+    for arch in archs:
+        if arch.space.resolution != lut.space.resolution:
+            raise UserError(f"{arch.name} is laid out at {arch.space.resolution}x"
+                            f"{arch.space.resolution} and {path} prices {lut.space.resolution}x"
+                            f"{lut.space.resolution}; give --resolution {lut.space.resolution}")
+        added.update({layer.key: layer.workload for layer in arch.layers()
+                      if layer.key not in lut.entries})
+    for key, workload in added.items():
+        lut.entries[key] = estimated_entry(model, workload)
+    record = {"command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "model": "the device_model recorded above", "architectures": [a.name for a in archs],
+              "keys": list(added)}
+    details.setdefault("additions", []).append(record)
+    lut.save(path)
+    return record

@@ -1,0 +1,194 @@
+"""The FBNet paper's headline on a LUT: the searched network against MobileNetV2 at equal latency.
+
+For each MobileNetV2 width: price MobileNetV2 on the LUT, search the LUT's space at that price
+(`search.run --target-ms PRICE`, one search per --seeds), train MobileNetV2 and every found
+network with one named recipe (search.train's), and print width, MobileNetV2 ms / top-1,
+searched ms / top-1 (mean over seeds) and the gain in points and in speed.
+
+The space searched is the LUT's own, at full width, for every MobileNetV2 width: its cheapest
+networks reach every budget here (the command says so, and refuses a budget below them). Top-1
+is the last epoch's on the whole val split (no epoch or network is selected on it).
+
+Everything is cached under --out and resumed: a search by its folder (its --resume), a training
+by architecture and recipe (runs/.../train/<digest>/), so an interrupted run continues and a
+second benchmark with the same networks trains nothing again.
+
+Examples:
+  python benchmarks/vs_mobilenet.py --lut luts/s8_32.json --widths 0.35 0.5 0.75 --seeds 0 1
+  python benchmarks/vs_mobilenet.py --lut luts/s8_32.json --widths 0.35 --epochs 3   # quicker
+  python benchmarks/vs_mobilenet.py --lut luts/s8_32.json --widths 0.5 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fbnet.arch import MOBILENET_V2_WIDTHS, Architecture, mobilenet_v2  # noqa: E402
+from fbnet.errors import UserError, cli_entry  # noqa: E402
+from fbnet.lut import Lut, load_lut  # noqa: E402
+from fbnet.space import SpaceConfig  # noqa: E402
+from search.budget import price_range_ms  # noqa: E402
+from search.data import DEFAULT_DATA, DataBundle, load_data  # noqa: E402
+from search.standalone import cached_search  # noqa: E402
+from search.training import RECIPES, Recipe, default_recipe_name, named_recipe, train  # noqa: E402
+
+
+@dataclass
+class Trained:
+    name: str
+    latency_ms: float
+    top1: float  # last epoch, whole val split
+    macs: int
+    skips: int
+    train_seconds: float
+    folder: str
+
+
+@dataclass
+class WidthRow:
+    width: float
+    budget_ms: float
+    mobilenet: Trained
+    searched: list[Trained]
+
+    @property
+    def searched_top1(self) -> float:
+        return statistics.mean(t.top1 for t in self.searched)
+
+    @property
+    def searched_ms(self) -> float:
+        return statistics.mean(t.latency_ms for t in self.searched)
+
+    @property
+    def gain_points(self) -> float:
+        return 100 * (self.searched_top1 - self.mobilenet.top1)
+
+    @property
+    def speedup(self) -> float:
+        return self.mobilenet.latency_ms / self.searched_ms
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "searched_top1_mean": self.searched_top1,
+                "searched_ms_mean": self.searched_ms, "gain_points": round(self.gain_points, 3),
+                "speedup": round(self.speedup, 4)}
+
+
+def training_folder(root: Path, arch: Architecture, recipe: Recipe, data_spec: str) -> Path:
+    """One folder per (architecture, recipe, data): the cache key of a training."""
+    key = json.dumps({"space": arch.space.to_dict(), "candidates": list(arch.candidates),
+                      "recipe": {k: v for k, v in asdict(recipe).items() if k != "name"},
+                      "data": data_spec}, sort_keys=True)
+    return root / "train" / f"{arch.name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+
+
+def trained(arch: Architecture, lut: Lut, data: DataBundle, recipe: Recipe, data_spec: str,
+            root: Path, log) -> Trained:
+    folder = training_folder(root, arch, recipe, data_spec)
+    result_path = folder / "result.json"
+    if result_path.is_file():
+        result = json.loads(result_path.read_text())
+        top1, seconds = result["top1"], result["train_seconds"]
+        log(f"  {arch.name}: cached in {folder}")
+    else:
+        log(f"  training {arch.name} ({arch.macs / 1e6:.1f} MMACs) with {recipe.name} "
+            f"into {folder}")
+        result = train(arch, data, recipe, folder, resume=True, data_spec=data_spec, log=log)
+        top1, seconds = result.top1, result.train_seconds
+    return Trained(arch.name, round(lut.price(arch).total_ms, 4), top1, arch.macs,
+                   sum(c == "skip" for c in arch.candidates), round(seconds, 1), str(folder))
+
+
+def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, data_spec: str,
+        root: Path, log) -> list[WidthRow]:
+    lut = load_lut(lut_path)
+    data = load_data(data_spec, resolution=lut.space.resolution)
+    cheapest_ms, _ = price_range_ms(lut.layer_table(
+        SpaceConfig.create(lut.space.resolution, num_classes=data.num_classes)))
+    rows = []
+    for width in widths:
+        baseline = mobilenet_v2(width, resolution=lut.space.resolution,
+                                num_classes=data.num_classes)
+        budget_ms = lut.price(baseline).total_ms  # a one-line error where the LUT lacks it
+        if budget_ms < cheapest_ms:
+            raise UserError(f"MobileNetV2 {width:g} costs {budget_ms:.3f} ms on {lut_path}, below "
+                            f"the cheapest network of its space ({cheapest_ms:.3f} ms)")
+        log(f"MobileNetV2 {width:g}: {budget_ms:.3f} ms on {lut.title}; searching the full-width "
+            f"space at that price (its cheapest network: {cheapest_ms:.3f} ms)")
+        mobilenet = trained(baseline, lut, data, recipe, data_spec, root, log)
+        searched = []
+        for seed in seeds:
+            out = root / "search" / f"{Path(lut_path).stem}-w{width:g}-seed{seed}"
+            log(f"  search seed {seed} into {out}")
+            found = cached_search(out, ["--lut", lut_path, "--data", data_spec,
+                                        "--target-ms", f"{budget_ms:.6f}", "--seed", str(seed)])
+            arch = Architecture.from_dict(found["arch"], source=str(out / "result.json"))
+            arch = Architecture(f"dnas_w{width:g}_seed{seed}", arch.space, arch.candidates)
+            searched.append(trained(arch, lut, data, recipe, data_spec, root, log))
+        rows.append(WidthRow(width, round(budget_ms, 4), mobilenet, searched))
+        log(format_row(rows[-1]))
+    return rows
+
+
+def format_row(row: WidthRow) -> str:
+    m = row.mobilenet
+    seeds = ", ".join(f"{100 * t.top1:.2f}% / {t.latency_ms:.2f} ms / {t.skips} skips"
+                      for t in row.searched)
+    return (f"{row.width:>5g}  {m.latency_ms:8.3f} {100 * m.top1:7.2f}%  {row.searched_ms:8.3f} "
+            f"{row.searched_top1 * 100:7.2f}%  {row.gain_points:+6.2f}  x{row.speedup:.2f}   "
+            f"[{seeds}]")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python benchmarks/vs_mobilenet.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lut", default="luts/s8_32.json", help="LUT to price and search (default "
+                   "luts/s8_32.json; its MobileNetV2 widths must be priced: profiler.estimate "
+                   "--extend)")
+    p.add_argument("--widths", type=float, nargs="+", default=[0.35, 0.5, 0.75],
+                   help=f"MobileNetV2 widths (of {', '.join(map(str, MOBILENET_V2_WIDTHS))})")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="search seeds")
+    p.add_argument("--data", default=DEFAULT_DATA)
+    p.add_argument("--recipe", help=f"training recipe: {', '.join(RECIPES)} (default: "
+                   "search.train's for the data)")
+    p.add_argument("--epochs", type=int, help="change the recipe's epochs (say so when quoting)")
+    p.add_argument("--out", default="runs/vs_mobilenet", help="cache of searches and trainings")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                   help="CPU threads for training")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    return p.parse_args(argv)
+
+
+@cli_entry
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    recipe = named_recipe(args.recipe or default_recipe_name(args.data), epochs=args.epochs)
+    torch.set_num_threads(args.threads)
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else \
+        (lambda msg: print(msg, flush=True))
+    rows = run(args.lut, args.widths, args.seeds, recipe, args.data, Path(args.out), log)
+    if args.json:
+        print(json.dumps({"lut": args.lut, "recipe": asdict(recipe), "data": args.data,
+                          "rows": [r.to_dict() for r in rows]}, indent=1))
+        return 0
+    print(f"\n{args.lut}, recipe {recipe.name} on {args.data}, search seeds "
+          f"{' '.join(map(str, args.seeds))}; top-1: last epoch on the whole val split")
+    print(f"{'width':>5}  {'MNV2 ms':>8} {'top-1':>8}  {'FBNet ms':>8} {'top-1':>8}  "
+          f"{'gain':>6}  speed   [per seed]")
+    for row in rows:
+        print(format_row(row))
+    print(f"wrote searches and trainings under {args.out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
