@@ -148,8 +148,29 @@ def new_lut(backend: Backend, cfg: BuildSettings) -> Lut:
                provenance=provenance, space=cfg.space, measurement=measurement)
 
 
+# How each entry was measured, by the flag that sets it: a resumed or extended LUT takes the
+# same, so no LUT holds entries measured two ways.
+MEASURING_FLAGS = {"threads": "--threads", "warmup": "--warmup", "iters": "--iters",
+                   "rounds": "--rounds", "passes": "--passes", "etdump_iters": "--etdump-iters",
+                   "ops": "--no-ops", "recipe": "--dtype/--backend"}
+
+
+def _flag_value(field_name: str, value) -> str:
+    if field_name == "ops":
+        return "absent" if value else "given"
+    return str(value)
+
+
 def resume_lut(path: Path, fresh: Lut) -> Lut:
     old = load_lut(path)
+    changed = [f"{flag} {_flag_value(name, getattr(fresh.measurement, name))} (the LUT: "
+               f"{_flag_value(name, getattr(old.measurement, name))})"
+               for name, flag in MEASURING_FLAGS.items()
+               if getattr(old.measurement, name) is not None
+               and getattr(old.measurement, name) != getattr(fresh.measurement, name)]
+    if changed:
+        raise UserError(f"cannot continue {path} with other measuring settings than it was "
+                        f"built with: {'; '.join(changed)}; give its settings, or another --out")
     mismatch = []
     if old.device.name != fresh.device.name:
         mismatch.append(f"device {old.device.name} vs {fresh.device.name}")

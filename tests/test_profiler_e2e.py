@@ -414,7 +414,7 @@ def test_interrupted_build_keeps_its_entries_and_resumes(tmp_path, cache, tiny_l
     out = tmp_path / "tiny.json"
     # long jobs of 2 programs each (the LUT is saved after every job); exports are cached
     args = [arg for arg in build_args(cache, out)[1:] if arg != "--json"]
-    slow = ["--iters", "20000", "--rounds", "3", "--chunk", "2"]
+    slow = ["--iters", "4000", "--rounds", "3", "--chunk", "2"]
     # SIGINT at its default in the child: a suite started in the background (`make test &`)
     # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler
     proc = subprocess.Popen([sys.executable, "-m", "profiler.run", *args, *slow], cwd=ROOT,
@@ -432,7 +432,13 @@ def test_interrupted_build_keeps_its_entries_and_resumes(tmp_path, cache, tiny_l
     total = len(load_lut(tiny_lut[0]).entries)
     assert 0 < len(kept.entries) < total and not kept.measurement.complete
 
-    resumed = run_cli("profiler.run", *args, *slow[2:], "--resume", "--json")
+    # other measuring settings would mix two measurements in one LUT: refused, nothing changed
+    mixed = run_cli("profiler.run", *args, *slow[2:], "--resume")
+    assert mixed.returncode == 2 and "Traceback" not in mixed.stderr, mixed.stderr
+    assert "--iters 6 (the LUT: 4000)" in mixed.stderr.strip().splitlines()[-1], mixed.stderr
+    assert load_lut(out).to_dict() == kept.to_dict()
+
+    resumed = run_cli("profiler.run", *args, *slow, "--resume", "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["measured_now"] == total - len(kept.entries)
     done = load_lut(out)
