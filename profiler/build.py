@@ -58,6 +58,7 @@ class BuildSettings:
     passes: int | None = None  # sets of jobs the rounds are spread over; None: one per round
     resume: bool = False  # continue the unfinished LUT in `out`
     extend: bool = False  # add what the complete LUT in `out` lacks
+    replace: bool = False  # build anew beside `out`, moved over it once complete
     progress: str = "bar"  # profiler.jobs.PROGRESS_MODES
     command: str = "python -m profiler.run"  # recorded in the LUT's provenance
 
@@ -75,20 +76,18 @@ class BuildSettings:
         return pass_share(self.measure, self.pass_count)
 
 
+# A build's default --out: the user's own LUTs, apart from the shipped ones in luts/, which a
+# build replaces only when told to (--out luts/host_32.json --replace).
+USER_LUT_DIR = Path("runs") / "luts"
+
+
 def default_lut_path(device: str, resolution: int, s: Settings) -> Path:
-    path = Path("luts") / lut_file_name(device, resolution, s.dtype, s.backend, s.runtime)
-    if _holds_unmeasured_lut(path):
-        # luts/s8.json ships as an estimate: a measurement goes beside it, never over it
-        path = path.with_name(path.stem + "_measured.json")
-    return path
+    return USER_LUT_DIR / lut_file_name(device, resolution, s.dtype, s.backend, s.runtime)
 
 
-def _holds_unmeasured_lut(path: Path) -> bool:
-    try:
-        data = json.loads(path.read_text())
-        return data.get("provenance", {}).get("kind") != "measured"
-    except (OSError, ValueError, AttributeError):
-        return False
+def replacement_path(out: Path) -> Path:
+    """Where a --replace build writes until it is complete, beside the LUT it replaces."""
+    return out.with_name(f"{out.stem}.replacement{out.suffix}")
 
 
 def _holds_unfinished_build(path: Path) -> bool:
@@ -256,11 +255,19 @@ def _record(lut: Lut, addition: dict | None, **values) -> None:
 
 def build_lut(cfg: BuildSettings) -> dict:
     """Measure the space of `cfg` into the LUT `cfg.out`; returns the build's summary."""
-    s, space, out, passes = cfg.measure, cfg.space, cfg.out, cfg.pass_count
-    check_writable(out)
-    if out.exists() and not cfg.resume and _holds_unfinished_build(out):
-        raise UserError(f"{out} holds an unfinished build; add --resume to continue it, or "
-                        "delete it to start over")
+    s, space, passes = cfg.measure, cfg.space, cfg.pass_count
+    target_path = cfg.out
+    check_writable(target_path)
+    if cfg.replace and cfg.extend:
+        raise UserError("--replace builds a new LUT and --extend adds to the old one: give one")
+    # a replacement is measured beside the LUT it replaces and moved over it when complete, so
+    # an interrupted one leaves the old LUT as it was (and --replace --resume continues it)
+    out = replacement_path(target_path) if cfg.replace else target_path
+    if out.exists() and not cfg.resume and not cfg.extend:
+        what = "an unfinished build" if _holds_unfinished_build(out) else "a LUT"
+        raise UserError(f"{out} already holds {what}; continue it with --resume, write another "
+                        "--out, or replace it with --replace (written beside it, moved over it "
+                        "when complete)")
     exporter = cfg.exporter()
     workloads = selected_workloads(space, cfg.only, cfg.include_named)
     ref = reference_workload(space)
@@ -274,7 +281,9 @@ def build_lut(cfg: BuildSettings) -> dict:
             if lut.measurement.complete and all(k in lut.entries for k in workloads):
                 # nothing left: the LUT, its fit included, stays as it is (what was priced
                 # or searched with it stays valid)
-                return {"lut": str(out), "entries": len(lut.entries), "measured_now": 0,
+                if out != target_path:
+                    os.replace(out, target_path)
+                return {"lut": str(target_path), "entries": len(lut.entries), "measured_now": 0,
                         "complete_already": True, "title": lut.title}
         # the machine load goes with the build's provenance or with the addition
         load_record = lut.provenance.details if addition is None else addition
@@ -364,8 +373,10 @@ def build_lut(cfg: BuildSettings) -> dict:
     _record(lut, addition, stability=built, wall_s=wall_s)
     load_record["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     lut.save(out)
+    if out != target_path:
+        os.replace(out, target_path)
     warn_if_host_was_busy(cfg.target.profile.kind, load_record)
-    return {"lut": str(out), "entries": len(lut.entries), "measured_now": len(todo),
+    return {"lut": str(target_path), "entries": len(lut.entries), "measured_now": len(todo),
             "exported": export_stats.exported, "cached": export_stats.cached,
             "wall_s": wall_s, "drift": drift, "stability": built,
             "summation": {"method": lut.summation.method, "scale": lut.summation.scale,

@@ -8,14 +8,18 @@ as it goes (Ctrl-C keeps every finished entry; --resume continues). A per-op bre
 from a separate ETDump run. A few calibration networks then fit how block latencies add up
 inside a network (see docs/profiler.md, "Fidelity").
 
+A LUT already at --out is never written over unless asked: --resume continues it, --extend adds
+to it, --replace measures a new one beside it and moves it into place once complete.
+
 Examples:
-  python -m profiler.run --device host                      # -> luts/host.json (224x224)
-  python -m profiler.run --device host --resolution 32      # -> luts/host_32.json
-  python -m profiler.run --device host --dtype int8         # -> luts/host_int8.json
+  python -m profiler.run --device host                      # -> runs/luts/host.json (224x224)
+  python -m profiler.run --device host --resolution 32      # -> runs/luts/host_32.json
+  python -m profiler.run --device host --dtype int8         # -> runs/luts/host_int8.json
   python -m profiler.run --device host --runtime torchscript --resolution 32
   python -m profiler.run --device host --resume             # continue an interrupted build
   python -m profiler.run --device host --include-named      # also every named architecture
-  python -m profiler.run --device host --include-named --extend   # add them to luts/host.json
+  python -m profiler.run --device host --include-named --extend   # add them to runs/luts/host.json
+  python -m profiler.run --device host --resolution 32 --out luts/host_32.json --replace
   python -m profiler.run --device host --arch fbnet_b --json   # one network end to end
   python -m profiler.run --device s8                        # a phone (needs its backend)
 """
@@ -93,8 +97,13 @@ def parse_args(argv):
                    "over, its programs grouped afresh in each, the runs pooled (default: one "
                    "per round; 1: every program in a single job)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="artifact cache folder")
-    p.add_argument("--out", type=Path, help="output LUT (default luts/<device>[_variant].json)")
+    p.add_argument("--out", type=Path, help="output LUT (default runs/luts/<device>[_variant]"
+                   ".json); a LUT already there is refused unless --resume, --extend or "
+                   "--replace says what to do with it")
     p.add_argument("--resume", action="store_true", help="continue the LUT in --out")
+    p.add_argument("--replace", action="store_true",
+                   help="measure a new LUT for --out beside it (<name>.replacement.json) and "
+                        "move it over the old one only when complete")
     p.add_argument("--include-named", action="store_true",
                    help="also measure every part of each named architecture at this resolution "
                         "(python -m search.space --list: their own stems, widths and heads)")
@@ -147,6 +156,7 @@ def build_settings(args) -> BuildSettings:
         cache=args.cache, only=args.only, include_named=args.include_named,
         calibration=Calibration(args.calibrate, args.seed), workers=args.workers,
         chunk=args.chunk, passes=args.passes, resume=args.resume, extend=args.extend,
+        replace=args.replace,
         progress="none" if args.quiet else args.progress, command=command)
 
 

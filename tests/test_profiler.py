@@ -98,13 +98,15 @@ def test_op_types(name, context, expected):
 
 def test_default_lut_names():
     s = Settings()
-    assert default_lut_path("host", 224, s) == Path("luts/host.json")
-    assert default_lut_path("host", 32, s) == Path("luts/host_32.json")
-    assert default_lut_path("host", 224, Settings(dtype="int8")) == Path("luts/host_int8.json")
+    # the user's own LUTs: never over a shipped one in luts/
+    mine = Path("runs/luts")
+    assert default_lut_path("host", 224, s) == mine / "host.json"
+    assert default_lut_path("host", 32, s) == mine / "host_32.json"
+    assert default_lut_path("host", 224, Settings(dtype="int8")) == mine / "host_int8.json"
     assert default_lut_path("android:X", 96, Settings(backend="portable", runtime="executorch")) \
-        == Path("luts/android_X_96_portable.json")
+        == mine / "android_X_96_portable.json"
     assert default_lut_path("host", 224, Settings(runtime="torchscript")) == \
-        Path("luts/host_torchscript.json")
+        mine / "host_torchscript.json"
 
 
 def test_lut_workloads_cover_common_classifiers():

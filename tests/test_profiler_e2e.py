@@ -16,7 +16,7 @@ import pytest
 
 from conftest import ROOT, run_cli
 from fbnet.arch import save_architecture, to_arch_string
-from fbnet.lut import Lut, RuntimeInfo, Summation, load_lut
+from fbnet.lut import LUT_SCHEMA, Lut, RuntimeInfo, Summation, load_lut
 from fbnet.space import SpaceConfig
 from profiler import run
 from profiler.backends.base import Backend, BackendOptions, create_backend
@@ -137,6 +137,12 @@ def test_build_resume_and_cache(cli, tmp_path, cache, tiny_lut):
     done = cli(*args, "--resume")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["complete_already"] and out.read_bytes() == before
+    # no run writes over a LUT it did not start: one line with the ways on, the LUT untouched
+    refused = cli(*args)
+    line = refused.stderr.strip().splitlines()[-1]
+    assert refused.returncode == 2 and "already holds a LUT" in line, refused.stderr
+    assert all(way in line for way in ("--resume", "--out", "--replace")), line
+    assert out.read_bytes() == before
 
 
 def test_corrupted_artifact_is_rebuilt(cache):
@@ -406,6 +412,29 @@ def test_validate_on_tiny_space(cli, tmp_path, cache, calibrated):
     assert len(record["load_average_1min"]) == 2 and record["date"].startswith("20")
     shown = cli("profiler.lut", "show", str(recorded))
     assert shown.returncode == 0 and "validated:" in shown.stdout, shown.stderr
+
+
+def test_replace_is_measured_beside_the_lut_and_moved_over_it_when_complete(cli, tmp_path,
+                                                                             cache):
+    out = tmp_path / "mine.json"
+    out.write_text("the LUT a replacement must not touch until it is complete\n")
+    keys = "Skip_H8_W8_Cin8_Cout8_stride1"
+    args = ["profiler.run", *TINY, *FAST, "--only", keys, "--cache", str(cache), "--out", str(out)]
+    beside = tmp_path / "mine.replacement.json"
+    # an unfinished replacement (as Ctrl-C leaves one) sits beside the old LUT
+    beside.write_text(json.dumps({**load_lut_dict_unfinished(), "entries": {}}))
+    refused = cli(*args, "--replace")
+    assert refused.returncode == 2 and "--resume" in refused.stderr.strip().splitlines()[-1]
+    beside.unlink()
+    proc = cli(*args, "--replace", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["lut"] == str(out) and not beside.exists()
+    assert set(load_lut(out).entries) == {keys} and load_lut(out).measurement.complete
+
+
+def load_lut_dict_unfinished() -> dict:
+    """The fields that make a file an unfinished build for profiler.run."""
+    return {"schema": LUT_SCHEMA, "measurement": {"complete": False}}
 
 
 def test_interrupted_build_keeps_its_entries_and_resumes(tmp_path, cache, tiny_lut):
