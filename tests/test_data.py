@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fbnet.errors import UserError
-from search.data import load_data, split_train
+from search.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, load_data, split_train
 
 
 def test_digits_default_is_32px_3ch_normalized_with_fixed_split():
@@ -163,3 +163,11 @@ def test_fashion_mnist_from_debian_package():
     data = load_data("fashion-mnist")
     assert (len(data.train), len(data.val)) == (60000, 10000)
     assert torch.bincount(data.val.labels).tolist() == [1000] * 10
+    # the first test labels the dataset's authors publish, and the pixels of those images
+    # (their byte sums in t10k-images-idx3-ubyte): images stay aligned with their labels
+    assert data.val.labels[:10].tolist() == [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]
+    pixels = data.val.images[:10, 0, 2:30, 2:30] * FASHION_MNIST_STD + FASHION_MNIST_MEAN
+    byte_sums = (pixels * 255).round().sum(dim=(1, 2)).int().tolist()
+    assert byte_sums == [33456, 100994, 51520, 35377, 62655, 50259, 28111, 47766, 10246, 25492]
+    assert float(data.val.images[:, :, :2].abs().max()) == pytest.approx(
+        FASHION_MNIST_MEAN / FASHION_MNIST_STD, abs=1e-5)  # the zero padding, normalized

@@ -1,6 +1,6 @@
-"""The Android path against a live device: a real adb server (Debian's `adb`) connected over TCP
-to an emulated phone (tests/emulated_phone/: an adbd in a bubblewrap sandbox, mksh as its
-shell), measured by `python -m profiler.run --device android:127.0.0.1:PORT` with the host-built
+"""The Android path against a live device: a real adb server (Debian's `adb`, or the one the
+adbutils wheel bundles) connected over TCP to an emulated phone (tests/emulated_phone/: an adbd
+in a bubblewrap sandbox, mksh as its shell), measured by `python -m profiler.run --device android:127.0.0.1:PORT` with the host-built
 runner. What this leaves to a real phone is in docs/android.md ("The emulated phone").
 """
 
@@ -19,7 +19,7 @@ from emulated_phone.phone import Phone, adb, adb_server, missing_tools, sandbox_
 from fbnet.coverage import lut_workloads
 from fbnet.lut import load_lut
 from fbnet.space import SpaceConfig
-from profiler.backends.adb_transport import AdbTransport, adb_client
+from profiler.backends.adb_transport import AdbTransport, adb_client, find_adb_binary
 from profiler.backends.android import DEVICE_DIR, PhoneSession
 from profiler.backends.base import TransportError
 from profiler.export import ArtifactCache, ExportJob, export_all
@@ -53,7 +53,7 @@ def adb_env(tmp_path_factory):
     if why:
         pytest.skip(f"bubblewrap cannot make a sandbox here ({why}); unprivileged user "
                     "namespaces may be off (sysctl kernel.unprivileged_userns_clone=1)")
-    with adb_server("adb", tmp_path_factory.mktemp("adb_home")) as env:
+    with adb_server(find_adb_binary(), tmp_path_factory.mktemp("adb_home")) as env:
         yield env
 
 
@@ -314,10 +314,13 @@ def test_runner_crash_keeps_finished_entries(tmp_path, phones, adb_env, host_run
     out = tmp_path / "phone.json"
     args = profile_args(f"android:{phone.serial}", out, cache, *SLOW_JOBS)
     run = background(args, env)
-    pid_file = phone.data / PHONE_DIR / "runner.pid"
     wait_for("a finished entry", lambda: entries(out), run)
-    wait_for("the next job's runner", pid_file.exists, run)
-    adb(env, "-s", phone.serial, "shell", f"kill -SEGV $(cat {DEVICE_DIR}/runner.pid)")
+    # `kill` succeeds only on a live runner: a job that ends between reading its pid and the
+    # kill is not taken for the crash, and the next job's runner is tried
+    crash = (f"p=$(cat {DEVICE_DIR}/runner.pid 2>/dev/null) && kill -SEGV \"$p\" 2>/dev/null "
+             "&& echo crashed")
+    wait_for("a running runner crashed",
+             lambda: "crashed" in adb(env, "-s", phone.serial, "shell", crash), run)
     stdout, stderr = run.communicate(timeout=300)
     line = one_line_error(subprocess.CompletedProcess(args, run.returncode, stdout, stderr))
     assert "the runner exited with code 139" in line, line  # 128 + SIGSEGV

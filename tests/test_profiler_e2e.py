@@ -499,25 +499,19 @@ def test_portable_backend_through_profiler_run(cli, tmp_path, cache):
 # the block int8 ran slowest against fp32 on this x86 CPU (1.43x, a 5x5 depthwise at 32x32;
 # docs/results.md, "Profiler: host under load, int8 on the host")
 INT8_BLOCKS = "ConvBlock_H32_W32_Cin24_Cout24_exp6_kernel5_stride1_group1"
-INT8_SLOWER_AT_MOST = 2.0
 
 
-def test_int8_blocks_run_quantized_and_no_more_than_2x_fp32(cli, tmp_path, cache):
+def test_int8_blocks_run_quantized_kernels(cli, tmp_path, cache):
     """An int8 LUT build through `profiler.run --dtype int8`: XNNPACK's quantized kernels ran
-    (QC8 operators in the ETDump, no F32 GEMM) and the block is not over 2x its fp32 latency.
-    Int8 is not uniformly faster on x86 XNNPACK (0.54-1.43x fp32 measured, docs/results.md);
-    the factor of 2 bounds the slow end with room for a busy machine."""
-    luts = {}
-    for dtype in ("fp32", "int8"):
-        out = tmp_path / f"{dtype}.json"
-        proc = cli("profiler.run", "--resolution", "32", "--dtype", dtype, "--only", INT8_BLOCKS,
-                   "--warmup", "5", "--iters", "30", "--rounds", "3", "--calibrate", "0",
-                   "--quiet", "--cache", str(cache), "--out", str(out), "--json")
-        assert proc.returncode == 0, proc.stderr
-        luts[dtype] = load_lut(out)
-    assert luts["int8"].runtime.dtype == "int8" and luts["fp32"].runtime.dtype == "fp32"
+    (QC8 operators in the ETDump, no F32 GEMM). How fast int8 runs against fp32 is a figure of
+    benchmarks/, measured in one run (docs/results.md), not a bound on two builds here."""
+    out = tmp_path / "int8.json"
+    proc = cli("profiler.run", "--resolution", "32", "--dtype", "int8", "--only", INT8_BLOCKS,
+               "--warmup", "1", "--iters", "6", "--rounds", "2", "--calibrate", "0",
+               "--quiet", "--cache", str(cache), "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    lut = load_lut(out)
+    assert lut.runtime.dtype == "int8" and lut.measurement.recipe.endswith("int8")
     for key in INT8_BLOCKS.split(","):
-        int8, fp32 = luts["int8"].entries[key], luts["fp32"].entries[key]
-        names = " ".join(op.name for op in int8.ops)
+        names = " ".join(op.name for op in lut.entries[key].ops)
         assert "QC8" in names and "F32) GEMM" not in names, names
-        assert int8.latency_ms <= INT8_SLOWER_AT_MOST * fp32.latency_ms, (key, int8, fp32)

@@ -204,8 +204,31 @@ def test_pair_end_to_end_with_sibling_luts(cli, tmp_path):
     gap = abs(by_name[first["own"]]["top1_mean"] - by_name[first["other"]]["top1_mean"])
     assert gap == min(abs(own[("a_32", u)]["top1_mean"] - own[("b_32", v)]["top1_mean"])
                       for u in ("w2", "w8") for v in ("w2", "w8"))
+    # every verdict and margin, recomputed from the printed networks (their prices and top-1s)
+    front = [n for n in result["networks"] if n["origin"] == "dnas"]
+    for check in result["claims"][0]["checks"]:
+        own, other, device = by_name[check["own"]], by_name[check["other"]], check["device"]
+        tol = max(own["top1_std"], other["top1_std"])
+        gap = own["top1_mean"] - other["top1_mean"]
+        speedup = other["latency_ms"][device] / own["latency_ms"][device] - 1
+        holds = own["latency_ms"][device] <= other["latency_ms"][device] and gap >= -tol
+        assert (check["holds"], check["top1_gap"], check["speedup"]) == \
+            (holds, pytest.approx(gap), pytest.approx(speedup))
+        assert check["margin"] == (holds and (speedup >= 0.05 or gap >= 0.005))
+    assert result["claims"][0]["holds"] == all(c["holds"] for c in result["claims"][0]["checks"])
     robust = result["claims"][0]["within_std"][0]
-    assert robust["devices"] == ["a_32", "b_32"] and 0 <= robust["holding"] <= robust["pairs"] <= 4
+    assert robust["devices"] == ["a_32", "b_32"]
+
+    def holds_on(a, b, device):
+        return a["latency_ms"][device] <= b["latency_ms"][device] and \
+            a["top1_mean"] - b["top1_mean"] >= -max(a["top1_std"], b["top1_std"])
+
+    agreeing = [(a, b) for a in front if a["device"] == "a_32" for b in front
+                if b["device"] == "b_32"
+                and abs(a["top1_mean"] - b["top1_mean"]) <= max(a["top1_std"], b["top1_std"])]
+    assert robust["pairs"] == len(agreeing)
+    assert robust["holding"] == sum(holds_on(a, b, "a_32") and holds_on(b, a, "b_32")
+                                    for a, b in agreeing)
     assert len(result["specialize_vs_dnas"]) == 4
     assert (out / "search_a_w8_seed0" / "specialized_b_32.json").is_file()
     trained = {p.parent.parent.name for p in (out / "train").glob("*/seed*/result.json")}

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from search.convergence import (MIN_MEDIAN_ARGMAX_PROB, Convergence, assess, layers_changed)
+from search.convergence import (MAX_UNSTABLE_LAYERS_FRACTION, MIN_MEDIAN_ARGMAX_PROB, Convergence,
+                                assess, layers_changed)
 from test_search import make_lut, tiny_space
 
 FAST = ["--data", "synthetic:200", "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "16",
@@ -64,8 +65,19 @@ def test_search_reports_convergence_and_the_lut_it_used(cli, lut16, tmp_path):
     assert "this architecture alone" in done.stdout and "the supernet" in done.stdout
     result = json.loads((out / "result.json").read_text())
     assert result["lut"] == str(lut16)
-    assert set(result["convergence"]) >= {"median_argmax_prob", "min_argmax_prob",
-                                          "entropy_nats", "layers_changed_last", "converged"}
+    conv = result["convergence"]
+    assert set(conv) >= {"median_argmax_prob", "min_argmax_prob", "entropy_nats",
+                         "layers_changed_last", "converged"}
+    # the verdict follows the criterion, from the probabilities the search wrote
+    probs = [layer["probs"] for layer in json.loads((out / "theta.json").read_text())["layers"]]
+    top = sorted(max(p) for p in probs)
+    median = (top[len(top) // 2] + top[(len(top) - 1) // 2]) / 2
+    assert conv["median_argmax_prob"] == pytest.approx(median, abs=1e-6)
+    assert conv["min_argmax_prob"] == pytest.approx(top[0], abs=1e-6)
+    stable = conv["layers_changed_last"] is not None and \
+        conv["layers_changed_last"] <= MAX_UNSTABLE_LAYERS_FRACTION * len(probs)
+    assert conv["converged"] == (median >= MIN_MEDIAN_ARGMAX_PROB and stable)
+    assert ("NOT converged" in done.stdout) != conv["converged"]
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     for key in ("argmax_prob_median", "argmax_prob_min", "argmax_changed_layers",
                 "val_top1_argmax", "val_top1_supernet", "theta_entropy"):

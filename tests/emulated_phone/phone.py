@@ -36,6 +36,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from profiler.backends.adb_transport import find_adb_binary
+
 HERE = Path(__file__).resolve().parent
 DAEMON = HERE / "adbd.py"
 SHELL_UID = 2000  # AID_SHELL: the user an adb shell runs as
@@ -78,11 +80,14 @@ QEMU_CPU = "cortex-a76"  # so XNNPACK takes a phone's code paths (dot product, f
 
 def missing_tools(arch: str = "x86_64") -> list[str]:
     """What this host lacks to emulate a phone, each with the Debian package that has it."""
-    tools = [("bwrap", "bubblewrap"), ("mksh", "mksh"), ("adb", "adb")]
+    tools = [("bwrap", "bubblewrap"), ("mksh", "mksh")]
     if arch == "aarch64":
         tools += [("qemu-aarch64", "qemu-user"), ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
                   ("unshare", "util-linux")]
-    return [f"{tool} (Debian package `{pkg}`)" for tool, pkg in tools if not shutil.which(tool)]
+    missing = [f"{tool} (Debian package `{pkg}`)" for tool, pkg in tools if not shutil.which(tool)]
+    if find_adb_binary() is None:  # Debian's, or the one the adbutils wheel bundles
+        missing.append("adb (Debian package `adb`)")
+    return missing
 
 
 def sandbox_error() -> str | None:
@@ -141,7 +146,7 @@ def adb_server(adb: str, home: Path):
 
 def adb(env: dict, *args: str, timeout_s: float = 30) -> str:
     port = env.get("ANDROID_ADB_SERVER_PORT", "5037")
-    proc = subprocess.run(["adb", "-P", port, *args], env=env,
+    proc = subprocess.run([find_adb_binary(), "-P", port, *args], env=env,
                           capture_output=True, text=True, timeout=timeout_s)
     return proc.stdout + proc.stderr
 
