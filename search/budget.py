@@ -8,6 +8,8 @@ the expected price of an architecture drawn with every candidate equally likely,
 also where a search starts (theta uniform). It exists for every space and every LUT.
 
 - `--target-rel F` sets the budget to F x the reference price on the LUT being searched;
+- `--target-arch NAME` sets it to a named network's price on that LUT: what a user would
+  otherwise ship. search.run's default is MobileNetV2's price (DEFAULT_TARGET_ARCH);
 - `--latency-unit reference` (search.run's default) makes the fbnet loss use LAT / reference
   instead of LAT in ms, so a latency weight pushes equally hard, relative to the device's own
   scale, on every LUT.
@@ -15,14 +17,19 @@ also where a search starts (theta uniform). It exists for every space and every 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from fbnet.arch import Architecture, load_architecture
 from fbnet.errors import UserError
-from fbnet.lut import LayerTable
+from fbnet.lut import LayerTable, Lut
+from fbnet.space import SpaceConfig
 
 REFERENCE_NAME = "the space's mean price"
+# search.run's budget when given none: the most accurate network at MobileNetV2's price on the
+# searched LUT (the obvious alternative a searched network has to beat)
+DEFAULT_TARGET_ARCH = "mobilenet_v2"
 
 
 def reference_ms(table: LayerTable) -> float:
@@ -38,14 +45,18 @@ def price_range_ms(table: LayerTable) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Budget:
-    """--target-ms or --target-rel; resolved to milliseconds on one LUT."""
+    """--target-ms, --target-rel or --target-arch; resolved to milliseconds on one LUT."""
 
     target_ms: float | None = None
     target_rel: float | None = None
+    target_arch: str | None = None
+    arch_ms: float | None = None  # target_arch's price on the searched LUT (Budget.priced)
 
     def check(self) -> None:
-        if self.target_ms is not None and self.target_rel is not None:
-            raise UserError("give --target-ms or --target-rel, not both")
+        given = [f for f, v in (("--target-ms", self.target_ms), ("--target-rel", self.target_rel),
+                                ("--target-arch", self.target_arch)) if v is not None]
+        if len(given) > 1:
+            raise UserError(f"give one budget, not {' and '.join(given)}")
         if self.target_ms is not None and not self.target_ms > 0:
             raise UserError(f"--target-ms must be positive, got {self.target_ms}")
         if self.target_rel is not None and not self.target_rel > 0:
@@ -53,11 +64,27 @@ class Budget:
 
     @property
     def given(self) -> bool:
-        return self.target_ms is not None or self.target_rel is not None
+        return any(v is not None for v in (self.target_ms, self.target_rel, self.target_arch))
+
+    def target_architecture(self, space: SpaceConfig) -> Architecture:
+        return load_architecture(self.target_arch, resolution=space.resolution,
+                                 num_classes=space.num_classes)
+
+    def priced(self, lut: Lut, space: SpaceConfig) -> "Budget":
+        """This budget with --target-arch's price on `lut` (a one-line error where the LUT
+        does not price that network)."""
+        if self.target_arch is None:
+            return self
+        return replace(self, arch_ms=lut.price(self.target_architecture(space)).total_ms)
 
     def to_ms(self, table: LayerTable) -> float:
-        return self.target_ms if self.target_ms is not None \
-            else self.target_rel * reference_ms(table)
+        if self.target_ms is not None:
+            return self.target_ms
+        if self.target_arch is not None:
+            if self.arch_ms is None:
+                raise ValueError("Budget.priced() gives --target-arch its price first")
+            return self.arch_ms
+        return self.target_rel * reference_ms(table)
 
     def reachable(self, table: LayerTable) -> bool:
         """Whether some architecture of the space meets the budget on `table`."""
@@ -70,6 +97,7 @@ class Budget:
         cheapest, _ = price_range_ms(table)
         if ms < cheapest:
             asked = (f"--target-ms {self.target_ms:g}" if self.target_ms is not None else
+                     f"--target-arch {self.target_arch} ({ms:.3f} ms)" if self.target_arch else
                      f"--target-rel {self.target_rel:g} ({ms:.3f} ms)")
             raise UserError(f"{asked} is below the cheapest architecture of the space on "
                             f"{source} ({cheapest:.3f} ms, every layer at its "
@@ -79,4 +107,7 @@ class Budget:
     def describe(self) -> str:
         if self.target_ms is not None:
             return f"{self.target_ms:g} ms"
+        if self.target_arch is not None:
+            price = f" ({self.arch_ms:.3f} ms)" if self.arch_ms is not None else ""
+            return f"the price of {self.target_arch}{price}"
         return f"{self.target_rel:g} x the space's mean price"

@@ -1,7 +1,9 @@
 """FBNet DNAS: search the architecture that is fast on the device a LUT describes.
 
-Trains a supernet (9 candidates per layer, theta per layer) on --data with the loss
-CE * alpha * log(1 + LAT_ms)^beta (or a latency budget), alternating weights (80% of the train
+Trains a supernet (9 candidates per layer, theta per layer) on --data under a latency budget,
+by default MobileNetV2's price on the LUT (CE + w * max(0, LAT_ms / T - 1): the most accurate
+network that costs no more than MobileNetV2 on that device), or with the paper's loss
+CE * alpha * log(1 + LAT_ms)^beta (--latency-weight), alternating weights (80% of the train
 split) and theta (20%) step by step (--alternate epoch: epoch by epoch, as in the paper), and
 writes to --out (default runs/<lut-stem>/):
   arch.json      the argmax architecture (python -m search.space runs/s8/arch.json)
@@ -45,7 +47,7 @@ from fbnet.io import atomic_write_json
 from fbnet.lut import Lut, load_lut
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from search.convergence import Convergence, assess
-from search.budget import Budget, reference_ms
+from search.budget import DEFAULT_TARGET_ARCH, Budget, reference_ms
 from search.data import DATA_SPECS, DEFAULT_DATA, load_data, split_train
 from search.dnas import (ALTERNATES, CHECKPOINT_NAME, LOG_CSV, LOG_JSONL, Dist, Search,
                          TrainConfig, sample_architectures, write_theta)
@@ -134,10 +136,12 @@ def parse_args(argv):
     l = p.add_argument_group("loss")
     l.add_argument("--loss", choices=LOSSES,
                    help="fbnet: CE*alpha*log(1+LAT)^(beta*w); target: CE + w*max(0, LAT/T-1) "
-                        "(default fbnet; target when a budget is given)")
+                        "(default: target, at --target-arch " + DEFAULT_TARGET_ARCH + "'s price "
+                        "unless another budget or --latency-weight is given; fbnet with "
+                        "--latency-weight alone)")
     l.add_argument("--alpha", type=float, default=0.2, help="fbnet loss alpha (0.2)")
     l.add_argument("--beta", type=float, default=0.6, help="fbnet loss beta (0.6)")
-    l.add_argument("--latency-weight", type=float, default=DEFAULT_LATENCY_WEIGHT,
+    l.add_argument("--latency-weight", type=float,
                    help=f"strength w of the latency term (default {DEFAULT_LATENCY_WEIGHT:g}; "
                         "0 = accuracy only; the paper: 1 with --latency-unit ms)")
     l.add_argument("--target-ms", type=float,
@@ -145,6 +149,10 @@ def parse_args(argv):
     l.add_argument("--target-rel", type=float,
                    help="latency budget as a fraction of the space's mean price on the "
                         "searched LUT, the same on every device (implies --loss target)")
+    l.add_argument("--target-arch", metavar="NAME",
+                   help="latency budget: this network's price on the searched LUT, e.g. "
+                        "mobilenet_v2_0.5 (implies --loss target; the default is "
+                        f"{DEFAULT_TARGET_ARCH}, where the LUT prices it)")
     l.add_argument("--latency-unit", choices=("reference", "ms"), default="reference",
                    help="fbnet loss: LAT in units of the space's mean price on the searched "
                         "LUT, so a --latency-weight pushes alike on every device (default), or "
@@ -279,12 +287,18 @@ def check_out_dir(out: Path, resume: bool) -> None:
 @cli_entry
 def main(argv=None) -> int:
     args = parse_args(argv)
-    budget = Budget(args.target_ms, args.target_rel)
+    budget = Budget(args.target_ms, args.target_rel, args.target_arch)
     budget.check()
+    # no budget, loss or weight asked for: the most accurate network at MobileNetV2's price
+    default_budget = not budget.given and args.loss is None and args.latency_weight is None
+    if default_budget:
+        budget = Budget(target_arch=DEFAULT_TARGET_ARCH)
     kind = args.loss or ("target" if budget.given else "fbnet")
     if kind == "target" and not budget.given:
-        raise UserError("--loss target needs a budget: --target-ms MS or --target-rel F")
-    loss_cfg = LossConfig(kind, args.alpha, args.beta, args.latency_weight)
+        raise UserError("--loss target needs a budget: --target-ms MS, --target-rel F or "
+                        "--target-arch NAME")
+    weight = DEFAULT_LATENCY_WEIGHT if args.latency_weight is None else args.latency_weight
+    loss_cfg = LossConfig(kind, args.alpha, args.beta, weight)
     if kind == "fbnet":
         loss_cfg.check()
     lut_path = Path(args.lut)
@@ -311,6 +325,7 @@ def main(argv=None) -> int:
         train_cfg = replace(train_cfg, w_lr=0.1 * args.batch_size * d.world / 192)
     try:
         result = run_search(settings, loss_cfg, train_cfg, device, d, budget,
+                            default_budget=default_budget,
                             normalize_latency=args.latency_unit == "reference",
                             announce=None if args.json else print)
     finally:
@@ -326,14 +341,23 @@ def main(argv=None) -> int:
 
 def run_search(settings: SearchSettings, loss_cfg: LossConfig, train_cfg: TrainConfig,
                device: torch.device, d: Dist, budget: Budget = Budget(),
-               normalize_latency: bool = False, announce=print) -> SearchResult | None:
+               default_budget: bool = False, normalize_latency: bool = False,
+               announce=print) -> SearchResult | None:
     """Search, write the run's files to settings.out, and return the result (None on ranks
-    other than the main one). A budget turns into --loss target's T on the resolved LUT;
-    `announce` prints the one-line plan and notes (None: silent)."""
+    other than the main one). A budget turns into --loss target's T on the resolved LUT; the
+    default budget (MobileNetV2's price) gives way to the fbnet loss on a LUT that does not
+    price MobileNetV2. `announce` prints the one-line plan and notes (None: silent)."""
     bundle = load_data(settings.data, resolution=settings.resolution, seed=train_cfg.seed)
     lut, note = resolve_lut(settings.lut, bundle.resolution)
     space = build_space(lut, bundle.resolution, bundle.num_classes, settings.width)
     table = lut.layer_table(space)  # UserError listing missing keys if the LUT lacks the space
+    if default_budget and lut.missing_keys(
+            layer.key for layer in budget.target_architecture(space).layers()):
+        budget, loss_cfg = Budget(), replace(loss_cfg, kind="fbnet")
+        note = " ".join(filter(None, [note, f"{lut.path} does not price {DEFAULT_TARGET_ARCH}, so "
+                                            "the search uses the fbnet loss (--latency-weight "
+                                            f"{loss_cfg.latency_weight:g})"]))
+    budget = budget.priced(lut, space)
     if budget.given:
         loss_cfg = replace(loss_cfg, target_ms=budget.resolve_ms(table, str(lut.path)))
     if normalize_latency:
@@ -369,8 +393,9 @@ def run_search(settings: SearchSettings, loss_cfg: LossConfig, train_cfg: TrainC
                       if settings.proxy_width != 1 else "")
         announce(f"search: {bundle.describe()}; {space.layout} layout, {space.num_layers} layers"
                  f"{proxy_text}; {len(w_data)} images train w, {len(theta_data)} train theta; "
-                 f"{search.total_theta_steps} theta steps; {mode}; loss {loss_cfg.describe()}; "
-                 f"LUT {lut.path} ({lut.title}); device {device}"
+                 f"{search.total_theta_steps} theta steps; {mode}; loss {loss_cfg.describe()}"
+                 + (f" (budget: {budget.describe()})" if budget.given else "")
+                 + f"; LUT {lut.path} ({lut.title}); device {device}"
                  + (f" x {d.world} ranks" if d.world > 1 else ""))
     started = time.perf_counter()
     history = search.run()
