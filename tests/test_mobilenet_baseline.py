@@ -1,0 +1,121 @@
+"""The MobileNetV2 baseline a searched network is compared with: the family, its prices on the
+shipped LUTs, the named training recipes, and the budget search.run uses by default."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fbnet.arch import MOBILENET_V2_WIDTHS, load_architecture, mobilenet_v2
+from fbnet.errors import UserError
+from fbnet.lut import load_lut
+from fbnet.space import SpaceConfig
+from search.budget import DEFAULT_TARGET_ARCH, Budget
+from search.training import RECIPES, default_recipe_name, named_recipe
+from test_search import make_lut, tiny_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_family_scales_every_width_and_keeps_the_head():
+    base = load_architecture("mobilenet_v2", resolution=32, num_classes=10)
+    half = load_architecture("mobilenet_v2_0.5", resolution=32, num_classes=10)
+    assert half.name == "mobilenet_v2_0.5" and half.candidates == base.candidates
+    assert half.space.stage_widths == (8, 16, 16, 32, 48, 80, 160)
+    assert half.space.stem_channels == 16 and half.space.head_channels == 1280
+    assert mobilenet_v2(1.0, resolution=32).space == base.space.__class__.create(
+        32, stem_channels=32, stage_widths=(16, 24, 32, 64, 96, 160, 320),
+        stage_depths=(1, 2, 3, 4, 3, 3, 1), head_channels=1280)
+    macs = [mobilenet_v2(w, resolution=32).macs for w in MOBILENET_V2_WIDTHS]
+    assert macs == sorted(macs) and len(set(macs)) == len(macs)
+    with pytest.raises(UserError, match="positive"):
+        load_architecture("mobilenet_v2_0")
+
+
+@pytest.mark.parametrize("lut_name", ["s8_32.json", "iphone_x_32.json"])
+def test_the_estimated_phone_luts_price_every_width(lut_name):
+    lut = load_lut(ROOT / "luts" / lut_name)
+    prices = [lut.price(mobilenet_v2(w, resolution=32, num_classes=10)).total_ms
+              for w in MOBILENET_V2_WIDTHS]
+    assert prices == sorted(prices) and prices[0] > 0
+    added = lut.provenance.details["additions"][-1]
+    assert added["command"].startswith("python -m profiler.estimate --extend")
+    assert {"mobilenet_v2_0.35", "mobilenet_v2_0.5", "mobilenet_v2_0.75"} <= \
+        set(added["architectures"])
+
+
+def test_estimate_extend_adds_with_the_luts_own_model(cli, tmp_path):
+    path = tmp_path / "s8_32.json"
+    shutil.copy(ROOT / "luts" / "s8_32.json", path)
+    before = load_lut(path)
+    done = cli("profiler.estimate", "--extend", str(path), "--arch", "mobilenet_v2_1.3",
+               "--json")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    after = load_lut(path)
+    assert record["keys"] and set(after.entries) == set(before.entries) | set(record["keys"])
+    assert all(after.entries[k].to_dict() == e.to_dict() for k, e in before.entries.items())
+    after.price(load_architecture("mobilenet_v2_1.3", resolution=32))
+    # a measured LUT has no model to extend it with: one line that names the way on
+    host = tmp_path / "host_32.json"
+    shutil.copy(ROOT / "luts" / "host_32.json", host)
+    refused = cli("profiler.estimate", "--extend", str(host), "--arch", "mobilenet_v2_0.5")
+    assert refused.returncode == 2 and "profiler.run --extend" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_named_recipes():
+    full = RECIPES["fmnist-full"]
+    assert default_recipe_name("fashion-mnist") == default_recipe_name("fashion-mnist:/x") \
+        == "fmnist-full"
+    assert default_recipe_name("digits") == "small"
+    assert (full.batch_size, full.lr, full.warmup_epochs, full.max_steps_per_epoch) == \
+        (128, 0.1, 1, None)  # the whole train split
+    short = named_recipe("fmnist-full", epochs=3, lr=0.1, seed=0)
+    assert short.name == "fmnist-full(epochs=3)" and short.epochs == 3  # unchanged fields unnamed
+    assert named_recipe("fmnist-full").name == "fmnist-full"
+    with pytest.raises(UserError, match="unknown recipe 'nope'; named recipes: fmnist-full"):
+        named_recipe("nope")
+    with pytest.raises(UserError, match="--epochs must be at least 1"):
+        named_recipe("small", epochs=0)
+
+
+def test_the_full_recipe_on_a_handful_of_batches(cli, tmp_path):
+    """search.train's default on Fashion-MNIST (skipped without Debian's dataset): the recipe's
+    name in the result, the last epoch's top-1 on all 10,000 test images."""
+    if not Path("/usr/share/datasets/fashion-mnist").is_dir():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed (make setup installs it)")
+    out = tmp_path / "run"
+    done = cli("search.train", "--arch", "mobilenet_v2_0.35", "--epochs", "1", "--max-steps", "3",
+               "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["recipe"]["name"] == "fmnist-full(epochs=1, max_steps_per_epoch=3)"
+    assert result["recipe"]["batch_size"] == 128 and result["arch_name"] == "mobilenet_v2_0.35"
+    assert result["top1"] == result["history"][-1]["val_top1"]
+    assert "with recipe fmnist-full(epochs=1" in done.stderr
+    bad = cli("search.train", "--arch", "mobilenet_v2_0.35", "--recipe", "fast")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
+        "error: unknown recipe 'fast'")
+
+
+def test_a_budget_at_a_networks_price():
+    space = SpaceConfig.create(32, num_classes=10)
+    lut = load_lut(ROOT / "luts" / "s8_32.json")
+    budget = Budget(target_arch="mobilenet_v2_0.5")
+    budget.check()
+    priced = budget.priced(lut, space)
+    price = lut.price(mobilenet_v2(0.5, resolution=32, num_classes=10)).total_ms
+    table = lut.layer_table(space)
+    assert priced.resolve_ms(table, "s8_32.json") == pytest.approx(price)
+    assert priced.describe() == f"the price of mobilenet_v2_0.5 ({price:.3f} ms)"
+    with pytest.raises(UserError, match="give one budget, not --target-ms and --target-arch"):
+        Budget(target_ms=3.0, target_arch="mobilenet_v2").check()
+    with pytest.raises(UserError, match="unknown architecture 'nope'"):
+        Budget(target_arch="nope").priced(lut, space)
+    # a network cheaper than the space's cheapest is a one-line error naming both prices
+    tiny = make_lut(tiny_space())
+    with pytest.raises(UserError, match="--target-arch .* is below the cheapest architecture"):
+        Budget(target_arch="x", arch_ms=1e-6).resolve_ms(tiny.layer_table(tiny_space()), "t")
+    assert DEFAULT_TARGET_ARCH == "mobilenet_v2"
