@@ -8,11 +8,11 @@ For a pair of devices (--pair A:B, LUTs from luts/, searched at 32x32 as everywh
    tilted towards cheap blocks), each trained once with the stand-alone recipe (training seed
    0). Budgets on both LUTs put both devices' kinds of networks (shallow and rich, deep and
    thin) in the sample.
-2. The model (search/accuracy_model.py): ridge regression of top-1 on per-stage block
+2. The model (search/protocols/accuracy_model.py): ridge regression of top-1 on per-stage block
    attributes, additive over the layers. Printed: its leave-one-out Kendall tau and error on the
    samples, and beside it the tau of each shared supernet's summed log P_theta (the objective
    search.specialize uses) on the same samples, where `search.pair --shared` left one.
-3. Each LUT's network at each budget, found exactly (search.specialization's dynamic program)
+3. Each LUT's network at each budget, found exactly (search.protocols.specialization's dynamic program)
    on the model's scores, trained over --train-seeds, priced on both LUTs; the Table 5 claim
    checked as `search.pair` checks it, on the accuracy-matched pair of the two fronts.
 
@@ -39,14 +39,14 @@ from fbnet.errors import cli_entry
 from fbnet.io import atomic_write_json
 from fbnet.metrics import kendall_tau
 from fbnet.space import CANDIDATE_NAMES
-from search.accuracy_model import fit_accuracy_model
-from search.budget import Budget, reference_ms
-from search.luts import resolve_lut
-from search.pairing import (Network, accuracy_matched, pair_luts, pareto_holds, seed_list,
+from search.protocols.accuracy_model import fit_accuracy_model
+from search.core.budget import Budget, reference_ms
+from search.core.luts import resolve_lut
+from search.protocols.pairing import (Network, accuracy_matched, pair_luts, pareto_holds, seed_list,
                             training_folder, within_std_holding)
-from search.sampling import random_at_latency
-from search.specialization import LayerObjective, load_preferences, specialize
-from search.standalone import StandaloneRecipe, StandaloneTrainer
+from search.protocols.sampling import random_at_latency
+from search.protocols.specialization import LayerObjective, load_preferences, specialize
+from search.protocols.standalone import StandaloneRecipe, StandaloneTrainer
 
 RESOLUTION = 32
 

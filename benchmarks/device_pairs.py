@@ -12,7 +12,7 @@ own device at matched accuracy, or >= 0.5 points more accurate at no higher late
 of specialize and per-device DNAS wins at the same budget.
 
 The searches use the paper's fbnet loss with latency in units of each LUT's mean price
-(search/budget.py), so a weight is the same trade-off on every device. Each device is searched
+(search/core/budget.py), so a weight is the same trade-off on every device. Each device is searched
 at three weights (--latency-weight, default 1, 2 and 4; 2 is search.run's default), and the
 claim is checked as the paper's Table 5 checks it, at matched accuracy: per search seed, the
 two networks (one per device) whose mean top-1 is closest. A single --latency-weight compares
@@ -47,8 +47,8 @@ from pathlib import Path
 from fbnet.errors import UserError, cli_entry
 from fbnet.io import atomic_write_json
 from search.pair import shared_budgets
-from search.pairing import PairSettings, format_report, pair_luts, run_pair, seed_list
-from search.standalone import StandaloneRecipe
+from search.protocols.pairing import PairSettings, format_report, pair_luts, run_pair, seed_list
+from search.protocols.standalone import StandaloneRecipe
 
 DEFAULT_PAIRS = ("s8:iphone_x", "pixel3:edgegpu")
 DEFAULT_WEIGHTS = (1.0, 2.0, 4.0)

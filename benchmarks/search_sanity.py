@@ -34,9 +34,9 @@ from fbnet.arch import Architecture
 from fbnet.lut import load_lut
 from fbnet.space import SpaceConfig
 from search.data import DEFAULT_DATA, load_data, split_train
-from search.dnas import Search, TrainConfig, latency_only_search
-from search.loss import LatencyModel, LossConfig
-from search.supernet import BOUNDARIES, SuperNet
+from search.core.dnas import Search, TrainConfig, latency_only_search
+from search.core.loss import LatencyModel, LossConfig
+from search.core.supernet import BOUNDARIES, SuperNet
 
 
 def parse_args(argv):

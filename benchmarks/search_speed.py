@@ -60,8 +60,8 @@ def measure(config: str, resolution: int, batch: int, steps: int, device: str,
     from fbnet.arch import named_architecture
     from fbnet.lut import LayerTable
     from fbnet.model import FBNet
-    from search.loss import LatencyModel, LossConfig, dnas_loss
-    from search.supernet import SuperNet
+    from search.core.loss import LatencyModel, LossConfig, dnas_loss
+    from search.core.supernet import SuperNet
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -138,7 +138,7 @@ def measure(config: str, resolution: int, batch: int, steps: int, device: str,
 
 def time_to_convergence(out: Path) -> dict:
     """Seconds of the default search until the first epoch that meets the convergence
-    criterion (search/convergence.py), from the run's own per-epoch log."""
+    criterion (search/core/convergence.py), from the run's own per-epoch log."""
     if not (out / "result.json").is_file():
         subprocess.run([sys.executable, "-m", "search.run", "--lut", "luts/s8.json", "--out",
                         str(out), "--no-progress", *(["--resume"] if (out / "checkpoint.pt")

@@ -15,7 +15,7 @@ target; the table says which sampler each seed used.
 The supernet's ranking quality is printed too: Kendall tau between each network's top-1 with
 the supernet's weights (its candidates alone, forward_arch) and its stand-alone top-1.
 
-The stand-alone recipe (search/standalone.py) is a short one that fits a CPU: a few epochs over
+The stand-alone recipe (search/protocols/standalone.py) is a short one that fits a CPU: a few epochs over
 a fixed subset of Fashion-MNIST at half width, top-1 on a fixed val subset. It ranks networks,
 it does not measure their final accuracy.
 
@@ -48,9 +48,9 @@ from fbnet.lut import load_lut
 from fbnet.metrics import kendall_tau
 from fbnet.space import CANDIDATE_NAMES
 from search.data import DATA_SPECS, DEFAULT_DATA
-from search.dnas import load_trained_supernet
-from search.sampling import random_at_latency
-from search.standalone import StandaloneRecipe, StandaloneTrainer, cached_search
+from search.core.dnas import load_trained_supernet
+from search.protocols.sampling import random_at_latency
+from search.protocols.standalone import StandaloneRecipe, StandaloneTrainer, cached_search
 
 
 

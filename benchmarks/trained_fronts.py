@@ -25,9 +25,9 @@ from pathlib import Path
 from fbnet.arch import Architecture
 from fbnet.errors import UserError, cli_entry
 from fbnet.space import SpaceConfig
-from search.luts import resolve_lut
-from search.pairing import pair_luts
-from search.standalone import StandaloneRecipe
+from search.core.luts import resolve_lut
+from search.protocols.pairing import pair_luts
+from search.protocols.standalone import StandaloneRecipe
 
 RESOLUTION = 32
 

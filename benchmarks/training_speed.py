@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fbnet.arch import load_architecture  # noqa: E402
 from fbnet.errors import UserError, cli_entry  # noqa: E402
 from fbnet.model import FBNet  # noqa: E402
-from search.training import RECIPES, to_channels_last  # noqa: E402
+from search.networks.training import RECIPES, to_channels_last  # noqa: E402
 
 CONFIGS = ("nchw", "channels_last", "bf16", "compile")
 TRAIN_IMAGES = 60000  # Fashion-MNIST's train split

@@ -37,10 +37,10 @@ from fbnet.arch import MOBILENET_V2_WIDTHS, Architecture, mobilenet_v2  # noqa: 
 from fbnet.errors import UserError, cli_entry  # noqa: E402
 from fbnet.lut import Lut, load_lut  # noqa: E402
 from fbnet.space import SpaceConfig  # noqa: E402
-from search.budget import price_range_ms  # noqa: E402
+from search.core.budget import price_range_ms  # noqa: E402
 from search.data import DEFAULT_DATA, DataBundle, load_data  # noqa: E402
-from search.standalone import cached_search  # noqa: E402
-from search.training import RECIPES, Recipe, default_recipe_name, named_recipe, train  # noqa: E402
+from search.protocols.standalone import cached_search  # noqa: E402
+from search.networks.training import RECIPES, Recipe, default_recipe_name, named_recipe, train  # noqa: E402
 
 
 @dataclass

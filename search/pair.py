@@ -1,7 +1,7 @@
 """Device-specific networks at matched budgets: the paper's Table 5 from our own searches.
 
 For every LUT given (--lut, repeated) and every search seed, search that LUT at a matched
-setting, the same point of each device's own trade-off (search/budget.py):
+setting, the same point of each device's own trade-off (search/core/budget.py):
 - a relative budget, --target-rel F: F x the space's mean price on that LUT; or
 - a matched trade-off, --latency-weight W: the paper's fbnet loss with latency in units of
   the space's mean price on that LUT, so W pushes equally hard on every device.
@@ -16,7 +16,7 @@ device's network is specialized from it exactly (search.specialize's dynamic pro
 relative budget --target-rel F (repeatable): each device gets a front of networks from the
 same supernet, compared at matched accuracy like a sweep of weights; a budget below a LUT's
 cheapest network is skipped for that LUT only. Every network is trained
-with one stand-alone recipe over --train-seeds (search/standalone.py) and priced on every LUT;
+with one stand-alone recipe over --train-seeds (search/protocols/standalone.py) and priced on every LUT;
 a network found twice is trained once.
 
 The claim checked per search seed is Pareto, on each device D against each other device O:
@@ -51,10 +51,10 @@ from pathlib import Path
 
 from fbnet.errors import UserError, cli_entry
 from fbnet.io import atomic_write_json
-from search.budget import Budget
+from search.core.budget import Budget
 from search.data import DATA_SPECS, DEFAULT_DATA
-from search.pairing import PairSettings, format_report, run_pair, seed_list
-from search.standalone import StandaloneRecipe
+from search.protocols.pairing import PairSettings, format_report, run_pair, seed_list
+from search.protocols.standalone import StandaloneRecipe
 
 
 def parse_args(argv):

@@ -46,15 +46,15 @@ from fbnet.errors import UserError, cli_entry
 from fbnet.io import atomic_write_json
 from fbnet.lut import Lut, load_lut
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
-from search.convergence import Convergence, assess
-from search.budget import DEFAULT_TARGET_ARCH, Budget, reference_ms
+from search.core.convergence import Convergence, assess
+from search.core.budget import DEFAULT_TARGET_ARCH, Budget, reference_ms
 from search.data import DATA_SPECS, DEFAULT_DATA, load_data, split_train
-from search.dnas import (ALTERNATES, CHECKPOINT_NAME, LOG_CSV, LOG_JSONL, Dist, Search,
+from search.core.dnas import (ALTERNATES, CHECKPOINT_NAME, LOG_CSV, LOG_JSONL, Dist, Search,
                          TrainConfig, sample_architectures, write_theta)
-from search.loss import LOSSES, LossConfig
-from search.luts import resolve_lut
-from search.plots import plot_curves, plot_probabilities
-from search.supernet import BOUNDARIES, MODES
+from search.core.loss import LOSSES, LossConfig
+from search.core.luts import resolve_lut
+from search.core.plots import plot_curves, plot_probabilities
+from search.core.supernet import BOUNDARIES, MODES
 
 
 # The default search trains a half-width supernet on 9600 Fashion-MNIST images: it converges

@@ -20,7 +20,7 @@ from fbnet.errors import UserError, cli_entry
 from fbnet.lut import load_lut
 from fbnet.space import SpaceConfig
 from fbnet.workloads import space_workloads, workload_kind
-from search.luts import lut_resolution, sibling_lut
+from search.core.luts import lut_resolution, sibling_lut
 
 
 def parse_args(argv):

@@ -29,9 +29,9 @@ from pathlib import Path
 
 from fbnet.arch import save_architecture, to_arch_string
 from fbnet.errors import UserError, cli_entry
-from search.budget import Budget, reference_ms
-from search.luts import resolve_lut
-from search.specialization import load_preferences, specialize
+from search.core.budget import Budget, reference_ms
+from search.core.luts import resolve_lut
+from search.protocols.specialization import load_preferences, specialize
 
 
 def parse_args(argv):

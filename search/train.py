@@ -36,7 +36,7 @@ from tqdm import tqdm
 from fbnet.arch import load_architecture
 from fbnet.errors import UserError, cli_entry
 from search.data import DATA_SPECS, DEFAULT_DATA, load_data
-from search.training import RECIPES, default_recipe_name, named_recipe, train
+from search.networks.training import RECIPES, default_recipe_name, named_recipe, train
 
 
 def parse_args(argv):

@@ -6,9 +6,9 @@ import pytest
 from fbnet.errors import UserError
 from fbnet.lut import LayerTable
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
-from search.accuracy_model import ATTRIBUTES, features, fit_accuracy_model, layer_groups
-from search.sampling import random_at_latency
-from search.specialization import best_under_budget
+from search.protocols.accuracy_model import ATTRIBUTES, features, fit_accuracy_model, layer_groups
+from search.protocols.sampling import random_at_latency
+from search.protocols.specialization import best_under_budget
 
 SPACE = SpaceConfig.create(32)
 LAYERS = SPACE.num_layers

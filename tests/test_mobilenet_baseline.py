@@ -11,8 +11,8 @@ from fbnet.arch import MOBILENET_V2_WIDTHS, load_architecture, mobilenet_v2
 from fbnet.errors import UserError
 from fbnet.lut import load_lut
 from fbnet.space import SpaceConfig
-from search.budget import DEFAULT_TARGET_ARCH, Budget
-from search.training import RECIPES, default_recipe_name, named_recipe
+from search.core.budget import DEFAULT_TARGET_ARCH, Budget
+from search.networks.training import RECIPES, default_recipe_name, named_recipe
 from test_search import make_lut, tiny_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +110,7 @@ def test_a_budget_at_a_networks_price():
     table = lut.layer_table(space)
     assert priced.resolve_ms(table, "s8_32.json") == pytest.approx(price)
     assert priced.describe() == f"the price of mobilenet_v2_0.5 ({price:.3f} ms)"
-    with pytest.raises(UserError, match="give one budget, not --target-ms and --target-arch"):
+    with pytest.raises(UserError, match="give --target-ms or --target-arch, not both"):
         Budget(target_ms=3.0, target_arch="mobilenet_v2").check()
     with pytest.raises(UserError, match="unknown architecture 'nope'"):
         Budget(target_arch="nope").priced(lut, space)

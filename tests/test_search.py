@@ -66,9 +66,9 @@ from fbnet.arch import Architecture
 from fbnet.errors import UserError
 from fbnet.model import FBNet
 from fbnet.space import CANDIDATE_NAMES
-from search.dnas import (Dist, Search, TrainConfig, latency_only_search, sample_architectures)
-from search.loss import LatencyModel, LossConfig, dnas_loss, latency_factor
-from search.supernet import (TAU_FLOOR, EntangledBoundary, MixedLayer, SuperNet,
+from search.core.dnas import (Dist, Search, TrainConfig, latency_only_search, sample_architectures)
+from search.core.loss import LatencyModel, LossConfig, dnas_loss, latency_factor
+from search.core.supernet import (TAU_FLOOR, EntangledBoundary, MixedLayer, SuperNet,
                              temperature)
 
 
@@ -206,7 +206,7 @@ def test_sampled_backward_with_tiny_sub_batches():
 
 
 def test_pointwise_convs_run_dilated_on_cpu_with_identical_outputs():
-    # Dilation 2 steers torch's 1x1 convs on < 16 examples to oneDNN (search/supernet.py); a
+    # Dilation 2 steers torch's 1x1 convs on < 16 examples to oneDNN (search/core/supernet.py); a
     # 1x1 kernel must compute exactly what it did undilated, and only the supernet does this.
     torch.manual_seed(0)
     net = SuperNet(tiny_space(), mode="sampled")

@@ -10,7 +10,7 @@ import pytest
 
 from fbnet.arch import load_architecture
 from fbnet.lut import load_lut
-from search.budget import price_range_ms, reference_ms
+from search.core.budget import price_range_ms, reference_ms
 from test_search import kernel3_cheap, make_lut, tiny_space
 
 from conftest import ROOT
@@ -105,8 +105,8 @@ def test_two_ranks_see_each_example_once_and_the_single_process_batches(tmp_path
     splits the same subset between the ranks without overlap."""
     import torch
     from search.data import load_data, split_train
-    from search.dnas import Dist, Search, TrainConfig
-    from search.loss import LossConfig
+    from search.core.dnas import Dist, Search, TrainConfig
+    from search.core.loss import LossConfig
 
     space = tiny_space(16)
     table = make_lut(space).layer_table(space)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from search.convergence import (MAX_UNSTABLE_LAYERS_FRACTION, MIN_MEDIAN_ARGMAX_PROB, Convergence,
+from search.core.convergence import (MAX_UNSTABLE_LAYERS_FRACTION, MIN_MEDIAN_ARGMAX_PROB, Convergence,
                                 assess, layers_changed)
 from test_search import make_lut, tiny_space
 
@@ -104,7 +104,7 @@ def test_budget_below_the_cheapest_network_is_one_line(cli, lut16, tmp_path):
 
 
 def test_recalibrated_bn_scores_one_architecture_and_restores_the_supernet():
-    from search.supernet import SuperNet, recalibrated_bn
+    from search.core.supernet import SuperNet, recalibrated_bn
 
     torch.manual_seed(0)
     net = SuperNet(tiny_space(16))

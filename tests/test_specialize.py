@@ -9,10 +9,10 @@ from fbnet.errors import UserError
 from fbnet.lut import LayerTable
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from fbnet.arch import Architecture
-from search.budget import Budget, reference_ms
-from search.pairing import (Network, PairSettings, accuracy_matched, check_resolutions,
+from search.core.budget import Budget, reference_ms
+from search.protocols.pairing import (Network, PairSettings, accuracy_matched, check_resolutions,
                             pareto_holds, training_folder, within_std_holding)
-from search.specialization import best_under_budget, check_same_space
+from search.protocols.specialization import best_under_budget, check_same_space
 
 
 def _brute_force(log_probs, table, budget_ms):

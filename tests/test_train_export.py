@@ -9,8 +9,8 @@ from fbnet.arch import Architecture, save_architecture
 from fbnet.model import FBNet
 from fbnet.space import SpaceConfig
 from search.data import load_data
-from search.standalone import StandaloneRecipe, StandaloneTrainer
-from search.training import Recipe, load_checkpoint, train
+from search.protocols.standalone import StandaloneRecipe, StandaloneTrainer
+from search.networks.training import Recipe, load_checkpoint, train
 
 TINY_CANDIDATES = ("k3_e1", "k3_e1_g2", "k5_e3", "skip", "k3_e6", "k5_e1_g2", "k5_e6")
 

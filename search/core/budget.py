@@ -56,7 +56,7 @@ class Budget:
         given = [f for f, v in (("--target-ms", self.target_ms), ("--target-rel", self.target_rel),
                                 ("--target-arch", self.target_arch)) if v is not None]
         if len(given) > 1:
-            raise UserError(f"give one budget, not {' and '.join(given)}")
+            raise UserError(f"give {given[0]} or {given[1]}, not both")
         if self.target_ms is not None and not self.target_ms > 0:
             raise UserError(f"--target-ms must be positive, got {self.target_ms}")
         if self.target_rel is not None and not self.target_rel > 0:

@@ -1,7 +1,7 @@
 """A model of stand-alone top-1 from an architecture's blocks, fit on measured trainings: an
 objective for specializing by measured accuracy instead of the supernet's preferences.
 
-It is additive over the layers, so search.specialization's exact dynamic program maximizes it
+It is additive over the layers, so search.protocols.specialization's exact dynamic program maximizes it
 under a budget. A layer's candidate is described by five attributes (skip, 5x5 kernel,
 expansion 3, expansion 6, grouped; the rest is the 3x3 e1 block), with one coefficient per
 attribute and layer group: each stage's residual layers (stride 1, same width: `skip` is the

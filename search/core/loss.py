@@ -21,7 +21,7 @@ Only theta is trained on this loss. The weight step minimizes plain CE: the late
 not depend on w and would only rescale each example's CE gradient (by a factor that moves with
 --latency-weight), i.e. silently change the weights' learning rate.
 
-With a reference price R (`--latency-unit reference`, search.run's default; search/budget.py)
+With a reference price R (`--latency-unit reference`, search.run's default; search/core/budget.py)
 the loss uses LAT / R in place of LAT_ms, so one latency weight pushes alike on devices of
 different speed.
 
@@ -51,7 +51,7 @@ class LossConfig:
     beta: float = 0.6
     latency_weight: float = 1.0
     target_ms: float | None = None
-    # fbnet loss: price LAT in units of this reference price (search/budget.py) instead of ms
+    # fbnet loss: price LAT in units of this reference price (search/core/budget.py) instead of ms
     reference_ms: float | None = None
 
     def check(self) -> None:

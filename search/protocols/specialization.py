@@ -20,8 +20,8 @@ from fbnet.arch import Architecture
 from fbnet.errors import UserError
 from fbnet.lut import LayerTable, Lut
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
-from search.budget import Budget
-from search.dnas import load_trained_supernet
+from search.core.budget import Budget
+from search.core.dnas import load_trained_supernet
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def load_preferences(checkpoint: Path) -> LayerObjective:
 def specialize(objective: LayerObjective, lut: Lut, budget: Budget
                ) -> tuple[Architecture, Specialized]:
     """The architecture maximizing `objective` on `lut` (at the objective's resolution:
-    search.luts.resolve_lut picks a sibling) under `budget`."""
+    search.core.luts.resolve_lut picks a sibling) under `budget`."""
     space = objective.space
     lut_space = lut.space or space
     check_same_space(space.with_classes(lut_space.num_classes), lut_space, objective.source)

@@ -10,7 +10,7 @@ the two networks (one from each device's front) whose mean top-1 is closest. The
 at accuracy only, never at latency.
 
 With `shared_rels`, train once and specialize: one accuracy-only search per seed (latency
-weight 0) gives every device's network by exact specialization (search.specialization) at each
+weight 0) gives every device's network by exact specialization (search.protocols.specialization) at each
 relative budget, so each device has a front of networks from the same supernet, the search
 seed's luck is the same for every device and only the LUTs differ; the fronts are compared at
 matched accuracy as above. search.pair is its command line.
@@ -29,10 +29,10 @@ from tqdm import tqdm
 from fbnet.arch import Architecture, load_architecture, save_architecture, to_arch_string
 from fbnet.errors import UserError
 from fbnet.lut import Lut, load_lut
-from search.budget import Budget
-from search.luts import lut_resolution, resolve_lut
-from search.specialization import load_preferences, specialize
-from search.standalone import StandaloneRecipe, StandaloneTrainer, cached_search
+from search.core.budget import Budget
+from search.core.luts import lut_resolution, resolve_lut
+from search.protocols.specialization import load_preferences, specialize
+from search.protocols.standalone import StandaloneRecipe, StandaloneTrainer, cached_search
 
 # the paper's Table 5 margin, as the target: >= 5% faster at matched accuracy, or >= 0.5 points
 # more accurate at no higher latency

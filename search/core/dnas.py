@@ -1,7 +1,7 @@
 """The DNAS training loop: alternate weights and theta, checkpoint, log, run under torchrun.
 
 The supernet weights w train with SGD (momentum, cosine lr) on CE over the weight split; after
-the warm-up epochs, theta trains with Adam on the latency-aware loss (search/loss.py) over the
+the warm-up epochs, theta trains with Adam on the latency-aware loss (search/core/loss.py) over the
 architecture split. Two ways to alternate them (`--alternate`):
 
 - `step` (default): every weight step is followed by one theta step on the next batch of the
@@ -44,9 +44,9 @@ from fbnet.errors import UserError
 from fbnet.io import atomic_write_json, atomic_write_text
 from fbnet.lut import LayerTable
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
-from search.loss import LatencyModel, LossConfig, dnas_loss, latency_only_loss
-from search.convergence import assess
-from search.supernet import DEFAULT_BOUNDARY, SuperNet, recalibrated_bn, temperature
+from search.core.loss import LatencyModel, LossConfig, dnas_loss, latency_only_loss
+from search.core.convergence import assess
+from search.core.supernet import DEFAULT_BOUNDARY, SuperNet, recalibrated_bn, temperature
 
 CHECKPOINT_FORMAT = "fbnet-dnas-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -297,7 +297,7 @@ class Search:
             ce = F.cross_entropy(logits.float(), y, reduction="none")
             lat = self.latency(masks.weights)
             loss = dnas_loss(self.loss_cfg, ce, lat)
-            # weights train on CE alone (see search/loss.py); theta on the latency-aware loss
+            # weights train on CE alone (see search/core/loss.py); theta on the latency-aware loss
             objective = loss if phase == "theta" else ce.mean()
         if not math.isfinite(float(loss.detach())):
             raise RuntimeError(f"loss became {float(loss)} at epoch {epoch} {phase} step {step}")

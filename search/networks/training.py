@@ -3,7 +3,7 @@ every epoch and resumes from the last one, and the result it records.
 
 The recipe is SGD with momentum, a cosine or step learning-rate schedule, label smoothing and
 weight decay: the FBNet recipe for final networks, scaled down by default to small data.
-search.train runs it from the command line; search.standalone trains many networks briefly
+search.train runs it from the command line; search.protocols.standalone trains many networks briefly
 with it.
 """
 
@@ -159,7 +159,7 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     """NHWC: depthwise-conv backward is several times faster on CPU.
 
     torch 2.13's oneDNN backward of a strided 1x1 conv in channels-last can corrupt the heap
-    with more than one thread (see search/supernet.py, Nchw), so those convs stay NCHW.
+    with more than one thread (see search/core/supernet.py, Nchw), so those convs stay NCHW.
     """
     model.to(memory_format=torch.channels_last)
     for m in model.modules():

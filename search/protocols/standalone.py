@@ -30,9 +30,9 @@ from fbnet.arch import Architecture, at_resolution
 from fbnet.errors import UserError
 from fbnet.io import atomic_write_json
 from search.data import DEFAULT_DATA, DataBundle, load_data
-from search.training import Recipe, train
+from search.networks.training import Recipe, train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository: search.run runs from there
 
 
 def cached_search(out: Path, args: list[str]) -> dict:

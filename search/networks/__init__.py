@@ -1,0 +1,1 @@
+"""Stand-alone networks: training one architecture from scratch with a named recipe."""
