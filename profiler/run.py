@@ -36,13 +36,13 @@ from fbnet.arch import load_architecture
 from fbnet.errors import UserError, cli_entry
 from fbnet.lowering import BACKENDS, DTYPES, RUNTIMES, recipe_for
 from fbnet.space import SpaceConfig
-from profiler.backends.base import RUNNERS
 from profiler.build import BuildSettings, build_lut, default_lut_path
 from profiler.calibration import CALIBRATION_NETWORKS, Calibration
 from profiler.export import DEFAULT_CACHE
 from profiler.jobs import PROGRESS_MODES
 from profiler.network import measure_arch
-from profiler.settings import CLOCKS, Settings, Target, resolve_clock
+from profiler.settings import (CLOCKS, Settings, add_target_arguments, resolve_clock,
+                               target_from_args)
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -55,9 +55,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m profiler.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="host",
-                   help="host, s8, pixel3, iphone_x, android:SERIAL[,SERIAL], ios:UDID "
-                        "(default host)")
+    add_target_arguments(p)
     p.add_argument("--arch", help="measure this network end to end instead of building a LUT "
                                   "(a named architecture or an arch JSON file)")
     p.add_argument("--resolution", type=int, help="input size (default 224; with --arch the "
@@ -73,12 +71,6 @@ def parse_args(argv):
                    help="ExecuTorch delegate (portable: the undelegated kernels)")
     p.add_argument("--runtime", choices=RUNTIMES, default="executorch",
                    help="torchscript: legacy TorchScript-lite .ptl programs")
-    p.add_argument("--runner", choices=RUNNERS, default="python",
-                   help="python: in-process runtime; native: the C++ fbnet_bench")
-    p.add_argument("--native-runner", type=Path, help="path of the host-built fbnet_bench")
-    p.add_argument("--serial", help="Android phone serial (else ANDROID_SERIAL, else the one "
-                                    "phone matching --device)")
-    p.add_argument("--udid", help="iPhone UDID (else the one iPhone matching --device)")
     p.add_argument("--threads", type=int, default=1, help="runtime CPU threads (default 1)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs per program per round")
     p.add_argument("--iters", type=int, default=50, help="timed runs per program in all")
@@ -133,19 +125,15 @@ def parse_args(argv):
 
 
 def settings_from(args) -> Settings:
-    clock = resolve_clock(args.clock, target_from(args).profile.kind, args.runner,
+    clock = resolve_clock(args.clock, target_from_args(args).profile.kind, args.runner,
                           args.threads)
     return Settings(args.dtype, args.backend, args.runtime, args.threads, args.warmup,
                     args.iters, args.rounds, ops=not args.no_ops, clock=clock)
 
 
-def target_from(args) -> Target:
-    return Target(args.device, args.runner, args.native_runner, args.serial, args.udid)
-
-
 def build_settings(args) -> BuildSettings:
     s = settings_from(args)
-    target = target_from(args)
+    target = target_from_args(args)
     space = SpaceConfig.create(args.resolution or 224, width=args.width,
                                stage_depths=args.stage_depths, stage_widths=args.stage_widths)
     command = "python -m profiler.run " + " ".join(sys.argv[1:]) if sys.argv[1:] else \
@@ -167,7 +155,7 @@ def main(argv=None) -> int:
     if args.arch:
         s = settings_from(args)
         arch = load_architecture(args.arch, resolution=args.resolution, width=args.width)
-        summary = measure_arch(arch, target_from(args), s, args.cache)
+        summary = measure_arch(arch, target_from_args(args), s, args.cache)
         if args.json:
             print(json.dumps(summary, indent=1))
         else:

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from fbnet.errors import UserError
 from fbnet.lowering import LoweringRecipe, recipe_for
-from profiler.backends.base import Backend, BackendOptions, create_backend
+from profiler.backends.base import RUNNERS, Backend, BackendOptions, create_backend
 from profiler.devices import DeviceProfile, resolve_device
 from profiler.protocol import Manifest, ProgramSpec
 
@@ -61,6 +63,8 @@ class Target:
     native_runner: Path | None = None  # host-built fbnet_bench
     serial: str | None = None  # Android phone serial
     udid: str | None = None  # iPhone UDID
+    ios_app: Path | None = None  # the FbnetBench app to install on an iPhone that lacks it
+    bundle_id: str | None = None  # the installed FbnetBench's bundle id
 
     @property
     def profile(self) -> DeviceProfile:
@@ -69,10 +73,37 @@ class Target:
     def open(self, s: Settings, purpose: str) -> Backend:
         """The backend running programs of settings `s` here, with a fresh scratch folder
         named for `purpose`; use it as a context manager."""
-        extra = {k: v for k, v in (("serial", self.serial), ("udid", self.udid)) if v}
         options = BackendOptions(runner=self.runner, runtime=s.runtime, backend=s.backend,
                                  dtype=s.dtype, threads=s.threads,
                                  native_runner=self.native_runner,
                                  workdir=Path(tempfile.mkdtemp(prefix=f"fbnet-{purpose}-")),
-                                 extra=extra)
+                                 serial=self.serial, udid=self.udid, ios_app=self.ios_app,
+                                 bundle_id=self.bundle_id)
         return create_backend(self.profile, options)
+
+
+def add_target_arguments(p: argparse.ArgumentParser) -> None:
+    """Where programs run: the same flags, meaning the same, in every command that measures.
+    The environment variables a phone's tools use are read here, as the flags' defaults."""
+    g = p.add_argument_group("target")
+    g.add_argument("--device", default="host",
+                   help="host, s8, pixel3, iphone_x, android:SERIAL[,SERIAL], ios:UDID "
+                        "(default host)")
+    g.add_argument("--runner", choices=RUNNERS, default="python",
+                   help="python: in-process runtime; native: the C++ fbnet_bench")
+    g.add_argument("--native-runner", type=Path, help="path of the host-built fbnet_bench")
+    g.add_argument("--serial", default=os.environ.get("ANDROID_SERIAL"),
+                   help="Android phone serial (default $ANDROID_SERIAL, else the one phone "
+                        "matching --device)")
+    g.add_argument("--udid", help="iPhone UDID (else the one iPhone matching --device)")
+    g.add_argument("--ios-app", type=Path, default=os.environ.get("FBNET_IOS_APP"),
+                   help="FbnetBench .app/.ipa to install on an iPhone that lacks it (default "
+                        "$FBNET_IOS_APP)")
+    g.add_argument("--bundle-id", default=os.environ.get("FBNET_IOS_BUNDLE_ID"),
+                   help="bundle id of the installed FbnetBench (default $FBNET_IOS_BUNDLE_ID, "
+                        "else the project's)")
+
+
+def target_from_args(args: argparse.Namespace) -> Target:
+    return Target(args.device, args.runner, args.native_runner, args.serial, args.udid,
+                  Path(args.ios_app) if args.ios_app else None, args.bundle_id)

@@ -40,14 +40,14 @@ from fbnet.io import atomic_write_json
 from fbnet.lut import Lut, LutEntry, Summation, load_lut
 from fbnet.metrics import errors_pct, kendall_tau, mape_pct, median_abs_error_pct, spearman_rho
 from fbnet.space import SpaceConfig
-from profiler.backends.base import RUNNERS
 from profiler.calibration import random_architecture
 from profiler.export import DEFAULT_CACHE, ArtifactCache
 from profiler.jobs import (Exporter, Progress, arch_job, measure_in_passes, measured_entry,
                            pass_share)
 from profiler.measure import CI_LEVEL
 from profiler.noise import SpeedBlock, speed_block_jobs, speed_ratio
-from profiler.settings import CLOCKS, Settings, Target, resolve_clock
+from profiler.settings import (CLOCKS, Settings, Target, add_target_arguments, resolve_clock,
+                               target_from_args)
 
 TARGETS = {"median_abs_error_pct": 5.0, "within_10pct": 0.90, "kendall_tau": 0.90}
 # The noise explains the error when at least this fraction of networks is within its interval
@@ -100,7 +100,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m profiler.validate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lut", required=True, help="the LUT to check")
-    p.add_argument("--device", default="host", help="where to measure (default host)")
+    add_target_arguments(p)
     p.add_argument("--samples", type=int, default=50, help="random architectures (default 50)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random architectures")
     p.add_argument("--no-named", action="store_true", help="skip the named architectures")
@@ -111,10 +111,8 @@ def parse_args(argv):
     p.add_argument("--rounds", type=int, default=3, help="round-robin rounds")
     p.add_argument("--passes", type=int, help="sets of freshly grouped jobs the rounds are "
                    "spread over, as profiler.run does (default: one per round)")
-    p.add_argument("--runner", choices=RUNNERS, default="python")
     p.add_argument("--clock", choices=CLOCKS, default="auto",
                    help="default: the clock the LUT was measured with")
-    p.add_argument("--native-runner", type=Path, help="path of the host-built fbnet_bench")
     p.add_argument("--workers", type=int, default=2, help="export processes")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="artifact cache folder")
     p.add_argument("--out", type=Path, help="also write the per-network rows and metrics here")
@@ -132,7 +130,7 @@ def parse_args(argv):
 
 def settings_from(args) -> ValidateSettings:
     return ValidateSettings(
-        args.lut, Target(args.device, args.runner, args.native_runner), samples=args.samples,
+        args.lut, target_from_args(args), samples=args.samples,
         seed=args.seed, named=not args.no_named, archs=tuple(args.arch), warmup=args.warmup,
         iters=args.iters, rounds=args.rounds, passes=args.passes, clock=args.clock,
         workers=args.workers, cache=args.cache, out=args.out, plot=args.plot,

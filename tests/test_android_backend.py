@@ -1,5 +1,5 @@
 """The Android backend, end to end, with no phone: the same commands, phone directory layout and
-native runner, over a LocalTransport that executes on this host (see profiler/backends/android.py).
+native runner, over a LocalTransport that executes on this host (see profiler/backends/runner.py).
 
 Unit tests cover what is read from a phone (probe, thermal zones, core masks, ELF checks) from
 text in the probe script's output format; the rest runs real exported programs with the
@@ -22,10 +22,10 @@ from fbnet.errors import UserError
 from fbnet.lut import load_lut
 from fbnet.space import SpaceConfig
 from fbnet.workloads import fixed_parts
-from profiler.backends.android import (DEVICE_DIR, PROBE_SCRIPT, THERMAL_SCRIPT, PhoneSession,
-                                       RunnerBackend, cpu_mask, elf_machine, merge_results,
-                                       parse_cpu_list, parse_probe, parse_thermal,
-                                       split_programs)
+from profiler.backends.runner import (DEVICE_DIR, PROBE_SCRIPT, THERMAL_SCRIPT, PhoneSession,
+                                      RunnerBackend, cpu_mask, elf_machine, merge_results,
+                                      parse_cpu_list, parse_probe, parse_thermal,
+                                      split_programs)
 from profiler.backends.adb_transport import v1_command
 from profiler.backends.base import BackendOptions, LocalTransport, TransportError
 from profiler.devices import resolve_device

@@ -20,7 +20,7 @@ from fbnet.coverage import lut_workloads
 from fbnet.lut import load_lut
 from fbnet.space import SpaceConfig
 from profiler.backends.adb_transport import AdbTransport, adb_client, find_adb_binary
-from profiler.backends.android import DEVICE_DIR, PhoneSession
+from profiler.backends.runner import DEVICE_DIR, PhoneSession
 from profiler.backends.base import TransportError
 from profiler.export import ArtifactCache, ExportJob, export_all
 from profiler.protocol import Manifest, ProgramSpec

@@ -101,9 +101,9 @@ def finish(transport, job_id, exit_code=0, error=None, programs=None):
                                           "job_id": job_id}).encode()
 
 
-def make_backend(transport, tmp_path, **extra) -> IosBackend:
+def make_backend(transport, tmp_path, **options) -> IosBackend:
     backend = IosBackend(PROFILES["iphone_x"], BackendOptions(workdir=tmp_path / "work",
-                                                               extra=extra), transport)
+                                                               **options), transport)
     backend.poll_s = 0.0
     backend.alive_check_s = 0.0
     return backend

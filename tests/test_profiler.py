@@ -148,15 +148,11 @@ def test_missing_backend_is_not_available_yet():
         create_backend(profile, BackendOptions())
 
 
-def test_default_path_never_overwrites_a_shipped_estimate(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_default_path_is_never_a_shipped_lut():
+    """A build without --out writes the user's own LUT (runs/luts/), never one of luts/."""
     s = Settings()
-    assert default_lut_path("s8", 224, s) == Path("luts/s8.json")
-    (tmp_path / "luts").mkdir()
-    (tmp_path / "luts" / "s8.json").write_text(json.dumps({"provenance": {"kind": "estimated"}}))
-    assert default_lut_path("s8", 224, s) == Path("luts/s8_measured.json")
-    (tmp_path / "luts" / "host_32.json").write_text(json.dumps({"provenance": {"kind": "measured"}}))
-    assert default_lut_path("host", 32, s) == Path("luts/host_32.json")
+    for device, resolution in (("s8", 224), ("host", 32), ("iphone_x", 32)):
+        assert default_lut_path(device, resolution, s).parent == Path("runs") / "luts"
 
 
 def test_cli_unwritable_output(cli, tmp_path):

@@ -26,7 +26,7 @@ import shlex
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from fbnet.errors import UserError
@@ -142,7 +142,15 @@ class BackendOptions:
     threads: int = 1
     native_runner: Path | None = None  # host-built fbnet_bench (android_app/build_host.sh)
     workdir: Path | None = None  # local scratch (results, ETDumps pulled back)
-    extra: dict = field(default_factory=dict)  # backend-specific (pin cores, bundle id, ...)
+    # Android: which phone (else the one matching the profile) and whether to pin the runner to
+    # its big cores (None: the profile's default)
+    serial: str | None = None
+    pin_big_cores: bool | None = None
+    # iOS: which iPhone, the FbnetBench app to install, its bundle id, a per-job timeout
+    udid: str | None = None
+    ios_app: Path | None = None
+    bundle_id: str | None = None
+    timeout_s: float | None = None
 
 
 class Backend(abc.ABC):

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import fnmatch
 import json
-import os
 import shutil
 import time
 import uuid
@@ -415,13 +414,11 @@ class IosBackend(Backend):
 
     def __init__(self, profile, options: BackendOptions, transport: IosTransport):
         super().__init__(profile, options)
-        extra = options.extra
         self.transport = transport
-        self.udid = extra.get("udid") or (profile.serials[0] if profile.serials else None)
+        self.udid = options.udid or (profile.serials[0] if profile.serials else None)
         self.bundle_id = bundle_id_from(options)
-        app = extra.get("ios_app") or os.environ.get("FBNET_IOS_APP")
-        self.app_path = Path(app) if app else None
-        self.timeout_s = extra.get("timeout_s")
+        self.app_path = Path(options.ios_app) if options.ios_app else None
+        self.timeout_s = options.timeout_s
         self.workdir = Path(options.workdir or (REPO / ".cache" / "ios"))
         self.device: IosDevice | None = None
         self._remote: dict[str, str] = {}  # local program path -> Documents-relative path
@@ -577,8 +574,7 @@ class IosBackend(Backend):
 
 
 def bundle_id_from(options: BackendOptions) -> str:
-    return (options.extra.get("bundle_id") or os.environ.get("FBNET_IOS_BUNDLE_ID")
-            or DEFAULT_BUNDLE_ID)
+    return options.bundle_id or DEFAULT_BUNDLE_ID
 
 
 def create_backend(profile, options: BackendOptions) -> Backend:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from fbnet.errors import UserError
-from profiler.backends.android import DEVICE_DIR, REPO, PhoneSession, RunnerBackend
+from profiler.backends.runner import DEVICE_DIR, REPO, PhoneSession, RunnerBackend
 from profiler.backends.base import BackendOptions, LocalTransport
 
 BUILD_SCRIPT = REPO / "android_app" / "build_host.sh"
@@ -50,7 +50,7 @@ def create_backend(profile, options: BackendOptions) -> RunnerBackend:
     root = workdir / "native-host"
     transport = LocalTransport(root)
     device_dir = DEVICE_DIR.lstrip("/")  # relative: lands under the scratch root
-    pin = options.extra.get("pin_big_cores", True)
+    pin = True if options.pin_big_cores is None else options.pin_big_cores
     session = PhoneSession("host", transport, host_runner_path(options), device_dir, workdir,
                            pin_big_cores=pin, threads=options.threads)
     return RunnerBackend(profile, options, [session])
