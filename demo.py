@@ -39,8 +39,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fbnet.arch import load_architecture
 from fbnet.errors import UserError, cli_entry
 from fbnet.io import atomic_write_text
+from search.protocols.pairing import Network, pareto_holds
+from search.runs import SearchRun, TrainRun
 
 # (name, LUT, what it is): the host LUT is measured by step 1, the phone LUTs ship in luts/
 SEARCH_TARGETS = (("host", None, "this machine, measured now"),
@@ -107,20 +110,22 @@ def plan(out: Path, args) -> list[Step]:
             "--train-images", str(args.search_images), "--no-progress",
             *(["--target-rel", str(args.target_rel)] if args.target_rel is not None else
               ["--latency-weight", str(args.latency_weight)]),
-            *(["--resume"] if (run / "checkpoint.pt").exists() else [])],
+            *(["--resume"] if SearchRun(run).checkpoint.exists() else [])],
             needs=["profile host"] if name == "host" else []))
     for name, _, _ in SEARCH_TARGETS:
-        arch, train = out / "search" / name / "arch.json", out / "train" / name
+        arch, train = SearchRun(out / "search" / name).arch, TrainRun(out / "train" / name)
+        # a short proxy training (the small recipe), not the full one: the demo compares
+        # latencies, and says so beside its accuracies
         steps.append(Step(f"train {name}", [
-            "search.train", "--arch", str(arch), "--data", "fashion-mnist", "--out", str(train),
-            "--epochs", str(args.train_epochs), "--max-steps", str(args.train_steps),
-            "--resume"], needs=[f"search {name}"]))
+            "search.train", "--arch", str(arch), "--data", "fashion-mnist", "--out",
+            str(train.root), "--recipe", "small", "--epochs", str(args.train_epochs),
+            "--max-steps", str(args.train_steps), "--resume"], needs=[f"search {name}"]))
         steps.append(Step(f"export {name}", [
-            "search.export", "--weights", str(train / "checkpoint.pt"),
+            "search.export", "--weights", str(train.checkpoint),
             "--out", str(out / "export" / f"{name}.pte")], needs=[f"train {name}"]))
     # the found networks timed end to end beside a few of the host LUT's own blocks, which say
     # how fast the machine runs now against the profiling (profiler.validate's speed ratio)
-    searched = [str(out / "search" / n / "arch.json") for n, _, _ in SEARCH_TARGETS]
+    searched = [str(SearchRun(out / "search" / n).arch) for n, _, _ in SEARCH_TARGETS]
     steps.append(Step("measure networks", [
         "profiler.validate", "--lut", str(host_lut), "--samples", "0", "--no-named",
         "--arch", *searched, "--json", "--quiet"], stdout_to=measured_path(out),
@@ -282,23 +287,35 @@ def device_specific_verdict(out: Path) -> None:
         return
     print("\ndevice-specific networks at a matched trade-off (top-1 from one short training "
           "each; benchmarks/device_pairs.py checks this over seeds):")
+    # the claim is search.pair's own check (search.protocols.pairing.pareto_holds), on one
+    # training per network: at least as accurate at no higher latency on the device
+    networks = {}
+    for name in {d for pair in pairs for d in pair}:
+        row = rows[name]
+        networks[name] = Network(
+            name, "dnas", name, 0,
+            load_architecture(row["arch_string"], resolution=row["resolution"]),
+            latency_ms={dev: row["cells"][label]["latency_ms"] for dev, label in columns.items()},
+            top1=[row["top1"]["value"]] if row.get("top1") else [])
     for dev, other in pairs:
-        own = rows[dev]["cells"][columns[dev]]["latency_ms"]
-        theirs = rows[other]["cells"][columns[dev]]["latency_ms"]
-        top1 = {k: rows[k].get("top1") for k in (dev, other)}
-        gap = None if None in top1.values() else 100 * (top1[dev]["value"] -
-                                                         top1[other]["value"])
-        acc = "" if gap is None else (
-            f"; top-1 {100 * top1[dev]['value']:.1f}% vs {100 * top1[other]['value']:.1f}%")
-        if own >= theirs:
+        own, theirs = networks[dev], networks[other]
+        own_ms, their_ms = own.latency_ms[dev], theirs.latency_ms[dev]
+        acc = ""
+        if own.top1 and theirs.top1:
+            acc = f"; top-1 {100 * own.top1_mean:.1f}% vs {100 * theirs.top1_mean:.1f}%"
+            check = pareto_holds(own, theirs, dev)
+            holds, gap = check["holds"], 100 * check["top1_gap"]
+        else:  # no accuracy to match: latency alone
+            holds, gap = own_ms <= their_ms, 0.0
+        if own_ms > their_ms:
             verdict = "NOT faster on its own device in this run"
-        elif gap is None or gap >= 0:
+        elif holds:
             verdict = "faster on its own device and at least as accurate: holds"
         else:
             verdict = (f"faster on its own device but {-gap:.1f} points less accurate: another "
                        "point of the trade-off, not a win at matched accuracy")
-        print(f"  on {dev}: the {dev} network {own:.3f} ms, the {other} network "
-              f"{theirs:.3f} ms ({theirs / own - 1:+.1%}){acc}: {verdict}")
+        print(f"  on {dev}: the {dev} network {own_ms:.3f} ms, the {other} network "
+              f"{their_ms:.3f} ms ({their_ms / own_ms - 1:+.1%}){acc}: {verdict}")
 
 
 @cli_entry

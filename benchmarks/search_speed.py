@@ -27,6 +27,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from search.runs import SearchRun  # noqa: E402
+
 # sampled-entangled: search.run's default; sampled-separate: --boundary separate
 CONFIGS = ("single", "sampled-entangled", "sampled-separate", "soft")
 
@@ -139,12 +143,13 @@ def measure(config: str, resolution: int, batch: int, steps: int, device: str,
 def time_to_convergence(out: Path) -> dict:
     """Seconds of the default search until the first epoch that meets the convergence
     criterion (search/core/convergence.py), from the run's own per-epoch log."""
-    if not (out / "result.json").is_file():
+    run = SearchRun(out)
+    if not run.result.is_file():
         subprocess.run([sys.executable, "-m", "search.run", "--lut", "luts/s8.json", "--out",
-                        str(out), "--no-progress", *(["--resume"] if (out / "checkpoint.pt")
-                                                      .is_file() else [])],
+                        str(out), "--no-progress",
+                        *(["--resume"] if run.checkpoint.is_file() else [])],
                        cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in run.log_jsonl.read_text().splitlines()]
     elapsed, first = 0.0, None
     for row in rows:
         elapsed += row["seconds"]

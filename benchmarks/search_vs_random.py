@@ -51,6 +51,7 @@ from search.data import DATA_SPECS, DEFAULT_DATA
 from search.core.dnas import load_trained_supernet
 from search.protocols.sampling import random_at_latency
 from search.protocols.standalone import StandaloneRecipe, StandaloneTrainer, cached_search
+from search.runs import SearchRun
 
 
 
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
         print(f"[seed {seed}] search into {run_dir}", file=sys.stderr, flush=True)
         found = cached_search(run_dir, ["--lut", args.lut, "--data", args.data, "--seed",
                                         str(seed), *args.search_args.split()])
-        searched = load_architecture(str(run_dir / "arch.json"))
+        searched = load_architecture(str(SearchRun(run_dir).arch))
         lut = load_lut(found["lut"])
         table = lut.layer_table(searched.space)
         ms = np.array(table.per_layer_ms)
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
             (f"random{k}", Architecture(f"random_seed{seed}_{k}", searched.space,
                                         tuple(CANDIDATE_NAMES[i] for i in idx)))
             for k, idx in enumerate(picks)]
-        supernet = load_trained_supernet(run_dir / "checkpoint.pt")
+        supernet = load_trained_supernet(SearchRun(run_dir).checkpoint)
         entries = []
         for name, arch in archs:
             top1 = trainer.top1(arch, f"search_seed{seed}_{name}", args.train_seed)

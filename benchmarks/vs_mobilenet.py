@@ -40,6 +40,7 @@ from fbnet.space import SpaceConfig  # noqa: E402
 from search.core.budget import price_range_ms  # noqa: E402
 from search.data import DEFAULT_DATA, DataBundle, load_data  # noqa: E402
 from search.protocols.standalone import cached_search  # noqa: E402
+from search.runs import SearchRun, TrainRun  # noqa: E402
 from search.networks.training import RECIPES, Recipe, default_recipe_name, named_recipe, train  # noqa: E402
 
 
@@ -94,7 +95,7 @@ def training_folder(root: Path, arch: Architecture, recipe: Recipe, data_spec: s
 def trained(arch: Architecture, lut: Lut, data: DataBundle, recipe: Recipe, data_spec: str,
             root: Path, log) -> Trained:
     folder = training_folder(root, arch, recipe, data_spec)
-    result_path = folder / "result.json"
+    result_path = TrainRun(folder).result
     if result_path.is_file():
         result = json.loads(result_path.read_text())
         top1, seconds = result["top1"], result["train_seconds"]
@@ -131,7 +132,7 @@ def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, da
             log(f"  search seed {seed} into {out}")
             found = cached_search(out, ["--lut", lut_path, "--data", data_spec,
                                         "--target-ms", f"{budget_ms:.6f}", "--seed", str(seed)])
-            arch = Architecture.from_dict(found["arch"], source=str(out / "result.json"))
+            arch = Architecture.from_dict(found["arch"], source=str(SearchRun(out).result))
             arch = Architecture(f"dnas_w{width:g}_seed{seed}", arch.space, arch.candidates)
             searched.append(trained(arch, lut, data, recipe, data_spec, root, log))
         rows.append(WidthRow(width, round(budget_ms, 4), mobilenet, searched))

@@ -37,6 +37,7 @@ from fbnet.arch import Architecture, at_resolution, load_architecture, to_arch_s
 from fbnet.errors import UserError, cli_entry
 from fbnet.lut import Lut, load_lut
 from fbnet.published import PUBLISHED_RESOLUTION, latency_ms, top1_fraction
+from search.runs import SearchRun, TrainRun
 
 
 @dataclass
@@ -128,10 +129,11 @@ def _from_train_result(path: Path, source: str) -> ArchRow:
 def load_arch_row(spec: str, num_classes: int | None = None) -> ArchRow:
     path = Path(spec.partition("#")[0])
     if path.is_dir():
-        if (path / "result.json").is_file():
-            return _from_train_result(path / "result.json", spec)
-        if (path / "arch.json").is_file():
-            arch = load_architecture(str(path / "arch.json"))
+        train_run, search_run = TrainRun(path), SearchRun(path)
+        if train_run.result.is_file():
+            return _from_train_result(train_run.result, spec)
+        if search_run.arch.is_file():
+            arch = load_architecture(str(search_run.arch))
             return ArchRow(arch.name, spec, arch)
         raise UserError(f"{path} holds neither result.json (search.train) nor arch.json "
                         "(search.run); give an architecture file or name")

@@ -48,9 +48,10 @@ from fbnet.lut import Lut, load_lut
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from search.core.convergence import Convergence, assess
 from search.core.budget import DEFAULT_TARGET_ARCH, Budget, reference_ms
+from search.runs import SearchRun
 from search.data import DATA_SPECS, DEFAULT_DATA, load_data, split_train
-from search.core.dnas import (ALTERNATES, CHECKPOINT_NAME, LOG_CSV, LOG_JSONL, Dist, Search,
-                         TrainConfig, sample_architectures, write_theta)
+from search.core.dnas import (ALTERNATES, Dist, Search, TrainConfig, sample_architectures,
+                              write_theta)
 from search.core.loss import LOSSES, LossConfig
 from search.core.luts import resolve_lut
 from search.core.plots import plot_curves, plot_probabilities
@@ -267,18 +268,14 @@ class SearchResult:
                 "val_top1_supernet": self.val_top1_supernet,
                 "samples": self.samples, "epochs": self.epochs, "seconds": self.seconds,
                 "out": str(self.out),
-                "files": {name: str(self.out / name) for name in OUTPUT_FILES}}
-
-
-OUTPUT_FILES = ("result.json", "arch.json", "samples.json", "theta.json", LOG_JSONL, LOG_CSV,
-                "probs.png", "curves.png", CHECKPOINT_NAME)
+                "files": {name: str(self.out / name) for name in SearchRun.FILES}}
 
 
 def check_out_dir(out: Path, resume: bool) -> None:
     """A new search never overwrites another run's files; --resume needs a checkpoint."""
     if resume:
         return
-    found = [name for name in OUTPUT_FILES if (out / name).exists()]
+    found = SearchRun(out).existing()
     if found:
         raise UserError(f"{out} already holds a search's files ({', '.join(found[:3])}); pass "
                         "--resume to continue it (needs its checkpoint.pt) or choose another --out")
@@ -382,7 +379,7 @@ def run_search(settings: SearchSettings, loss_cfg: LossConfig, train_cfg: TrainC
     search = Search(proxy, table, loss_cfg, train_cfg, w_data, theta_data, bundle.val, out,
                     device, fingerprint, d, progress=settings.progress)
     if settings.resume:
-        search.load_checkpoint(out / CHECKPOINT_NAME)
+        search.load_checkpoint(SearchRun(out).checkpoint)
     if d.main and announce:
         if note:
             announce(f"note: {note}")
@@ -407,7 +404,8 @@ def run_search(settings: SearchSettings, loss_cfg: LossConfig, train_cfg: TrainC
     stem = Path(lut.path).stem
     argmax = Architecture(f"dnas_{stem}", space, model.argmax_candidates())
     out.mkdir(parents=True, exist_ok=True)
-    save_architecture(argmax, out / "arch.json")
+    run = SearchRun(out)
+    save_architecture(argmax, run.arch)
     samples = []
     for k, idx in enumerate(sample_architectures(model.theta, settings.samples, train_cfg.seed)):
         arch = Architecture(f"dnas_{stem}_sample{k}", space,
@@ -415,11 +413,11 @@ def run_search(settings: SearchSettings, loss_cfg: LossConfig, train_cfg: TrainC
         samples.append({"architecture": arch.to_dict(), "latency_ms": lut.price(arch).total_ms,
                         "macs": arch.macs, "params": arch.params,
                         "arch_string": to_arch_string(arch)})
-    atomic_write_json(out / "samples.json", {"lut": str(lut.path), "samples": samples})
-    write_theta(out / "theta.json", model, history[-1]["tau"])
+    atomic_write_json(run.samples, {"lut": str(lut.path), "samples": samples})
+    write_theta(run.theta, model, history[-1]["tau"])
     title = f"({lut.title}, {bundle.name})"
-    plot_probabilities(history, out / "probs.png", title)
-    plot_curves(history, out / "curves.png", title)
+    plot_probabilities(history, run.probs_plot, title)
+    plot_curves(history, run.curves_plot, title)
     last = history[-1]
     result = SearchResult(
         arch=argmax, latency_ms=lut.price(argmax).total_ms, lut=lut, lut_note=note,
@@ -427,7 +425,7 @@ def run_search(settings: SearchSettings, loss_cfg: LossConfig, train_cfg: TrainC
         val_top1_argmax=last["val_top1_argmax"], val_top1_supernet=last["val_top1_supernet"],
         samples=samples, epochs=len(history), seconds=seconds, out=out,
         probs=model.probabilities().tolist())
-    atomic_write_json(out / "result.json", result.to_dict())
+    atomic_write_json(run.result, result.to_dict())
     return result
 
 
@@ -448,7 +446,7 @@ def print_summary(result: SearchResult) -> None:
           f"(python -m search.train --arch {result.out / 'arch.json'})")
     lats = ", ".join(f"{s['latency_ms']:.3f}" for s in result.samples)
     print(f"{len(result.samples)} samples from P_theta: {lats} ms")
-    print(f"wrote {result.out}/: {', '.join(OUTPUT_FILES)} ({result.epochs} epochs in "
+    print(f"wrote {result.out}/: {', '.join(SearchRun.FILES)} ({result.epochs} epochs in "
           f"{result.seconds:.0f} s)")
 
 

@@ -91,7 +91,8 @@ def test_the_full_recipe_on_a_handful_of_batches(cli, tmp_path):
                "--out", str(out), "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["recipe"]["name"] == "fmnist-full(epochs=1, max_steps_per_epoch=3)"
+    assert result["recipe"]["name"] == \
+        "fmnist-full(epochs=1, max_steps_per_epoch=3, warmup_epochs=0)"
     assert result["recipe"]["batch_size"] == 128 and result["arch_name"] == "mobilenet_v2_0.35"
     assert result["top1"] == result["history"][-1]["val_top1"]
     assert "with recipe fmnist-full(epochs=1" in done.stderr

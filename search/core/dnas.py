@@ -47,10 +47,9 @@ from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from search.core.loss import LatencyModel, LossConfig, dnas_loss, latency_only_loss
 from search.core.convergence import assess
 from search.core.supernet import DEFAULT_BOUNDARY, SuperNet, recalibrated_bn, temperature
+from search.runs import SearchRun
 
 CHECKPOINT_FORMAT = "fbnet-dnas-checkpoint/1"
-CHECKPOINT_NAME = "checkpoint.pt"
-LOG_JSONL, LOG_CSV = "log.jsonl", "log.csv"
 PHASES = ("w", "theta")
 # batches of the architecture split that re-estimate BatchNorm statistics for one architecture
 BN_CALIBRATION_BATCHES = 8
@@ -516,7 +515,7 @@ class Search:
     # --- files -------------------------------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path:
-        return self.out / CHECKPOINT_NAME
+        return SearchRun(self.out).checkpoint
 
     def save_checkpoint(self) -> None:
         if not self.dist.main:
@@ -569,7 +568,7 @@ class Search:
     def _write_log(self) -> None:
         if not self.dist.main:
             return
-        atomic_write_text(self.out / LOG_JSONL,
+        atomic_write_text(SearchRun(self.out).log_jsonl,
                           "".join(json.dumps(row) + "\n" for row in self.history))
         cols = [k for k in self.history[0] if k not in ("probs", "argmax_arch")] + ["argmax_arch"]
         lines = [",".join(cols)]
@@ -580,7 +579,7 @@ class Search:
                 cells.append(" ".join(v) if isinstance(v, list) else "" if v is None else
                              f"{v:.6g}" if isinstance(v, float) else str(v))
             lines.append(",".join(cells))
-        atomic_write_text(self.out / LOG_CSV, "\n".join(lines) + "\n")
+        atomic_write_text(SearchRun(self.out).log_csv, "\n".join(lines) + "\n")
 
 
 @dataclass

@@ -27,6 +27,7 @@ from fbnet.errors import UserError
 from fbnet.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from fbnet.model import FBNet
 from search.data import DEFAULT_DATA
+from search.runs import TrainRun
 
 CHECKPOINT_FORMAT = "fbnet-train-checkpoint/1"
 
@@ -101,6 +102,9 @@ def named_recipe(name: str, **changes) -> Recipe:
     except KeyError:
         raise UserError(f"unknown recipe {name!r}; named recipes: {', '.join(RECIPES)}") from None
     changed = {k: v for k, v in changes.items() if v is not None and getattr(base, k) != v}
+    epochs = changed.get("epochs", base.epochs)
+    if "warmup_epochs" not in changed and base.warmup_epochs >= epochs:
+        changed["warmup_epochs"] = epochs - 1  # a shortened run still decays its rate
     label = name + ("(" + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                                     for k, v in changed.items()) + ")" if changed else "")
     recipe = replace(base, name=label, **changed)
@@ -189,7 +193,8 @@ def train(arch: Architecture, data, recipe: Recipe, out: Path, *, resume: bool =
           progress: bool = True, log=print) -> TrainResult:
     """Train `arch` on `data` with `recipe`, checkpointing into `out` every epoch."""
     recipe.check()
-    ckpt_path = out / "checkpoint.pt"
+    run = TrainRun(out)
+    ckpt_path = run.checkpoint
     torch.manual_seed(recipe.seed)
     model = FBNet(arch, dropout=recipe.dropout).to(device)
     if device.type == "cpu":
@@ -217,7 +222,7 @@ def train(arch: Architecture, data, recipe: Recipe, out: Path, *, resume: bool =
         log(f"no checkpoint in {out}; starting from scratch")
 
     out.mkdir(parents=True, exist_ok=True)
-    save_architecture(arch, out / "arch.json")
+    save_architecture(arch, run.arch)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     eval_criterion = nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(recipe.seed)
@@ -267,7 +272,7 @@ def train(arch: Architecture, data, recipe: Recipe, out: Path, *, resume: bool =
             "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
             "epoch": epoch + 1, "history": [asdict(h) for h in history],
             "recipe": asdict(recipe), "data": data_spec, "train_seconds": train_seconds})
-        atomic_write_text(out / "log.jsonl", "".join(json.dumps(asdict(h)) + "\n" for h in history))
+        atomic_write_text(run.log_jsonl, "".join(json.dumps(asdict(h)) + "\n" for h in history))
         log(f"epoch {epoch + 1:>3}/{recipe.epochs}  lr {lr:.4f}  train loss {entry.train_loss:.3f} "
             f"top-1 {entry.train_top1:6.1%}  val loss {val_loss:.3f} top-1 {val_top1:6.1%}  "
             f"({seconds:.0f} s)")
@@ -281,5 +286,5 @@ def train(arch: Architecture, data, recipe: Recipe, out: Path, *, resume: bool =
         epochs_done=len(history), top1=history[-1].val_top1, best_top1=best.val_top1,
         best_epoch=best.epoch, recipe=asdict(recipe), checkpoint=str(ckpt_path),
         train_seconds=train_seconds, history=[asdict(h) for h in history])
-    atomic_write_json(out / "result.json", asdict(result))
+    atomic_write_json(run.result, asdict(result))
     return result

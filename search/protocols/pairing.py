@@ -33,6 +33,7 @@ from search.core.budget import Budget
 from search.core.luts import lut_resolution, resolve_lut
 from search.protocols.specialization import load_preferences, specialize
 from search.protocols.standalone import StandaloneRecipe, StandaloneTrainer, cached_search
+from search.runs import SearchRun
 
 # the paper's Table 5 margin, as the target: >= 5% faster at matched accuracy, or >= 0.5 points
 # more accurate at no higher latency
@@ -224,7 +225,7 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
         luts[stem] = lut
         search_dirs[(stem, matched.label, seed)] = run_dir
         if settings.shared_rels:
-            preferences = load_preferences(run_dir / "checkpoint.pt")
+            preferences = load_preferences(SearchRun(run_dir).checkpoint)
             devices = []  # (LUT stem, LUT, its layer table) at the supernet's resolution
             for lut_path in settings.luts:
                 device_lut, _ = resolve_lut(lut_path, preferences.space.resolution)
@@ -245,7 +246,7 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
                                             device, seed, arch, setting=f"rel{rel:g}"))
             continue
         networks.append(Network(f"dnas:{stem}/{matched.label}#{seed}", "dnas", stem, seed,
-                                load_architecture(str(run_dir / "arch.json")),
+                                load_architecture(str(SearchRun(run_dir).arch)),
                                 setting=matched.label))
 
     for device in luts:  # before any training: a device without a front has nothing to compare
@@ -263,7 +264,7 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
         found_by = {(n.device, n.setting, n.seed): n for n in networks}
         for device, label, seed in list(found_by):
             run_dir = search_dirs[(device, label, seed)]
-            preferences = load_preferences(run_dir / "checkpoint.pt")
+            preferences = load_preferences(SearchRun(run_dir).checkpoint)
             for stem, lut in luts.items():
                 if stem == device:
                     continue

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from fbnet.arch import Architecture, at_resolution
 from fbnet.errors import UserError
 from fbnet.io import atomic_write_json
+from search.runs import SearchRun, TrainRun
 from search.data import DEFAULT_DATA, DataBundle, load_data
 from search.networks.training import Recipe, train
 
@@ -38,10 +39,11 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository: search.run runs fr
 def cached_search(out: Path, args: list[str]) -> dict:
     """`python -m search.run ... --out out` (resumed from its checkpoint if one is there), or
     the result.json a finished run already left in `out`."""
-    result_path = out / "result.json"
+    run = SearchRun(out)
+    result_path = run.result
     if not result_path.is_file():
         cmd = [sys.executable, "-m", "search.run", *args, "--out", str(out), "--no-progress",
-               *(["--resume"] if (out / "checkpoint.pt").is_file() else [])]
+               *(["--resume"] if run.checkpoint.is_file() else [])]
         done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True)
         if done.returncode != 0:
@@ -94,7 +96,7 @@ class StandaloneTrainer:
     def top1(self, arch: Architecture, name: str, seed: int) -> float:
         """Val top-1 of `arch` trained with the recipe and `seed` (cached in root/name/seedS)."""
         out = self.root / name / f"seed{seed}"
-        result_path = out / "result.json"
+        result_path = TrainRun(out).result
         if result_path.is_file():
             cached = json.loads(result_path.read_text())
             if cached.get("standalone_recipe") == asdict(self.recipe):
