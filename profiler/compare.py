@@ -35,7 +35,7 @@ from fbnet.lut import Lut, load_lut
 from fbnet.metrics import kendall_tau, spearman_rho
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from fbnet.workloads import candidate_workload, fixed_parts, space_workloads
-from profiler.pricing import DEFAULT_ARCHS, ArchPrice, lut_space, price_arch
+from fbnet.pricing import DEFAULT_ARCHS, ArchPrice, lut_space, price_arch
 
 NON_SKIP = [i for i, c in enumerate(CANDIDATE_NAMES) if c != "skip"]
 K3_E1 = CANDIDATE_NAMES.index("k3_e1")

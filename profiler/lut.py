@@ -33,7 +33,7 @@ from fbnet.metrics import kendall_tau, spearman_rho
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from fbnet.workloads import candidate_workload, fixed_parts, space_workloads
 from profiler.estimation.hwnasbench import import_hwnasbench
-from profiler.pricing import DEFAULT_ARCHS, lut_space, price_arch
+from fbnet.pricing import DEFAULT_ARCHS, lut_space, price_arch
 
 
 def layer_grid(lut: Lut, space: SpaceConfig) -> list[list[float]]:
