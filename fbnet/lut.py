@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
@@ -69,6 +69,20 @@ class LutEntry:
     def to_dict(self) -> dict:
         data = {k: v for k, v in asdict(self).items() if v not in (None, [], {})}
         return data
+
+    def scaled(self, factor: float) -> "LutEntry":
+        """The entry on a machine `factor` times as slow: every time in it scaled, counts kept."""
+        def times(value: float | None) -> float | None:
+            return None if value is None else round(value * factor, 6)
+
+        return replace(
+            self, latency_ms=times(self.latency_ms), mean_ms=times(self.mean_ms),
+            std_ms=times(self.std_ms), p10_ms=times(self.p10_ms), p90_ms=times(self.p90_ms),
+            min_ms=times(self.min_ms), max_ms=times(self.max_ms),
+            boundary_ms=times(self.boundary_ms), ci_low_ms=times(self.ci_low_ms),
+            ci_high_ms=times(self.ci_high_ms),
+            ops=[replace(op, latency_ms=times(op.latency_ms)) for op in self.ops],
+            extra={k: times(v) if k.endswith("_ms") else v for k, v in self.extra.items()})
 
     @classmethod
     def from_dict(cls, data: dict, where: str) -> "LutEntry":
@@ -155,6 +169,9 @@ class Measurement:
     # profiler.validate --record: one summary per validation of this LUT, oldest first, so a
     # LUT carries its own fidelity and its spread over validations
     validations: list[dict] | None = None
+    # profiler.reanchor: each rescaling of the absolute values to a machine's speed at a later
+    # time (date, ratio, its spread over the blocks timed), oldest first
+    reanchors: list[dict] | None = None
     details: dict = field(default_factory=dict)  # what other producers state, e.g. batch_size
 
     def to_dict(self) -> dict:
@@ -279,6 +296,18 @@ class Lut:
         if all(h is None for _, h in halves):
             return None
         return self.summation.scale * math.sqrt(sum((n * (h or 0.0)) ** 2 for n, h in halves))
+
+    def reanchored(self, factor: float, record: dict) -> "Lut":
+        """This LUT on its machine running `factor` times as slow as when it was measured
+        (profiler.reanchor): every entry and the summation's offsets scaled (its fitted `scale`
+        is a ratio and stays), `record` appended to measurement.reanchors."""
+        measurement = replace(self.measurement,
+                              reanchors=[*(self.measurement.reanchors or []), record])
+        summation = replace(self.summation,
+                            per_entry_offset_ms=self.summation.per_entry_offset_ms * factor,
+                            network_offset_ms=self.summation.network_offset_ms * factor)
+        return replace(self, entries={k: e.scaled(factor) for k, e in self.entries.items()},
+                       summation=summation, measurement=measurement)
 
     def price(self, arch) -> "NetworkPrice":
         """Per-layer and total latency of an `Architecture`."""

@@ -207,16 +207,21 @@ class SpeedBlock:
                 "ratio": round(self.ratio, 4)}
 
 
+def spread_over_latency(keys: list[str], latency_ms: dict[str, float], count: int) -> list[str]:
+    """`count` of `keys`, evenly spread over their latencies (all of them if there are fewer)."""
+    ordered = sorted(set(keys), key=lambda k: (latency_ms[k], k))
+    if len(ordered) <= count:
+        return ordered
+    return [ordered[round(i * (len(ordered) - 1) / (count - 1))] for i in range(count)]
+
+
 def speed_blocks(lut: Lut, archs: list[Architecture],
                  count: int = SPEED_BLOCKS) -> list[str]:
     """`count` of the blocks the networks are made of (no skips: they cost a copy), evenly
     spread over their latencies in the LUT."""
-    keys = sorted({layer.key for a in archs for layer in a.layers()
-                   if not isinstance(parse_key(layer.key), Skip)},
-                  key=lambda k: (lut.entries[k].latency_ms, k))
-    if len(keys) <= count:
-        return keys
-    return [keys[round(i * (len(keys) - 1) / (count - 1))] for i in range(count)]
+    keys = [layer.key for a in archs for layer in a.layers()
+            if not isinstance(parse_key(layer.key), Skip)]
+    return spread_over_latency(keys, {k: lut.entries[k].latency_ms for k in keys}, count)
 
 
 def speed_block_jobs(lut: Lut, archs: list[Architecture], s: Settings) -> dict[str, ExportJob]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fbnet.errors import UserError
 from fbnet.lowering import LoweringRecipe, recipe_for
+from fbnet.lut import Lut
 from profiler.backends.base import RUNNERS, Backend, BackendOptions, create_backend
 from profiler.devices import DeviceProfile, resolve_device
 from profiler.protocol import Manifest, ProgramSpec
@@ -107,3 +108,24 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
 def target_from_args(args: argparse.Namespace) -> Target:
     return Target(args.device, args.runner, args.native_runner, args.serial, args.udid,
                   Path(args.ios_app) if args.ios_app else None, args.bundle_id)
+
+
+def remeasure_settings(lut: Lut, source: Path | str, target: Target, *, warmup: int, iters: int,
+                       rounds: int, clock: str = "auto") -> Settings:
+    """How to time programs again the way `lut` (read from `source`) was measured: its
+    runtime, delegate, dtype, threads and clock (unless `clock` says otherwise), with these
+    run counts. A one-line error for a LUT this profiler cannot re-measure."""
+    rt = lut.runtime
+    if rt.name not in ("executorch", "torchscript-lite"):
+        raise UserError(
+            f"{source} is {lut.provenance.kind} for {rt.name} on {lut.device.name}, which this "
+            "profiler cannot re-measure; use a LUT built by profiler.run (e.g. measure the "
+            f"device with python -m profiler.run --device {lut.device.name})")
+    runtime = "torchscript" if rt.name.startswith("torchscript") else "executorch"
+    threads = rt.threads or 1
+    # the LUT's clock unless told otherwise, so both sides are timed the same way
+    resolved = resolve_clock(clock if clock != "auto" else lut.measurement.clock or "auto",
+                             target.profile.kind, target.runner, threads)
+    return Settings(dtype=rt.dtype or "fp32", backend=rt.backend or "xnnpack", runtime=runtime,
+                    threads=threads, warmup=warmup, iters=iters, rounds=rounds, ops=False,
+                    clock=resolved)

@@ -46,7 +46,7 @@ from profiler.jobs import (Exporter, Progress, arch_job, measure_in_passes, meas
                            pass_share)
 from profiler.measure import CI_LEVEL
 from profiler.noise import SpeedBlock, speed_block_jobs, speed_ratio
-from profiler.settings import (CLOCKS, Settings, Target, add_target_arguments, resolve_clock,
+from profiler.settings import (CLOCKS, Target, add_target_arguments, remeasure_settings,
                                target_from_args)
 
 TARGETS = {"median_abs_error_pct": 5.0, "within_10pct": 0.90, "kendall_tau": 0.90}
@@ -279,24 +279,12 @@ def validate(cfg: ValidateSettings) -> tuple[dict, list[Row], Lut]:
         raise UserError(f"{cfg.lut} does not record its space; re-create it with profiler.run")
     space = lut.space
     profile = cfg.target.profile
-    rt = lut.runtime
-    if rt.name not in ("executorch", "torchscript-lite"):
-        raise UserError(
-            f"{cfg.lut} is {lut.provenance.kind} for {rt.name} on {lut.device.name}, which this "
-            "profiler cannot re-measure; validate a LUT built by profiler.run (e.g. measure the "
-            f"device with python -m profiler.run --device {lut.device.name})")
+    s = remeasure_settings(lut, cfg.lut, cfg.target, warmup=cfg.warmup, iters=cfg.iters,
+                           rounds=cfg.rounds, clock=cfg.clock)
     if profile.name != lut.device.name:
         print(f"warning: {cfg.lut} was measured on {lut.device.name}, validating on "
               f"{profile.name}", file=sys.stderr)
-    runtime = "torchscript" if rt.name.startswith("torchscript") else "executorch"
-    threads = rt.threads or 1
-    # the LUT's clock unless told otherwise, so both sides are timed the same way
-    clock = resolve_clock(cfg.clock if cfg.clock != "auto" else
-                          lut.measurement.clock or "auto", profile.kind, cfg.target.runner,
-                          threads)
-    s = Settings(dtype=rt.dtype or "fp32", backend=rt.backend or "xnnpack", runtime=runtime,
-                 threads=threads, warmup=cfg.warmup, iters=cfg.iters, rounds=cfg.rounds,
-                 ops=False, clock=clock)
+    clock = s.clock
     passes = s.rounds if cfg.passes is None else cfg.passes
     one_pass = pass_share(s, passes)  # a one-line error for passes outside 1..rounds
     archs = architectures(lut, space, cfg.samples, cfg.seed, cfg.named, cfg.archs)
@@ -328,7 +316,7 @@ def validate(cfg: ValidateSettings) -> tuple[dict, list[Row], Lut]:
     summary = {"lut": metrics(m, predicted),
                "plain_sum": metrics(m, [r.plain_sum_ms for r in rows])}
     report = {"lut_path": str(cfg.lut), "lut_title": lut.title, "device": profile.name,
-              "clock": clock, "resolution": space.resolution, "runtime": rt.name,
+              "clock": clock, "resolution": space.resolution, "runtime": lut.runtime.name,
               "samples": cfg.samples, "seed": cfg.seed, "passes": passes,
               "networks": len(rows),
               **summary["lut"], "plain_sum": summary["plain_sum"],

@@ -515,3 +515,36 @@ def test_int8_blocks_run_quantized_kernels(cli, tmp_path, cache):
     for key in INT8_BLOCKS.split(","):
         names = " ".join(op.name for op in lut.entries[key].ops)
         assert "QC8" in names and "F32) GEMM" not in names, names
+
+
+def test_reanchor_rescales_every_entry_by_its_blocks_ratio(cli, tmp_path, cache, tiny_lut):
+    """profiler.reanchor on a real tiny LUT: a few of its blocks timed again, the median of
+    their ratios scales every entry and the summation's offsets, and the LUT records it."""
+    built, _ = tiny_lut
+    out = tmp_path / "reanchored.json"
+    done = cli("profiler.reanchor", "--lut", str(built), "--out", str(out), "--blocks", "4",
+               "--iters", "6", "--rounds", "2", "--warmup", "1", "--cache", str(cache),
+               "--json")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    old, new = load_lut(built), load_lut(out)
+    ratio = record["ratio"]
+    blocks = record["blocks"]
+    assert len(blocks) == 4 and ratio == pytest.approx(
+        statistics.median(b["measured_ms"] / b["lut_ms"] for b in blocks), abs=1e-3)
+    assert all(old.entries[b["key"]].latency_ms == b["lut_ms"] for b in blocks)
+    assert record["spread"]["min"] <= ratio <= record["spread"]["max"]
+    for key, entry in old.entries.items():
+        assert new.entries[key].latency_ms == pytest.approx(entry.latency_ms * ratio, abs=1e-6)
+        assert new.entries[key].n == entry.n
+    assert new.summation.network_offset_ms == pytest.approx(
+        old.summation.network_offset_ms * ratio)
+    assert new.summation.scale == old.summation.scale
+    assert new.measurement.reanchors[-1]["ratio"] == ratio
+    assert load_lut(built).to_dict() == old.to_dict()  # --out leaves the original as it was
+    # what cannot be re-anchored: one line each
+    estimated = cli("profiler.reanchor", "--lut", str(ROOT / "luts" / "s8_32.json"), "--out",
+                    str(tmp_path / "x.json"))
+    assert estimated.returncode == 2 and "not measured" in estimated.stderr
+    phone = cli("profiler.reanchor", "--lut", str(built), "--device", "s8", "--in-place")
+    assert phone.returncode == 2 and "re-anchor it there (--device host)" in phone.stderr
