@@ -26,7 +26,7 @@ import shlex
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fbnet.errors import UserError
@@ -175,6 +175,17 @@ class Backend(abc.ABC):
 
     def job_ended(self) -> None:
         self._last_job_end = time.monotonic()
+
+    def start_job(self, manifest: Manifest) -> Manifest:
+        """The start of every runner backend's job: a one-line error for an empty one, the
+        profile's cool-down between rounds where the manifest sets none, the rest between
+        jobs. Returns the manifest to run."""
+        if not manifest.programs:
+            raise UserError("nothing to measure: the job has no programs")
+        if manifest.cooldown_s == 0 and self.profile.cooldown_s:
+            manifest = replace(manifest, cooldown_s=self.profile.cooldown_s)
+        self.rest_between_jobs()
+        return manifest
 
     @abc.abstractmethod
     def prepare(self) -> DeviceInfo:

@@ -468,11 +468,7 @@ class IosBackend(Backend):
         return remote
 
     def run_job(self, manifest: Manifest) -> BenchResult:
-        if not manifest.programs:
-            raise UserError("nothing to measure: the job has no programs")
-        if manifest.cooldown_s == 0 and self.profile.cooldown_s:
-            manifest = replace(manifest, cooldown_s=self.profile.cooldown_s)
-        self.rest_between_jobs()
+        manifest = self.start_job(manifest)
         started = time.monotonic()
         specs = [replace(spec, path=self._ensure_on_device(Path(spec.path)))
                  for spec in manifest.programs]

@@ -478,11 +478,7 @@ class RunnerBackend(Backend):
             self._programs[prog.id] = prog
 
     def run_job(self, manifest: Manifest) -> BenchResult:
-        if not manifest.programs:
-            raise UserError("nothing to measure: the job has no programs")
-        if manifest.cooldown_s == 0 and self.profile.cooldown_s:
-            manifest = replace(manifest, cooldown_s=self.profile.cooldown_s)
-        self.rest_between_jobs()
+        manifest = self.start_job(manifest)
         shares = split_programs(manifest.programs, len(self.sessions))
         work = [(s, replace(manifest, programs=share))
                 for s, share in zip(self.sessions, shares) if share]
