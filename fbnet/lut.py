@@ -58,6 +58,9 @@ class LutEntry:
     # Confidence interval of latency_ms (measured LUTs; see profiler.measure.median_ci).
     ci_low_ms: float | None = None
     ci_high_ms: float | None = None
+    # latency_ms against the build's reference block timed in the same jobs (profiler.run):
+    # what holds when the machine's speed moves; the absolute scale is the reference's own
+    ref_ratio: float | None = None
 
     @property
     def ci_half_ms(self) -> float | None:

@@ -322,7 +322,8 @@ def build_lut(cfg: BuildSettings) -> dict:
             for key in keys:
                 lut.entries[key] = measured_entry(
                     pool.pooled(key), artifacts[key], workloads[key], one_pass,
-                    per_op_from=lut.entries.get(key) if pool.jobs(key) > 1 else None)
+                    per_op_from=lut.entries.get(key) if pool.jobs(key) > 1 else None,
+                    ref_ratio=pool.ref_ratio(key))
             lut.save(out)  # every finished entry survives Ctrl-C or a crash
 
         try:
@@ -340,7 +341,7 @@ def build_lut(cfg: BuildSettings) -> dict:
                     results, ref_ms = measure_part(backend, part, artifacts, ref.key, settings,
                                                    drift, thermal_c)
                     for key in part:
-                        pool.put(key, f"pass{n}", results[key])
+                        pool.put(key, f"pass{n}", results[key], results[ref.key])
                     drift["medians_ms"].append(round(ref_ms, 6))
                     measured_jobs.append((part, len(drift["medians_ms"]) - 1, f"pass{n}"))
                     update(part)

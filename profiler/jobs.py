@@ -163,13 +163,28 @@ def op_context(workload: Workload) -> str:
 class RunPool:
     """Each program's timed runs from every job that measured it (the build's passes, its
     re-measurements), by a label per job: an entry is made from their rounds pooled. A job
-    measured again under the same label replaces the earlier one."""
+    measured again under the same label replaces the earlier one. With the job's reference
+    block, each job also gives the program's time as a ratio to the reference's in that job."""
 
     def __init__(self):
         self.results: dict[str, dict[str, ProgramResult]] = {}  # key -> label -> result
+        self.ratios: dict[str, dict[str, float]] = {}  # key -> label -> median / reference's
 
-    def put(self, key: str, label: str, result: ProgramResult) -> None:
+    def put(self, key: str, label: str, result: ProgramResult,
+            reference: ProgramResult | None = None) -> None:
         self.results.setdefault(key, {})[label] = result
+        if reference is not None and reference.latencies_ms and result.latencies_ms:
+            self.ratios.setdefault(key, {})[label] = \
+                median(result.latencies_ms) / median(reference.latencies_ms)
+        else:
+            self.ratios.get(key, {}).pop(label, None)
+
+    def ref_ratio(self, key: str) -> float | None:
+        """The median over the program's jobs of its time against its job's reference block:
+        a figure that holds when the whole machine speeds up or slows down (None without a
+        reference)."""
+        ratios = list(self.ratios.get(key, {}).values())
+        return round(float(np.median(ratios)), 6) if ratios else None
 
     def keys(self) -> list[str]:
         return list(self.results)
@@ -209,10 +224,12 @@ def measure_in_passes(backend: Backend, artifacts: list[Artifact], s: Settings, 
 
 
 def measured_entry(result: ProgramResult, artifact: Artifact, workload: Workload | None,
-                   s: Settings, per_op_from: LutEntry | None = None) -> LutEntry:
+                   s: Settings, per_op_from: LutEntry | None = None,
+                   ref_ratio: float | None = None) -> LutEntry:
     """A LUT entry from a program's timed runs (its typical rounds) and, when the job had one,
     its ETDump; `per_op_from`: an earlier entry of the same program whose per-op breakdown
-    is kept (re-measurements run without ETDump)."""
+    is kept (re-measurements run without ETDump); `ref_ratio`: its time against the reference
+    block of its own jobs (RunPool.ref_ratio)."""
     rounds = typical_rounds(result.rounds)
     runs = [ms for r in rounds for ms in r] or result.latencies_ms
     stats = Stats.of(runs, rounds)
@@ -220,7 +237,8 @@ def measured_entry(result: ProgramResult, artifact: Artifact, workload: Workload
                      std_ms=round(stats.std_ms, 6), p10_ms=round(stats.p10_ms, 6),
                      p90_ms=round(stats.p90_ms, 6), min_ms=round(stats.min_ms, 6),
                      max_ms=round(stats.max_ms, 6), n=stats.n,
-                     ci_low_ms=round(stats.ci_low_ms, 6), ci_high_ms=round(stats.ci_high_ms, 6))
+                     ci_low_ms=round(stats.ci_low_ms, 6), ci_high_ms=round(stats.ci_high_ms, 6),
+                     ref_ratio=ref_ratio)
     context = op_context(workload) if workload is not None else "network"
     if result.etdump:
         dump = parse_etdump(Path(result.etdump), artifact.etrecord, s.warmup, context)

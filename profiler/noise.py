@@ -152,7 +152,7 @@ def recheck_drift(backend: Backend, measured: list[tuple[list[str], int, str]],
             if ref_ms >= medians[i]:
                 continue
             for key in part:
-                pool.put(key, label, results[key])
+                pool.put(key, label, results[key], results[ref_key])
             medians[i] = round(ref_ms, 6)
             on_update(part)
 
@@ -184,7 +184,8 @@ def remeasure_noisy(backend: Backend, entries: dict[str, LutEntry], pool: RunPoo
             batch.append(artifacts[ref_key])
         results = run_programs(backend, batch, s, etdump=False)
         for key in todo:
-            pool.put(key, f"noisy{attempt}", results[key])
+            pool.put(key, f"noisy{attempt}", results[key],
+                     results[ref_key] if ref_key is not None else None)
         remake(todo)
     drift["unsettled"] = sum(noisy(entries[k]) for k in pool.keys())
 

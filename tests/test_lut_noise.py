@@ -12,8 +12,9 @@ import pytest
 
 from fbnet.arch import named_architecture
 from fbnet.errors import UserError
-from fbnet.lut import LutEntry, load_lut
+from fbnet.lut import LutEntry, OpLatency, load_lut
 from profiler import jobs, noise
+from profiler.jobs import RunPool
 from profiler.backends.base import Program
 from profiler.export import ExportJob
 from profiler.measure import Stats, median_ci
@@ -386,3 +387,23 @@ def test_progress_lines_and_json_do_not_mix(cli):
     proc = cli("profiler.run", "--json", "--progress", "lines")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "--progress lines" in proc.stderr
+
+
+def test_the_pool_gives_each_entry_its_ratio_to_its_jobs_reference():
+    """Two jobs on a machine that slowed down by half between them: the absolute times
+    disagree, the ratio to the reference timed in the same job does not."""
+    pool = RunPool()
+    fast_ref, slow_ref = ProgramResult("ref", "r", latencies_ms=[1.0, 1.0, 1.0]), \
+        ProgramResult("ref", "r", latencies_ms=[1.5, 1.5, 1.5])
+    pool.put("k", "pass0", ProgramResult("k", "p", latencies_ms=[2.0, 2.1, 1.9]), fast_ref)
+    pool.put("k", "pass1", ProgramResult("k", "p", latencies_ms=[3.0, 3.15, 2.85]), slow_ref)
+    assert pool.ref_ratio("k") == pytest.approx(2.0)
+    pool.put("k", "pass1", ProgramResult("k", "p", latencies_ms=[3.0]))  # re-measured, no ref
+    assert pool.ref_ratio("k") == pytest.approx(2.0)  # from pass0 alone
+    assert pool.ref_ratio("other") is None
+    entry = LutEntry(2.0, min_ms=1.9, ops=[OpLatency("conv", "conv_1x1", 1.5)],
+                     extra={"call_overhead_ms": 0.2, "energy_mj": 3.0}, ref_ratio=2.0, n=3)
+    slower = entry.scaled(1.5)
+    assert (slower.latency_ms, slower.min_ms, slower.ops[0].latency_ms) == (3.0, 2.85, 2.25)
+    assert slower.extra == {"call_overhead_ms": 0.3, "energy_mj": 3.0}
+    assert (slower.ref_ratio, slower.n) == (2.0, 3)  # ratios and counts stay
