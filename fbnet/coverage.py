@@ -9,7 +9,7 @@ head, MobileNetV2's 32-channel stem) are not in the FBNet space.
 
 from __future__ import annotations
 
-from fbnet.arch import NAMED_ARCHITECTURES, named_architecture
+from fbnet.arch import NAMED_ARCHITECTURES, Architecture, named_architecture
 from fbnet.space import SpaceConfig
 from fbnet.workloads import FullyConnected, Workload, space_workloads
 
@@ -21,16 +21,18 @@ def _classifiers(head_channels: int) -> list[Workload]:
     return [FullyConnected(head_channels, n) for n in CLASSIFIER_CLASSES]
 
 
+def architecture_workloads(arch: Architecture) -> list[Workload]:
+    """An architecture's unique workloads, with a classifier for every one of
+    CLASSIFIER_CLASSES (so it prices on CIFAR-10/100, Fashion-MNIST and ImageNet alike)."""
+    parts = [layer.workload for layer in arch.layers()] + _classifiers(arch.space.head_channels)
+    return list({w.key: w for w in parts}.values())
+
+
 def named_workloads(resolution: int) -> dict[str, list[Workload]]:
     """Per named architecture, its unique workloads at `resolution`, with a classifier for
     every one of CLASSIFIER_CLASSES."""
-    result = {}
-    for name in NAMED_ARCHITECTURES:
-        arch = named_architecture(name, resolution=resolution)
-        parts = [layer.workload for layer in arch.layers()]
-        parts += _classifiers(arch.space.head_channels)
-        result[name] = list({w.key: w for w in parts}.values())
-    return result
+    return {name: architecture_workloads(named_architecture(name, resolution=resolution))
+            for name in NAMED_ARCHITECTURES}
 
 
 def lut_workloads(space: SpaceConfig, *, named: bool = False) -> list[Workload]:

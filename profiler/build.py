@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fbnet.coverage import CLASSIFIER_CLASSES, lut_workloads, named_only_keys
+from fbnet.arch import load_architecture
+from fbnet.coverage import (CLASSIFIER_CLASSES, architecture_workloads, lut_workloads,
+                            named_only_keys)
 from fbnet.errors import UserError
 from fbnet.lut import LUT_SCHEMA, Lut, Measurement, Provenance, load_lut, lut_file_name
 from fbnet.space import SpaceConfig
@@ -52,6 +54,7 @@ class BuildSettings:
     cache: Path = DEFAULT_CACHE
     only: str | None = None  # comma-separated globs of the keys to measure (a partial LUT)
     include_named: bool = False  # also every part of each named architecture
+    cover: tuple[str, ...] = ()  # also every part of these architectures (--cover)
     calibration: Calibration = field(default_factory=Calibration)
     workers: int = 2  # export processes
     chunk: int = 16  # programs per measuring job
@@ -115,11 +118,15 @@ def reference_workload(space: SpaceConfig) -> Workload:
     return candidate_workload(layers[len(layers) // 2], "k3_e3")
 
 
-def selected_workloads(space: SpaceConfig, only: str | None,
-                       include_named: bool) -> dict[str, Workload]:
-    """The workloads a build measures, by key: the space's (and the named architectures'),
-    or those matching the `only` globs."""
+def selected_workloads(space: SpaceConfig, only: str | None, include_named: bool,
+                       cover: tuple[str, ...] = ()) -> dict[str, Workload]:
+    """The workloads a build measures, by key: the space's (and the named architectures',
+    and every part of the `cover` architectures at the space's resolution), or those matching
+    the `only` globs."""
     workloads = {w.key: w for w in lut_workloads(space, named=include_named)}
+    for spec in cover:
+        arch = load_architecture(spec, resolution=space.resolution)
+        workloads.update({w.key: w for w in architecture_workloads(arch)})
     if not only:
         return workloads
     patterns = [g.strip() for g in only.split(",") if g.strip()]
@@ -269,7 +276,7 @@ def build_lut(cfg: BuildSettings) -> dict:
                         "--out, or replace it with --replace (written beside it, moved over it "
                         "when complete)")
     exporter = cfg.exporter()
-    workloads = selected_workloads(space, cfg.only, cfg.include_named)
+    workloads = selected_workloads(space, cfg.only, cfg.include_named, cfg.cover)
     ref = reference_workload(space)
     t_start = time.perf_counter()
     with cfg.target.open(s, "profile") as backend:
@@ -294,6 +301,8 @@ def build_lut(cfg: BuildSettings) -> dict:
             named = {a: [k for k in keys if k in todo]
                      for a, keys in named_only_keys(space).items()}
             addition["named_architectures"] = {a: keys for a, keys in named.items() if keys}
+            if cfg.cover:
+                addition["architectures"] = list(cfg.cover)
         jobs = [export_job(k, workloads[k].input_shape, s) for k in todo]
         if ref.key not in todo:
             jobs.append(export_job(ref.key, ref.input_shape, s))

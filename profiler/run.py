@@ -20,6 +20,7 @@ Examples:
   python -m profiler.run --device host --include-named      # also every named architecture
   python -m profiler.run --device host --include-named --extend   # add them to runs/luts/host.json
   python -m profiler.run --device host --resolution 32 --out luts/host_32.json --replace
+  python -m profiler.run --device host --resolution 32 --extend --cover mobilenet_v2_0.5
   python -m profiler.run --device host --arch fbnet_b --json   # one network end to end
   python -m profiler.run --device s8                        # a phone (needs its backend)
 """
@@ -99,6 +100,9 @@ def parse_args(argv):
     p.add_argument("--include-named", action="store_true",
                    help="also measure every part of each named architecture at this resolution "
                         "(python -m search.space --list: their own stems, widths and heads)")
+    p.add_argument("--cover", nargs="+", default=[], metavar="ARCH",
+                   help="also measure every part of these architectures at this resolution "
+                        "(e.g. mobilenet_v2_0.5; with --extend, add them to a complete LUT)")
     p.add_argument("--extend", action="store_true",
                    help="add only what the complete LUT in --out lacks, keeping its entries and "
                         "summation fit; its provenance records the addition (command, date, "
@@ -142,6 +146,7 @@ def build_settings(args) -> BuildSettings:
         target, space, s, out=args.out or default_lut_path(target.profile.name,
                                                            space.resolution, s),
         cache=args.cache, only=args.only, include_named=args.include_named,
+        cover=tuple(args.cover),
         calibration=Calibration(args.calibrate, args.seed), workers=args.workers,
         chunk=args.chunk, passes=args.passes, resume=args.resume, extend=args.extend,
         replace=args.replace,

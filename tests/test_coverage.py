@@ -142,3 +142,11 @@ def test_extend_measures_only_what_a_complete_lut_lacks(tmp_path, cli):
     (record,) = lut.provenance.details["additions"]
     assert record["keys"] == [dropped] and "--extend" in record["command"]
     assert record["drift"]["medians_ms"] and record["load_avg_1m_end"] >= 0
+    # --cover: another architecture's parts (here, of those --only keeps, MobileNetV2's stem)
+    covered = cli(*tiny, "--extend", "--cover", "mobilenet_v2")
+    assert covered.returncode == 0, covered.stderr
+    stem = "ConvNorm_H8_W8_Cin3_Cout32_kernel3_stride1_group1"
+    assert json.loads(covered.stdout)["measured_now"] == 1 and stem in load_lut(
+        tmp_path / "tiny.json").entries
+    record = load_lut(tmp_path / "tiny.json").provenance.details["additions"][-1]
+    assert record["keys"] == [stem] and record["architectures"] == ["mobilenet_v2"]
