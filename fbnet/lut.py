@@ -109,6 +109,16 @@ class LutEntry:
         return cls(ops=ops, **values)
 
 
+def _scaled_times(data, factor: float):
+    """`data` (a summation's fit record) with every `*_ms` number in it times `factor`."""
+    if isinstance(data, dict):
+        return {k: round(v * factor, 6) if k.endswith("_ms") and isinstance(v, (int, float))
+                else _scaled_times(v, factor) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_scaled_times(v, factor) for v in data]
+    return data
+
+
 def _is_valid_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
 
@@ -302,13 +312,15 @@ class Lut:
 
     def reanchored(self, factor: float, record: dict) -> "Lut":
         """This LUT on its machine running `factor` times as slow as when it was measured
-        (profiler.reanchor): every entry and the summation's offsets scaled (its fitted `scale`
-        is a ratio and stays), `record` appended to measurement.reanchors."""
+        (profiler.reanchor): every entry, the summation's offsets and the times its fit was
+        made from scaled (its `scale` and the fit's errors are ratios and stay), `record`
+        appended to measurement.reanchors."""
         measurement = replace(self.measurement,
                               reanchors=[*(self.measurement.reanchors or []), record])
         summation = replace(self.summation,
                             per_entry_offset_ms=self.summation.per_entry_offset_ms * factor,
-                            network_offset_ms=self.summation.network_offset_ms * factor)
+                            network_offset_ms=self.summation.network_offset_ms * factor,
+                            fit=_scaled_times(self.summation.fit, factor))
         return replace(self, entries={k: e.scaled(factor) for k, e in self.entries.items()},
                        summation=summation, measurement=measurement)
 
