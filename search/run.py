@@ -257,6 +257,7 @@ class SearchResult:
     seconds: float
     out: Path
     probs: list[list[float]]
+    budget: str | None = None  # the budget searched under, described (Budget.describe)
 
     def to_dict(self) -> dict:
         return {"arch": self.arch.to_dict(), "arch_string": to_arch_string(self.arch),
@@ -266,6 +267,8 @@ class SearchResult:
                 "convergence": self.convergence.to_dict(),
                 "val_top1_argmax": self.val_top1_argmax,
                 "val_top1_supernet": self.val_top1_supernet,
+                "budget": self.budget,
+                "skips": sum(c == "skip" for c in self.arch.candidates),
                 "samples": self.samples, "epochs": self.epochs, "seconds": self.seconds,
                 "out": str(self.out),
                 "files": {name: str(self.out / name) for name in SearchRun.FILES}}
@@ -424,7 +427,8 @@ def run_search(settings: SearchSettings, loss_cfg: LossConfig, train_cfg: TrainC
         data=bundle.name, convergence=assess(model.theta, search.argmax_trace),
         val_top1_argmax=last["val_top1_argmax"], val_top1_supernet=last["val_top1_supernet"],
         samples=samples, epochs=len(history), seconds=seconds, out=out,
-        probs=model.probabilities().tolist())
+        probs=model.probabilities().tolist(),
+        budget=budget.describe() if budget.given else None)
     atomic_write_json(run.result, result.to_dict())
     return result
 
@@ -437,6 +441,10 @@ def print_summary(result: SearchResult) -> None:
     lut = result.lut
     print(f"\nchosen architecture ({to_arch_string(result.arch)}):")
     print(arch_table(result.arch, lut, result.probs))
+    skips = sum(c == "skip" for c in result.arch.candidates)
+    print(f"{result.latency_ms:.3f} ms, {result.arch.macs / 1e6:.1f} MMACs, "
+          f"{skips} of {len(result.arch.candidates)} layers skip"
+          + (f"; budget {result.budget}" if result.budget else ""))
     print(f"priced with {lut.path} ({lut.title})"
           + (f": {result.lut_note}" if result.lut_note else ""))
     print(f"search {result.convergence.describe()}")

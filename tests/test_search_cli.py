@@ -294,3 +294,19 @@ def test_pair_shared_specializes_one_supernet_to_every_device(cli, tmp_path):
     two = cli("search.pair", "--lut", str(tmp_path / "a.json"), "--lut", str(tmp_path / "b.json"),
               "--target-rel", "0.4", "--target-rel", "0.8")
     assert two.returncode == 2 and "only with --shared" in two.stderr
+
+
+def test_the_default_budget_is_mobilenet_v2s_price_on_the_lut(cli, tmp_path):
+    """search.run with no budget on a LUT that prices MobileNetV2: the target loss at its
+    price, said in the plan line and recorded in result.json."""
+    out = tmp_path / "s8"
+    done = cli("search.run", "--lut", str(ROOT / "luts" / "s8_32.json"), "--out", str(out),
+               "--data", "synthetic:160", "--epochs", "1", "--warmup-epochs", "0",
+               "--batch-size", "16", "--proxy-width", "0.25", "--eval-images", "32",
+               "--no-progress", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    lut = load_lut(ROOT / "luts" / "s8_32.json")
+    price = lut.price(load_architecture("mobilenet_v2", resolution=32, num_classes=10)).total_ms
+    assert result["budget"] == f"the price of mobilenet_v2 ({price:.3f} ms)"
+    assert result["latency_ms"] > 0 and 0 <= result["skips"] <= 22

@@ -62,6 +62,9 @@ def test_search_reports_convergence_and_the_lut_it_used(cli, lut16, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Criterion: median P(argmax) >= 0.5" in done.stdout
     assert f"priced with {lut16}" in done.stdout
+    # no budget given and a LUT that does not price MobileNetV2: the paper's loss, announced
+    assert "does not price mobilenet_v2, so the search uses the fbnet loss" in done.stdout
+    assert "layers skip" in done.stdout
     assert "this architecture alone" in done.stdout and "the supernet" in done.stdout
     result = json.loads((out / "result.json").read_text())
     assert result["lut"] == str(lut16)
