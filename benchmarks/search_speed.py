@@ -181,6 +181,11 @@ def main(argv=None) -> int:
     for r in rows:
         r["step_vs_single"] = r["step_s"] / base["step_s"] if base else None
         r["memory_vs_single"] = r["peak_mb"] / base["peak_mb"] if base else None
+        # a search iteration (--alternate step): one weight step, then one theta step
+        r["iteration_s"] = r["step_s"] + r["theta_step_s"] \
+            if r["theta_step_s"] is not None else None
+        r["iteration_vs_single"] = r["iteration_s"] / base["step_s"] \
+            if base and r["iteration_s"] is not None else None
     convergence = time_to_convergence(Path(args.convergence)) if args.convergence else None
     if args.json:
         print(json.dumps({"resolution": args.resolution, "batch_size": args.batch_size,
@@ -198,6 +203,11 @@ def main(argv=None) -> int:
         theta = f"{r['theta_step_s']:13.3f}" if r["theta_step_s"] is not None else f"{'-':>13}"
         print(f"{r['config']:<18} {r['step_s']:8.3f} {vs} {r['peak_mb']:9.0f} {ms} "
               f"{r['params_m']:8.2f} {theta}")
+    for r in rows:
+        if r["iteration_vs_single"] is not None:
+            print(f"a full search iteration of {r['config']} (weight step + theta step): "
+                  f"{r['iteration_s']:.3f} s, x{r['iteration_vs_single']:.2f} one network's "
+                  "training step")
     print(f"(peak memory: {rows[0]['memory_kind']}; a process baseline of ~300-400 MB for "
           "python + torch is included on the CPU)")
     if convergence:
