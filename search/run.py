@@ -339,6 +339,27 @@ def main(argv=None) -> int:
     return 0
 
 
+def priced_objective(lut: Lut, space: SpaceConfig, table, budget: Budget, loss_cfg: LossConfig,
+                     default_budget: bool, normalize_latency: bool
+                     ) -> tuple[Budget, LossConfig, str | None]:
+    """The budget priced on the searched LUT and the loss it sets (T, the reference price),
+    checked; with the default budget on a LUT that does not price MobileNetV2, the fbnet loss
+    and a note that says so."""
+    note = None
+    if default_budget and lut.missing_keys(
+            layer.key for layer in budget.target_architecture(space).layers()):
+        budget, loss_cfg = Budget(), replace(loss_cfg, kind="fbnet")
+        note = (f"{lut.path} does not price {DEFAULT_TARGET_ARCH}, so the search uses the fbnet "
+                f"loss (--latency-weight {loss_cfg.latency_weight:g})")
+    budget = budget.priced(lut, space)
+    if budget.given:
+        loss_cfg = replace(loss_cfg, target_ms=budget.resolve_ms(table, str(lut.path)))
+    if normalize_latency:
+        loss_cfg = replace(loss_cfg, reference_ms=reference_ms(table))
+    loss_cfg.check()
+    return budget, loss_cfg, note
+
+
 def run_search(settings: SearchSettings, loss_cfg: LossConfig, train_cfg: TrainConfig,
                device: torch.device, d: Dist, budget: Budget = Budget(),
                default_budget: bool = False, normalize_latency: bool = False,
@@ -351,18 +372,9 @@ def run_search(settings: SearchSettings, loss_cfg: LossConfig, train_cfg: TrainC
     lut, note = resolve_lut(settings.lut, bundle.resolution)
     space = build_space(lut, bundle.resolution, bundle.num_classes, settings.width)
     table = lut.layer_table(space)  # UserError listing missing keys if the LUT lacks the space
-    if default_budget and lut.missing_keys(
-            layer.key for layer in budget.target_architecture(space).layers()):
-        budget, loss_cfg = Budget(), replace(loss_cfg, kind="fbnet")
-        note = " ".join(filter(None, [note, f"{lut.path} does not price {DEFAULT_TARGET_ARCH}, so "
-                                            "the search uses the fbnet loss (--latency-weight "
-                                            f"{loss_cfg.latency_weight:g})"]))
-    budget = budget.priced(lut, space)
-    if budget.given:
-        loss_cfg = replace(loss_cfg, target_ms=budget.resolve_ms(table, str(lut.path)))
-    if normalize_latency:
-        loss_cfg = replace(loss_cfg, reference_ms=reference_ms(table))
-    loss_cfg.check()
+    budget, loss_cfg, fallback = priced_objective(lut, space, table, budget, loss_cfg,
+                                                  default_budget, normalize_latency)
+    note = " ".join(filter(None, [note, fallback]))
     # the supernet may train narrower than the space it prices (a proxy for the accuracy side)
     proxy = build_space(lut, bundle.resolution, bundle.num_classes,
                         settings.width * settings.proxy_width)
