@@ -120,3 +120,22 @@ def test_a_budget_at_a_networks_price():
     with pytest.raises(UserError, match="--target-arch .* is below the cheapest architecture"):
         Budget(target_arch="x", arch_ms=1e-6).resolve_ms(tiny.layer_table(tiny_space()), "t")
     assert DEFAULT_TARGET_ARCH == "mobilenet_v2"
+
+
+def test_bad_input_is_one_line(cli, tmp_path):
+    """A width the LUT does not price, a MobileNetV2 it does not price, a budget no network
+    of the space meets: each one line and exit 2, before any training."""
+    lut = str(ROOT / "luts" / "s8_32.json")
+    common = ["--data", "synthetic:160", "--out", str(tmp_path / "run"), "--no-progress"]
+    cases = [
+        (["search.run", "--lut", lut, "--width", "0.35", *common], "does not cover the search space"),
+        (["search.run", "--lut", str(ROOT / "luts" / "host_32.json"), "--target-arch",
+          "mobilenet_v2_0.35", *common], "does not cover architecture mobilenet_v2_0.35"),
+        (["search.run", "--lut", lut, "--target-ms", "0.5", *common],
+         "below the cheapest architecture of the space"),
+    ]
+    for args, needle in cases:
+        done = cli(*args)
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert needle in lines[-1], lines[-1]
