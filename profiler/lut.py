@@ -114,11 +114,18 @@ def cmd_show(args) -> None:
     if measurement:
         print(f"  measurement: {_short(measurement)}")
     for record in prov.details.get("additions", []):
+        added = f"  added:      {len(record['keys'])} entries on {record['date']} by " \
+            f"{record['command']}"
+        if "load_avg_1m_start" not in record:  # profiler.estimate --extend: a model, no load
+            print(added + f" (priced by {record.get('model', 'the LUT model')})")
+            continue
         ratio = addition_slowdown(lut, record)
-        print(f"  added:      {len(record['keys'])} entries on {record['date']} by "
-              f"{record['command']} (1-minute load {record['load_avg_1m_start']} on "
+        print(added + f" (1-minute load {record['load_avg_1m_start']} on "
               f"{record['cpu_count']} cores" + (f"; its reference block read {ratio:.2f}x the "
                                                 f"build's" if ratio else "") + ")")
+    for r in lut.measurement.reanchors or []:
+        print(f"  re-anchored: {r['date']}, x{r['ratio']:.3f} (its {len(r['blocks'])} blocks "
+              f"x{r['spread']['min']:.3f}-x{r['spread']['max']:.3f}) by {r['command']}")
     for v in lut.measurement.validations or []:
         print(f"  validated:  {v['date']} on {v['device']}, {v['networks']} networks: median "
               f"|err| {v['median_abs_error_pct']:.2f}%, Kendall tau "

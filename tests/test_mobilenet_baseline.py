@@ -34,7 +34,7 @@ def test_the_family_scales_every_width_and_keeps_the_head():
 
 
 @pytest.mark.parametrize("lut_name", ["s8_32.json", "iphone_x_32.json"])
-def test_the_estimated_phone_luts_price_every_width(lut_name):
+def test_the_estimated_phone_luts_price_every_width(lut_name, cli):
     lut = load_lut(ROOT / "luts" / lut_name)
     prices = [lut.price(mobilenet_v2(w, resolution=32, num_classes=10)).total_ms
               for w in MOBILENET_V2_WIDTHS]
@@ -43,6 +43,10 @@ def test_the_estimated_phone_luts_price_every_width(lut_name):
     assert added["command"].startswith("python -m profiler.estimate --extend")
     assert {"mobilenet_v2_0.35", "mobilenet_v2_0.5", "mobilenet_v2_0.75"} <= \
         set(added["architectures"])
+    shown = cli("profiler.lut", "show", str(ROOT / "luts" / lut_name), "--arch",
+                "mobilenet_v2_0.5")
+    assert shown.returncode == 0, shown.stderr
+    assert "added:" in shown.stdout and "mobilenet_v2_0.5" in shown.stdout.splitlines()[-1]
 
 
 def test_estimate_extend_adds_with_the_luts_own_model(cli, tmp_path):
