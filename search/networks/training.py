@@ -1,10 +1,10 @@
 """Training one architecture from scratch: the recipe, the epoch loop that checkpoints after
 every epoch and resumes from the last one, and the result it records.
 
-The recipe is SGD with momentum, a cosine or step learning-rate schedule, label smoothing and
-weight decay: the FBNet recipe for final networks, scaled down by default to small data.
-search.train runs it from the command line; search.protocols.standalone trains many networks briefly
-with it.
+A recipe is SGD with momentum, a cosine or step learning-rate schedule, label smoothing and
+weight decay: the FBNet recipe for final networks, at a scale named for the data (RECIPES:
+`fmnist-full` for Fashion-MNIST, `small` for the rest). search.train runs it from the command
+line; search.protocols.standalone trains many networks briefly with it.
 """
 
 from __future__ import annotations
