@@ -81,8 +81,9 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     # Fashion-MNIST at the dataset's real accuracy level: 60,000 images, batch 128, SGD
     # (Nesterov) at lr 0.1 with one warm-up epoch and a cosine decay over 6 epochs, weight decay
-    # 5e-4, label smoothing 0.1. Channels-last on a CPU (torch.compile and bf16 autocast gain
-    # nothing on a CPU without bf16 units: docs/results.md).
+    # 5e-4, label smoothing 0.1. Channels-last on a CPU; bf16 autocast is several times slower
+    # on a CPU without bf16 units and torch.compile's gain is within a shared machine's spread
+    # (benchmarks/training_speed.py, docs/results.md).
     "fmnist-full": Recipe(name="fmnist-full", epochs=6, batch_size=128, lr=0.1,
                           weight_decay=5e-4, warmup_epochs=1, label_smoothing=0.1),
     # The small-data defaults for other datasets (digits, synthetic, a first look at a new one).
