@@ -20,7 +20,8 @@ from fbnet.lut import Lut, LutEntry
 from fbnet.workloads import Skip, parse_key
 from profiler.backends.base import Backend
 from profiler.export import Artifact, ExportJob
-from profiler.jobs import ROUND_ABOVE, RunPool, export_job, median, run_job, run_programs
+from profiler.jobs import (ROUND_ABOVE, RunPool, export_job, measured_entry, median, run_job,
+                           run_programs)
 from profiler.protocol import BenchResult, ProgramResult
 from profiler.settings import Settings
 
@@ -225,9 +226,23 @@ def speed_blocks(lut: Lut, archs: list[Architecture],
     return spread_over_latency(keys, {k: lut.entries[k].latency_ms for k in keys}, count)
 
 
+def block_jobs(keys: list[str], s: Settings) -> dict[str, ExportJob]:
+    """The export jobs of LUT blocks, by key: the same programs the build timed."""
+    return {k: export_job(k, parse_key(k).input_shape, s) for k in keys}
+
+
 def speed_block_jobs(lut: Lut, archs: list[Architecture], s: Settings) -> dict[str, ExportJob]:
-    """The export jobs of `speed_blocks`, by key: the same programs the build timed."""
-    return {k: export_job(k, parse_key(k).input_shape, s) for k in speed_blocks(lut, archs)}
+    """The export jobs of `speed_blocks`, by key."""
+    return block_jobs(speed_blocks(lut, archs), s)
+
+
+def timed_blocks(lut: Lut, jobs: dict[str, ExportJob], pool: RunPool, artifacts,
+                 one_pass: Settings) -> list[SpeedBlock]:
+    """The LUT's blocks `jobs` as timed again in `pool` (one pass's settings), beside their
+    entries."""
+    return [SpeedBlock(k, lut.entries[k].latency_ms, round(measured_entry(
+        pool.pooled(job.key), artifacts[job.key], None, one_pass).latency_ms, 6))
+        for k, job in jobs.items()]
 
 
 def speed_ratio(blocks: list[SpeedBlock]) -> float | None:

@@ -34,9 +34,9 @@ from fbnet.lut import load_lut
 from fbnet.workloads import ConvBlock, ConvNorm, parse_key
 from profiler.build import check_writable
 from profiler.export import DEFAULT_CACHE, ArtifactCache
-from profiler.jobs import (Exporter, Progress, export_job, measure_in_passes, measured_entry,
-                           pass_share)
-from profiler.noise import SPEED_BLOCKS, SpeedBlock, speed_ratio, spread_over_latency
+from profiler.jobs import Exporter, Progress, measure_in_passes, pass_share
+from profiler.noise import (SPEED_BLOCKS, block_jobs, speed_ratio, spread_over_latency,
+                            timed_blocks)
 from profiler.settings import Target, add_target_arguments, remeasure_settings, target_from_args
 
 
@@ -86,7 +86,7 @@ def reanchor(cfg: ReanchorSettings) -> dict:
     keys = anchor_blocks(lut.entries, cfg.blocks)
     if len(keys) < 3:
         raise UserError(f"{cfg.lut} has {len(keys)} convolution blocks; re-anchoring needs 3")
-    jobs = {k: export_job(k, parse_key(k).input_shape, s) for k in keys}
+    jobs = block_jobs(keys, s)
     started = time.perf_counter()
     artifacts, _ = Exporter(ArtifactCache(cfg.cache), cfg.workers, cfg.progress).export(
         list(jobs.values()), etrecord=False)
@@ -101,10 +101,7 @@ def reanchor(cfg: ReanchorSettings) -> dict:
         finally:
             bar.close()
     measure_s = time.perf_counter() - started
-    one_pass = pass_share(s, s.rounds)
-    blocks = [SpeedBlock(k, lut.entries[k].latency_ms, round(measured_entry(
-        pool.pooled(jobs[k].key), artifacts[jobs[k].key], None, one_pass).latency_ms, 6))
-        for k in keys]
+    blocks = timed_blocks(lut, jobs, pool, artifacts, pass_share(s, s.rounds))
     ratio = speed_ratio(blocks)
     ratios = np.asarray([b.ratio for b in blocks])
     record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -45,7 +45,7 @@ from profiler.export import DEFAULT_CACHE, ArtifactCache
 from profiler.jobs import (Exporter, Progress, arch_job, measure_in_passes, measured_entry,
                            pass_share)
 from profiler.measure import CI_LEVEL
-from profiler.noise import SpeedBlock, speed_block_jobs, speed_ratio
+from profiler.noise import speed_block_jobs, speed_ratio, timed_blocks
 from profiler.settings import (CLOCKS, Target, add_target_arguments, remeasure_settings,
                                target_from_args)
 
@@ -306,8 +306,7 @@ def validate(cfg: ValidateSettings) -> tuple[dict, list[Row], Lut]:
             bar.close()
     measured = {a.name: measured_entry(pool.pooled(jobs[a.name].key), artifacts[jobs[a.name].key],
                                        None, one_pass) for a in archs}
-    blocks = [SpeedBlock(k, lut.entries[k].latency_ms, round(measured_entry(
-        pool.pooled(k), artifacts[k], None, one_pass).latency_ms, 6)) for k in block_jobs]
+    blocks = timed_blocks(lut, block_jobs, pool, artifacts, one_pass)
     ratio = speed_ratio(blocks)
     plain = replace(lut, summation=Summation())
     rows = [network_row(a, measured[a.name], lut, plain) for a in archs]
