@@ -12,7 +12,7 @@ Examples:
   python benchmarks/search_speed.py                          # 32x32, batch 32, CPU
   python benchmarks/search_speed.py --resolution 224 --batch-size 8 --steps 2
   python benchmarks/search_speed.py --configs single,sampled-entangled --rounds 3
-  python benchmarks/search_speed.py --device cuda --resolution 224 --batch-size 64 --json
+  python benchmarks/search_speed.py --torch-device cuda --resolution 224 --batch-size 64 --json
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def parse_args(argv):
     p.add_argument("--rounds", type=int, default=2,
                    help="interleaved rounds over the configs; the fastest round counts, which "
                         "filters out other processes' load on a shared machine (default 2)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--torch-device", default="cpu", help="where torch runs: cpu, cuda, mps")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (search.run's default: 1)")
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
     p.add_argument("--convergence", metavar="DIR",
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.child:
         print(json.dumps(measure(args.child, args.resolution, args.batch_size, args.steps,
-                                 args.device, args.threads)))
+                                 args.torch_device, args.threads)))
         return 0
     best: dict[str, dict] = {}
     configs = args.configs.split(",")
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
         for config in configs:
             cmd = [sys.executable, __file__, "--child", config, "--resolution",
                    str(args.resolution), "--batch-size", str(args.batch_size), "--steps",
-                   str(args.steps), "--device", args.device, "--threads", str(args.threads)]
+                   str(args.steps), "--torch-device", args.torch_device, "--threads", str(args.threads)]
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
             row = json.loads(done.stdout.strip().splitlines()[-1])
             if config not in best or row["step_s"] < best[config]["step_s"]:
@@ -189,11 +189,11 @@ def main(argv=None) -> int:
     convergence = time_to_convergence(Path(args.convergence)) if args.convergence else None
     if args.json:
         print(json.dumps({"resolution": args.resolution, "batch_size": args.batch_size,
-                          "device": args.device, "rows": rows, "convergence": convergence},
+                          "device": args.torch_device, "rows": rows, "convergence": convergence},
                          indent=1))
         return 0
     print(f"FBNet-B space, input {args.resolution}x{args.resolution}, batch {args.batch_size}, "
-          f"{args.device}, {rows[0]['threads']} threads, best of {args.rounds} rounds x median of "
+          f"{args.torch_device}, {rows[0]['threads']} threads, best of {args.rounds} rounds x median of "
           f"{args.steps} steps")
     print(f"{'config':<18} {'s/step':>8} {'x single':>9} {'peak MB':>9} {'x single':>9} "
           f"{'Mparams':>8} {'theta s/step':>13}")

@@ -21,7 +21,7 @@ Examples:
   python -m search.run --lut luts/iphone_x_32.json --out runs/iphonex
   python -m search.run --lut luts/s8.json --loss target --target-ms 3 --epochs 10
   python -m search.run --lut luts/s8.json --data cifar10:~/data/cifar-10-batches-py \\
-      --epochs 90 --warmup-epochs 10 --theta-lr 0.01 --batch-size 192 --device cuda
+      --epochs 90 --warmup-epochs 10 --theta-lr 0.01 --batch-size 192 --torch-device cuda
   torchrun --nproc-per-node 8 -m search.run --lut luts/s8.json --data imagefolder:/data/in100 \\
       --resolution 224 --mode soft --alternate epoch --epochs 90 --warmup-epochs 10 --theta-lr 0.01
   python -m search.run --lut luts/s8.json --resume              # continue after Ctrl-C
