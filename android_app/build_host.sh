@@ -41,6 +41,12 @@ for cand in "$(dirname "$PY")/ninja" "$(command -v ninja || true)"; do
 done
 
 # ------------------------------------------------------- fast no-op path
+# One build at a time: a second caller (two test workers, two profiler runs)
+# waits for the first, then finds the binary up to date.
+mkdir -p "$BUILD_DIR"
+exec 9>"$BUILD_DIR/.build.lock"
+if command -v flock >/dev/null; then flock 9; fi
+
 # Stamp = everything that decides the configuration. Rebuild when it
 # changes or when any source is newer than the binary.
 STAMP_TEXT="et=$ET_DIR cmake=$CM ninja=$NINJA type=$BUILD_TYPE et_version=$(cksum < "$ET_DIR/version.py" 2>/dev/null | cut -d' ' -f1)"

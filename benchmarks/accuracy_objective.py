@@ -37,6 +37,7 @@ import numpy as np
 from fbnet.arch import Architecture
 from fbnet.errors import cli_entry
 from fbnet.io import atomic_write_json
+from fbnet.lut import load_lut
 from fbnet.metrics import kendall_tau
 from fbnet.space import CANDIDATE_NAMES
 from search.protocols.accuracy_model import fit_accuracy_model
@@ -45,7 +46,8 @@ from search.core.luts import resolve_lut
 from search.protocols.pairing import (Network, accuracy_matched, pair_luts, pareto_holds, seed_list,
                             training_folder, within_std_holding)
 from search.protocols.sampling import random_at_latency
-from search.protocols.specialization import LayerObjective, load_preferences, specialize
+from search.protocols.specialization import (LayerPreferences, budget_objective, load_preferences,
+                                             specialize)
 from search.protocols.standalone import StandaloneRecipe, StandaloneTrainer
 
 RESOLUTION = 32
@@ -80,7 +82,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     rels = tuple(args.target_rel or (0.2, 0.3, 0.5))
     train_seeds = seed_list(args.train_seeds, "--train-seeds")
-    luts = [resolve_lut(path, RESOLUTION)[0] for path in pair_luts(args.pair)]
+    luts = [resolve_lut(load_lut(path), RESOLUTION)[0] for path in pair_luts(args.pair)]
     stems = [Path(l.path).stem for l in luts]
     space = luts[0].space
     recipe = StandaloneRecipe(epochs=args.train_epochs)
@@ -121,11 +123,12 @@ def main(argv=None) -> int:
         log(f"supernet {name}: Kendall tau of its summed log P_theta {tau:.3f}")
 
     # 3. each device's network at each budget, trained over the seeds and compared
-    objective = LayerObjective(space, model.layer_scores(), out / "accuracy_model")
+    preferences = LayerPreferences(space, model.layer_scores(), out / "accuracy_model")
     networks = []
     for lut, stem in zip(luts, stems):
         for rel in rels:
-            arch, found = specialize(objective, lut, Budget(target_rel=rel))
+            arch, found = specialize(preferences, budget_objective(preferences, lut,
+                                                                   Budget(target_rel=rel)))
             net = Network(f"model:{stem}/rel{rel:g}", "accuracy-model", stem, 0, arch,
                           setting=f"rel{rel:g}")
             net.latency_ms = {s: l.price(arch).total_ms for s, l in zip(stems, luts)}

@@ -32,10 +32,11 @@ import torch
 
 from fbnet.arch import Architecture
 from fbnet.lut import load_lut
-from fbnet.space import SpaceConfig
+from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from search.data import DEFAULT_DATA, load_data, split_train
 from search.core.dnas import Search, TrainConfig, latency_only_search
-from search.core.loss import LatencyModel, LossConfig
+from search.core.loss import LossConfig
+from search.core.objective import Objective
 from search.core.supernet import BOUNDARIES, SuperNet
 
 
@@ -74,17 +75,21 @@ def space_for(lut, num_classes: int = 10) -> SpaceConfig:
                               head_channels=s.head_channels, num_classes=num_classes)
 
 
+def names(indices: list[int]) -> list[str]:
+    return [CANDIDATE_NAMES[i] for i in indices]
+
+
 def check_a(lut, mode: str, seed: int) -> dict:
     space = space_for(lut)
-    latency = LatencyModel(lut.layer_table(space))
+    objective = Objective.build(lut, space, LossConfig(latency_weight=4))
     torch.manual_seed(seed)
-    picks = latency_only_search(SuperNet(space, mode=mode), latency, LossConfig(latency_weight=4),
-                                steps=400, lr=0.1, seed=seed)
-    cheapest = latency.cheapest()
+    picks = latency_only_search(SuperNet(space, mode=mode), objective, steps=400, lr=0.1,
+                                seed=seed)
+    cheapest = objective.latency_model().cheapest()
     return {"mode": mode, "lut": str(lut.path), "ok": picks == cheapest,
             "layers_matching": sum(a == b for a, b in zip(picks, cheapest)),
-            "layers": len(picks), "argmax_ms": latency.of_candidates(picks),
-            "cheapest_ms": latency.of_candidates(cheapest)}
+            "layers": len(picks), "argmax_ms": objective.price_ms(names(picks)),
+            "cheapest_ms": objective.price_ms(names(cheapest))}
 
 
 def short_search(lut, loss: LossConfig, args, out: Path, seed: int | None = None) -> Search:
@@ -96,7 +101,7 @@ def short_search(lut, loss: LossConfig, args, out: Path, seed: int | None = None
     cfg = TrainConfig(epochs=args.epochs, warmup_epochs=1, batch_size=32, seed=seed,
                       w_lr=0.02, theta_lr=args.theta_lr, alternate=args.alternate,
                       boundary=args.boundary)
-    search = Search(space, lut.layer_table(space), loss, cfg, w, th, None, out,
+    search = Search(space, Objective.build(lut, space, loss), cfg, w, th, None, out,
                     torch.device("cpu"), {"benchmark": "sanity"}, progress=False)
     search.run()
     return search

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from fbnet.arch import Architecture
 from fbnet.errors import UserError, cli_entry
+from fbnet.lut import load_lut
 from fbnet.space import SpaceConfig
 from search.core.luts import resolve_lut
 from search.protocols.pairing import pair_luts
@@ -67,7 +68,7 @@ def front(networks: list[Trained], device: str) -> list[Trained]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     luts = {Path(l.path).stem: l for l in
-            (resolve_lut(path, RESOLUTION)[0] for path in pair_luts(args.pair))}
+            (resolve_lut(load_lut(path), RESOLUTION)[0] for path in pair_luts(args.pair))}
     space = next(iter(luts.values())).space
     recipe = asdict(StandaloneRecipe(epochs=args.train_epochs, train_images=args.train_images))
     top1: dict[tuple[str, ...], list[float]] = {}

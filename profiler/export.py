@@ -149,6 +149,12 @@ class ArtifactCache:
     def store(self, job: ExportJob, staging: Path, meta: dict) -> Artifact:
         """Move a finished export from `staging` into place (a rename: readers never see half)."""
         folder = self.folder(job)
+        stored, _ = self.lookup(job, need_etrecord=bool(meta.get("etrecord")))
+        if stored is not None and stored.sha256 == meta["sha256"]:
+            # another build sharing this cache stored the same program first: keep theirs,
+            # which that build may be reading now
+            shutil.rmtree(staging, ignore_errors=True)
+            return stored
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(staging, folder)
         etrecord = folder / meta["etrecord"] if meta.get("etrecord") else None

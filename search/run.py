@@ -47,13 +47,14 @@ from fbnet.io import atomic_write_json
 from fbnet.lut import Lut, load_lut
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from search.core.convergence import Convergence, assess
-from search.core.budget import DEFAULT_TARGET_ARCH, Budget, reference_ms
+from search.core.budget import DEFAULT_TARGET_ARCH, Budget
 from search.runs import SearchRun
 from search.data import DATA_SPECS, DEFAULT_DATA, load_data, split_train
 from search.core.dnas import (ALTERNATES, Dist, Search, TrainConfig, sample_architectures,
                               write_theta)
 from search.core.loss import LOSSES, LossConfig
 from search.core.luts import resolve_lut
+from search.core.objective import Objective
 from search.core.plots import plot_curves, plot_probabilities
 from search.core.supernet import BOUNDARIES, MODES
 
@@ -317,14 +318,14 @@ def main(argv=None) -> int:
                             tau_final=args.tau_final, seed=args.seed, workers=args.workers,
                             threads=args.threads, eval_images=args.eval_images)
     train_cfg.check()
-    load_lut(lut_path)  # a missing or malformed LUT fails before the data loads
+    lut = load_lut(lut_path)  # parsed once; a missing or malformed LUT fails before the data
     check_out_dir(settings.out, settings.resume)
     device = pick_device(args.torch_device)
     d = Dist.from_env(device)
     if args.lr is None:
         train_cfg = replace(train_cfg, w_lr=0.1 * args.batch_size * d.world / 192)
     try:
-        result = run_search(settings, loss_cfg, train_cfg, device, d, budget,
+        result = run_search(settings, lut, loss_cfg, train_cfg, device, d, budget,
                             default_budget=default_budget,
                             normalize_latency=args.latency_unit == "reference",
                             announce=None if args.json else print)
@@ -339,42 +340,21 @@ def main(argv=None) -> int:
     return 0
 
 
-def priced_objective(lut: Lut, space: SpaceConfig, table, budget: Budget, loss_cfg: LossConfig,
-                     default_budget: bool, normalize_latency: bool
-                     ) -> tuple[Budget, LossConfig, str | None]:
-    """The budget priced on the searched LUT and the loss it sets (T, the reference price),
-    checked; with the default budget on a LUT that does not price MobileNetV2, the fbnet loss
-    and a note that says so."""
-    note = None
-    if default_budget and lut.missing_keys(
-            layer.key for layer in budget.target_architecture(space).layers()):
-        budget, loss_cfg = Budget(), replace(loss_cfg, kind="fbnet")
-        note = (f"{lut.path} does not price {DEFAULT_TARGET_ARCH}, so the search uses the fbnet "
-                f"loss (--latency-weight {loss_cfg.latency_weight:g})")
-    budget = budget.priced(lut, space)
-    if budget.given:
-        loss_cfg = replace(loss_cfg, target_ms=budget.resolve_ms(table, str(lut.path)))
-    if normalize_latency:
-        loss_cfg = replace(loss_cfg, reference_ms=reference_ms(table))
-    loss_cfg.check()
-    return budget, loss_cfg, note
-
-
-def run_search(settings: SearchSettings, loss_cfg: LossConfig, train_cfg: TrainConfig,
-               device: torch.device, d: Dist, budget: Budget = Budget(),
+def run_search(settings: SearchSettings, given_lut: Lut, loss_cfg: LossConfig,
+               train_cfg: TrainConfig, device: torch.device, d: Dist, budget: Budget = Budget(),
                default_budget: bool = False, normalize_latency: bool = False,
                announce=print) -> SearchResult | None:
-    """Search, write the run's files to settings.out, and return the result (None on ranks
-    other than the main one). A budget turns into --loss target's T on the resolved LUT; the
-    default budget (MobileNetV2's price) gives way to the fbnet loss on a LUT that does not
-    price MobileNetV2. `announce` prints the one-line plan and notes (None: silent)."""
+    """Search `given_lut` (settings.lut, parsed; or its sibling at the data's resolution),
+    write the run's files to settings.out, and return the result (None on ranks other than the
+    main one). A budget turns into --loss target's T on the resolved LUT; the default budget
+    (MobileNetV2's price) gives way to the fbnet loss on a LUT that does not price MobileNetV2.
+    `announce` prints the one-line plan and notes (None: silent)."""
     bundle = load_data(settings.data, resolution=settings.resolution, seed=train_cfg.seed)
-    lut, note = resolve_lut(settings.lut, bundle.resolution)
+    lut, note = resolve_lut(given_lut, bundle.resolution)
     space = build_space(lut, bundle.resolution, bundle.num_classes, settings.width)
-    table = lut.layer_table(space)  # UserError listing missing keys if the LUT lacks the space
-    budget, loss_cfg, fallback = priced_objective(lut, space, table, budget, loss_cfg,
-                                                  default_budget, normalize_latency)
-    note = " ".join(filter(None, [note, fallback]))
+    objective = Objective.build(lut, space, loss_cfg, budget, default_budget=default_budget,
+                                normalize_latency=normalize_latency)
+    note = " ".join(filter(None, [note, objective.note]))
     # the supernet may train narrower than the space it prices (a proxy for the accuracy side)
     proxy = build_space(lut, bundle.resolution, bundle.num_classes,
                         settings.width * settings.proxy_width)
@@ -387,12 +367,13 @@ def run_search(settings: SearchSettings, loss_cfg: LossConfig, train_cfg: TrainC
 
     fingerprint = {"space": space.to_dict(), "proxy_space": proxy.to_dict(),
                    "lut": entries_digest(lut), "data": bundle.name, "train_images": len(train),
-                   "arch_fraction": settings.arch_fraction, "loss": loss_cfg.describe(),
+                   "arch_fraction": settings.arch_fraction,
+                   "loss": objective.loss_config.describe(),
                    "world": d.world, **{k: v for k, v in asdict(train_cfg).items()
                                         if k not in ("workers", "threads", "epochs")}}
     out = settings.out
-    search = Search(proxy, table, loss_cfg, train_cfg, w_data, theta_data, bundle.val, out,
-                    device, fingerprint, d, progress=settings.progress)
+    search = Search(proxy, objective, train_cfg, w_data, theta_data, bundle.val, out, device,
+                    fingerprint, d, progress=settings.progress)
     if settings.resume:
         search.load_checkpoint(SearchRun(out).checkpoint)
     if d.main and announce:
@@ -405,8 +386,7 @@ def run_search(settings: SearchSettings, loss_cfg: LossConfig, train_cfg: TrainC
                       if settings.proxy_width != 1 else "")
         announce(f"search: {bundle.describe()}; {space.layout} layout, {space.num_layers} layers"
                  f"{proxy_text}; {len(w_data)} images train w, {len(theta_data)} train theta; "
-                 f"{search.total_theta_steps} theta steps; {mode}; loss {loss_cfg.describe()}"
-                 + (f" (budget: {budget.describe()})" if budget.given else "")
+                 f"{search.total_theta_steps} theta steps; {mode}; loss {objective.describe()}"
                  + f"; LUT {lut.path} ({lut.title}); device {device}"
                  + (f" x {d.world} ranks" if d.world > 1 else ""))
     started = time.perf_counter()
@@ -425,7 +405,8 @@ def run_search(settings: SearchSettings, loss_cfg: LossConfig, train_cfg: TrainC
     for k, idx in enumerate(sample_architectures(model.theta, settings.samples, train_cfg.seed)):
         arch = Architecture(f"dnas_{stem}_sample{k}", space,
                             tuple(CANDIDATE_NAMES[i] for i in idx))
-        samples.append({"architecture": arch.to_dict(), "latency_ms": lut.price(arch).total_ms,
+        samples.append({"architecture": arch.to_dict(),
+                        "latency_ms": objective.price_ms(arch.candidates),
                         "macs": arch.macs, "params": arch.params,
                         "arch_string": to_arch_string(arch)})
     atomic_write_json(run.samples, {"lut": str(lut.path), "samples": samples})
@@ -435,12 +416,12 @@ def run_search(settings: SearchSettings, loss_cfg: LossConfig, train_cfg: TrainC
     plot_curves(history, run.curves_plot, title)
     last = history[-1]
     result = SearchResult(
-        arch=argmax, latency_ms=lut.price(argmax).total_ms, lut=lut, lut_note=note,
+        arch=argmax, latency_ms=objective.price_ms(argmax.candidates), lut=lut, lut_note=note,
         data=bundle.name, convergence=assess(model.theta, search.argmax_trace),
         val_top1_argmax=last["val_top1_argmax"], val_top1_supernet=last["val_top1_supernet"],
         samples=samples, epochs=len(history), seconds=seconds, out=out,
         probs=model.probabilities().tolist(),
-        budget=budget.describe() if budget.given else None)
+        budget=objective.budget.describe() if objective.budget.given else None)
     atomic_write_json(run.result, result.to_dict())
     return result
 

@@ -80,7 +80,7 @@ def cmd_arch(args) -> None:
     res = lut_resolution(lut) if lut else None
     if res is not None and res != arch.space.resolution:
         sibling = sibling_lut(Path(args.lut), arch.space.resolution)
-        fix = (f"use {sibling}" if sibling else
+        fix = (f"use {sibling.path}" if sibling else
                f"build one with python -m profiler.run --resolution {arch.space.resolution}")
         raise UserError(f"{args.lut} does not cover {args.arch}: it is a {res}x{res} LUT and "
                         f"the architecture is {arch.space.resolution}x{arch.space.resolution}; "

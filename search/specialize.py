@@ -29,9 +29,10 @@ from pathlib import Path
 
 from fbnet.arch import save_architecture, to_arch_string
 from fbnet.errors import UserError, cli_entry
+from fbnet.lut import load_lut
 from search.core.budget import Budget, reference_ms
 from search.core.luts import resolve_lut
-from search.protocols.specialization import load_preferences, specialize
+from search.protocols.specialization import budget_objective, load_preferences, specialize
 
 
 def parse_args(argv):
@@ -56,15 +57,16 @@ def main(argv=None) -> int:
     if not budget.given:
         raise UserError("give a budget: --target-ms MS or --target-rel F")
     started = time.perf_counter()
-    objective = load_preferences(Path(args.supernet))
-    lut, _ = resolve_lut(Path(args.lut), objective.space.resolution)
-    arch, found = specialize(objective, lut, budget)
+    preferences = load_preferences(Path(args.supernet))
+    lut, _ = resolve_lut(load_lut(args.lut), preferences.space.resolution)
+    objective = budget_objective(preferences, lut, budget)
+    arch, found = specialize(preferences, objective)
     seconds = time.perf_counter() - started
     if args.out:
         save_architecture(arch, Path(args.out))
     result = {"arch": arch.to_dict(), "arch_string": to_arch_string(arch),
               "latency_ms": found.latency_ms, "budget_ms": found.budget_ms,
-              "reference_ms": reference_ms(lut.layer_table(arch.space)), "score": found.score,
+              "reference_ms": reference_ms(objective.table), "score": found.score,
               "lut": str(lut.path), "macs": arch.macs, "params": arch.params,
               "seconds": seconds, "out": args.out}
     if args.json:

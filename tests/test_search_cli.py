@@ -107,15 +107,16 @@ def test_two_ranks_see_each_example_once_and_the_single_process_batches(tmp_path
     from search.data import load_data, split_train
     from search.core.dnas import Dist, Search, TrainConfig
     from search.core.loss import LossConfig
+    from search.core.objective import Objective
 
     space = tiny_space(16)
-    table = make_lut(space).layer_table(space)
+    objective = Objective.build(make_lut(space), space, LossConfig())
     bundle = load_data("synthetic:200", resolution=16, seed=0)
     w, th = split_train(bundle.train, 0.8, 0)
 
     def search(rank: int, world: int, batch: int) -> Search:
         cfg = TrainConfig(epochs=2, warmup_epochs=1, batch_size=batch, seed=0)
-        return Search(space, table, LossConfig(), cfg, w, th, bundle.val, tmp_path / f"{rank}",
+        return Search(space, objective, cfg, w, th, bundle.val, tmp_path / f"{rank}",
                       torch.device("cpu"), {"test": 1}, Dist(rank, world), progress=False)
 
     single, ranks = search(0, 1, 16), [search(r, 2, 8) for r in range(2)]

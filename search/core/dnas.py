@@ -42,9 +42,8 @@ from tqdm import tqdm
 
 from fbnet.errors import UserError
 from fbnet.io import atomic_write_json, atomic_write_text
-from fbnet.lut import LayerTable
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
-from search.core.loss import LatencyModel, LossConfig, dnas_loss, latency_only_loss
+from search.core.objective import Objective
 from search.core.convergence import assess
 from search.core.supernet import DEFAULT_BOUNDARY, SuperNet, recalibrated_bn, temperature
 from search.runs import SearchRun
@@ -194,13 +193,13 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
 class Search:
     """One DNAS run: supernet, optimizers, data splits, checkpoint and log in `out`."""
 
-    def __init__(self, space: SpaceConfig, table: LayerTable, loss_cfg: LossConfig,
+    def __init__(self, space: SpaceConfig, objective: Objective,
                  train_cfg: TrainConfig, w_data: Dataset, theta_data: Dataset,
                  val_data: Dataset | None, out: Path, device: torch.device,
                  fingerprint: dict, d: Dist | None = None, progress: bool = True):
-        loss_cfg.check()
         train_cfg.check()
-        self.space, self.loss_cfg, self.cfg = space, loss_cfg, train_cfg
+        # the supernet trains in `space`, which may be narrower than the objective's (a proxy)
+        self.space, self.objective, self.cfg = space, objective, train_cfg
         self.w_data, self.theta_data, self.val_data = w_data, theta_data, val_data
         self.out, self.device, self.fingerprint = Path(out), device, fingerprint
         self.dist = d or Dist()
@@ -209,7 +208,7 @@ class Search:
             torch.set_num_threads(train_cfg.threads)
         torch.manual_seed(train_cfg.seed)  # identical initial weights on every rank
         self.model = SuperNet(space, train_cfg.mode, train_cfg.paths, train_cfg.boundary).to(device)
-        self.latency = LatencyModel(table).to(device)
+        self.latency = objective.latency_model().to(device)
         self.w_params = self.model.weight_parameters()
         self.w_opt = torch.optim.SGD(self.w_params, lr=train_cfg.w_lr,
                                      momentum=train_cfg.w_momentum,
@@ -295,7 +294,7 @@ class Search:
             logits = self.model(x, masks)
             ce = F.cross_entropy(logits.float(), y, reduction="none")
             lat = self.latency(masks.weights)
-            loss = dnas_loss(self.loss_cfg, ce, lat)
+            loss = self.objective.loss(ce, lat)
             # weights train on CE alone (see search/core/loss.py); theta on the latency-aware loss
             objective = loss if phase == "theta" else ce.mean()
         if not math.isfinite(float(loss.detach())):
@@ -507,7 +506,7 @@ class Search:
             "theta_steps": conv.theta_steps,
             "converged": conv.converged,
             "argmax_arch": [CANDIDATE_NAMES[k] for k in argmax],
-            "argmax_latency_ms": self.latency.of_candidates(argmax),
+            "argmax_latency_ms": self.objective.price_ms([CANDIDATE_NAMES[k] for k in argmax]),
             "seconds": seconds,
             "probs": [[round(p, 5) for p in row] for row in self.model.probabilities().tolist()],
         }
@@ -634,17 +633,18 @@ def load_trained_supernet(path: Path, device: torch.device = torch.device("cpu")
     return TrainedSupernet(model.to(device), space, proxy, fp)
 
 
-def latency_only_search(model: SuperNet, latency: LatencyModel, loss_cfg: LossConfig,
-                        steps: int = 200, batch: int = 16, lr: float = 0.05, tau: float = 1.0,
+def latency_only_search(model: SuperNet, objective: Objective, steps: int = 200,
+                        batch: int = 16, lr: float = 0.05, tau: float = 1.0,
                         seed: int = 0) -> list[int]:
     """Sanity check (a): weights frozen, only the latency term trains theta (Adam). Returns the
     argmax candidate index per layer, which must be each layer's LUT-cheapest candidate."""
     opt = torch.optim.Adam([model.theta], lr=lr)
+    latency = objective.latency_model()
     for step in range(steps):
         gen = torch.Generator().manual_seed(_seed(seed, step, "ex"))
         step_gen = torch.Generator().manual_seed(_seed(seed, step, "set"))
         masks = model.draw_masks(batch, tau, gen, step_gen, theta_grad=True)
-        loss = latency_only_loss(loss_cfg, latency(masks.weights))
+        loss = objective.latency_loss(latency(masks.weights))
         opt.zero_grad()
         loss.backward()
         opt.step()

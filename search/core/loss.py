@@ -85,11 +85,6 @@ class LatencyModel(torch.nn.Module):
     def forward(self, mask_weights: torch.Tensor) -> torch.Tensor:
         return self.fixed_ms + (mask_weights * self.per_layer_ms).sum(dim=(1, 2))
 
-    def of_candidates(self, indices: list[int]) -> float:
-        """LUT latency of one architecture given as candidate indices."""
-        rows = self.per_layer_ms
-        return self.fixed_ms + float(sum(rows[l, k] for l, k in enumerate(indices)))
-
     def cheapest(self) -> list[int]:
         return self.per_layer_ms.argmin(-1).tolist()
 

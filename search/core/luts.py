@@ -16,25 +16,27 @@ def lut_resolution(lut: Lut) -> int | None:
     return lut.space.resolution if lut.space else None
 
 
-def sibling_lut(path: Path, resolution: int) -> Path | None:
+def sibling_lut(path: Path, resolution: int) -> Lut | None:
     """The LUT next to `path` for the same device at `resolution`, if there is one."""
     sibling = path.with_name(lut_sibling_name(path.stem, resolution))
-    if sibling != path and sibling.is_file() and lut_resolution(load_lut(sibling)) == resolution:
-        return sibling
-    return None
+    if sibling == path or not sibling.is_file():
+        return None
+    lut = load_lut(sibling)
+    return lut if lut_resolution(lut) == resolution else None
 
 
-def resolve_lut(path: Path, resolution: int) -> tuple[Lut, str | None]:
-    """The LUT to search with at `resolution`, and a note when it is a sibling of `path`."""
-    lut = load_lut(path)
+def resolve_lut(lut: Lut, resolution: int) -> tuple[Lut, str | None]:
+    """The LUT to search with at `resolution` (`lut` or its sibling, each parsed once), and a
+    note when it is the sibling."""
     res = lut_resolution(lut)
     if res is None or res == resolution:
         return lut, None
+    path = Path(lut.path)
     sibling = sibling_lut(path, resolution)
     if sibling is not None:
-        return load_lut(sibling), (f"{path} is a {res}x{res} LUT and the data is "
-                                   f"{resolution}x{resolution}: searching with its sibling "
-                                   f"{sibling}")
+        return sibling, (f"{path} is a {res}x{res} LUT and the data is "
+                         f"{resolution}x{resolution}: searching with its sibling "
+                         f"{sibling.path}")
     raise UserError(
         f"{path} is a {res}x{res} LUT but the data is {resolution}x{resolution} and there is no "
         f"{lut_sibling_name(path.stem, resolution)} next to it; give a "

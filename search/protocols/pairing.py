@@ -31,7 +31,7 @@ from fbnet.errors import UserError
 from fbnet.lut import Lut, load_lut
 from search.core.budget import Budget
 from search.core.luts import lut_resolution, resolve_lut
-from search.protocols.specialization import load_preferences, specialize
+from search.protocols.specialization import budget_objective, load_preferences, specialize
 from search.protocols.standalone import StandaloneRecipe, StandaloneTrainer, cached_search
 from search.runs import SearchRun
 
@@ -196,7 +196,14 @@ def training_folder(arch: Architecture) -> str:
 
 def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dict:
     settings.check()
-    check_resolutions([load_lut(p) for p in settings.luts])
+    parsed = {Path(path): load_lut(path) for path in settings.luts}  # each LUT parsed once
+    check_resolutions(list(parsed.values()))
+
+    def lut_at(path) -> Lut:
+        if Path(path) not in parsed:
+            parsed[Path(path)] = load_lut(path)
+        return parsed[Path(path)]
+
     trainer = StandaloneTrainer(recipe, settings.out / "train")
     networks: list[Network] = []
     luts: dict[str, Lut] = {}  # stem -> the LUT the searches priced with (32x32 siblings)
@@ -220,7 +227,7 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
     for (path, matched, seed), future in zip(searches, futures):
         found = future.result()
         run_dir = search_folder(settings.out, path, matched, seed)
-        lut = load_lut(found["lut"])
+        lut = lut_at(found["lut"])
         stem = Path(lut.path).stem
         luts[stem] = lut
         search_dirs[(stem, matched.label, seed)] = run_dir
@@ -228,7 +235,7 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
             preferences = load_preferences(SearchRun(run_dir).checkpoint)
             devices = []  # (LUT stem, LUT, its layer table) at the supernet's resolution
             for lut_path in settings.luts:
-                device_lut, _ = resolve_lut(lut_path, preferences.space.resolution)
+                device_lut, _ = resolve_lut(lut_at(lut_path), preferences.space.resolution)
                 luts[Path(device_lut.path).stem] = device_lut
                 devices.append((Path(device_lut.path).stem, device_lut,
                                 device_lut.layer_table(preferences.space)))
@@ -240,7 +247,8 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
                     if not budget.reachable(table):
                         unreachable.add((device, rel))
                         continue
-                    arch, _ = specialize(preferences, device_lut, budget)
+                    arch, _ = specialize(preferences,
+                                         budget_objective(preferences, device_lut, budget))
                     save_architecture(arch, run_dir / f"shared_{device}_rel{rel:g}.json")
                     networks.append(Network(f"shared:{device}/rel{rel:g}#{seed}", "shared",
                                             device, seed, arch, setting=f"rel{rel:g}"))
@@ -270,7 +278,7 @@ def run_pair(settings: PairSettings, recipe: StandaloneRecipe, log=print) -> dic
                     continue
                 # the budget that device's own search reached: one budget for both
                 budget = Budget(target_ms=found_by[(stem, label, seed)].latency_ms[stem])
-                arch, _ = specialize(preferences, lut, budget)
+                arch, _ = specialize(preferences, budget_objective(preferences, lut, budget))
                 save_architecture(arch, run_dir / f"specialized_{stem}.json")
                 spec = Network(f"spec:{device}->{stem}/{label}#{seed}", "specialize", stem,
                                seed, arch, setting=label)

@@ -22,6 +22,8 @@ from fbnet.lut import LayerTable, Lut
 from fbnet.space import CANDIDATE_NAMES, SpaceConfig
 from search.core.budget import Budget
 from search.core.dnas import load_trained_supernet
+from search.core.loss import LossConfig
+from search.core.objective import Objective
 
 
 @dataclass(frozen=True)
@@ -92,29 +94,34 @@ def check_same_space(supernet_space: SpaceConfig, lut_space: SpaceConfig, source
 
 
 @dataclass(frozen=True)
-class LayerObjective:
+class LayerPreferences:
     """What specializing maximizes: a score per layer and candidate, summed over the layers."""
     space: SpaceConfig
     scores: np.ndarray  # layers x candidates
     source: Path  # where it came from, named in errors
 
 
-def load_preferences(checkpoint: Path) -> LayerObjective:
+def load_preferences(checkpoint: Path) -> LayerPreferences:
     """A trained supernet's preferences: log P_theta per layer and candidate."""
     trained = load_trained_supernet(checkpoint)
     log_probs = torch.log_softmax(trained.model.theta.detach().double(), -1).numpy()
-    return LayerObjective(trained.space, log_probs, checkpoint)
+    return LayerPreferences(trained.space, log_probs, checkpoint)
 
 
-def specialize(objective: LayerObjective, lut: Lut, budget: Budget
+def budget_objective(preferences: LayerPreferences, lut: Lut, budget: Budget) -> Objective:
+    """The objective of specializing `preferences` on `lut` (at their resolution:
+    search.core.luts.resolve_lut picks a sibling) under `budget`: a one-line error where the
+    LUT prices another space or no architecture meets the budget."""
+    lut_space = lut.space or preferences.space
+    check_same_space(preferences.space.with_classes(lut_space.num_classes), lut_space,
+                     preferences.source)
+    return Objective.build(lut, preferences.space, LossConfig("target"), budget)
+
+
+def specialize(preferences: LayerPreferences, objective: Objective
                ) -> tuple[Architecture, Specialized]:
-    """The architecture maximizing `objective` on `lut` (at the objective's resolution:
-    search.core.luts.resolve_lut picks a sibling) under `budget`."""
-    space = objective.space
-    lut_space = lut.space or space
-    check_same_space(space.with_classes(lut_space.num_classes), lut_space, objective.source)
-    table = lut.layer_table(space)
-    budget_ms = budget.resolve_ms(table, str(lut.path))
-    found = best_under_budget(objective.scores, table, budget_ms)
-    arch = Architecture(f"specialized_{Path(lut.path).stem}", space, found.candidates)
+    """The architecture maximizing `preferences` within `objective`'s budget, exactly."""
+    found = best_under_budget(preferences.scores, objective.table, objective.budget_ms)
+    arch = Architecture(f"specialized_{Path(objective.lut.path).stem}", objective.space,
+                        found.candidates)
     return arch, found
