@@ -7,15 +7,17 @@ found exactly: dynamic programming over the layers keeps, for every reachable LU
 best score, and drops every partial architecture that another one beats on both price and
 score (a Pareto front). No discretization, no sampling.
 
-A search with --latency-weight 0 gives a supernet whose theta holds accuracy preferences only,
-the clean input for specializing to many devices; a latency-aware search's theta also carries
-its own device's latency pressure.
+Which supernet: one searched for accuracy alone (search.run --latency-weight 0), whose theta
+holds accuracy preferences only and favours networks above most budgets, so each budget gets
+its own network. A latency-aware search's theta has converged on its own cheap network: every
+budget above that network's price returns it (the command says so).
 
 Examples:
-  python -m search.specialize --supernet runs/s8/checkpoint.pt --lut luts/s8.json --target-ms 5
-  python -m search.specialize --supernet runs/s8/checkpoint.pt --lut luts/iphone_x.json \\
-      --target-rel 0.5 --out runs/s8/iphone_x_arch.json
-  python -m search.specialize --supernet runs/s8/checkpoint.pt --lut luts/pixel3.json \\
+  python -m search.run --lut luts/s8.json --latency-weight 0 --out runs/shared   # once
+  python -m search.specialize --supernet runs/shared/checkpoint.pt --lut luts/s8.json --target-ms 5
+  python -m search.specialize --supernet runs/shared/checkpoint.pt --lut luts/iphone_x.json \\
+      --target-rel 0.5 --out runs/shared/iphone_x_arch.json
+  python -m search.specialize --supernet runs/shared/checkpoint.pt --lut luts/pixel3.json \\
       --target-rel 0.6 --json
 """
 
@@ -62,13 +64,18 @@ def main(argv=None) -> int:
     objective = budget_objective(preferences, lut, budget)
     arch, found = specialize(preferences, objective)
     seconds = time.perf_counter() - started
+    favourite = found.candidates == preferences.favourite()
+    note = (f"this is the supernet's own favourite network, the answer at every budget from "
+            f"{found.latency_ms:.3f} ms up; for a network per budget, specialize a supernet "
+            "searched for accuracy alone (python -m search.run --latency-weight 0)"
+            if favourite else None)
     if args.out:
         save_architecture(arch, Path(args.out))
     result = {"arch": arch.to_dict(), "arch_string": to_arch_string(arch),
               "latency_ms": found.latency_ms, "budget_ms": found.budget_ms,
               "reference_ms": reference_ms(objective.table), "score": found.score,
               "lut": str(lut.path), "macs": arch.macs, "params": arch.params,
-              "seconds": seconds, "out": args.out}
+              "supernet_favourite": favourite, "seconds": seconds, "out": args.out}
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
@@ -76,6 +83,8 @@ def main(argv=None) -> int:
     print(f"{found.latency_ms:.3f} ms on {lut.path} (budget {found.budget_ms:.3f} ms = "
           f"{budget.describe()}), {arch.macs / 1e6:.1f} MMACs, {arch.params / 1e6:.3f} M "
           f"params; sum of log P_theta {found.score:.2f}; exact search in {seconds:.2f} s")
+    if note:
+        print(f"note: {note}")
     if args.out:
         print(f"wrote {args.out}")
     return 0

@@ -168,3 +168,43 @@ def test_robustness_counts_every_pair_matched_within_the_std():
 def test_a_network_found_twice_is_trained_once():
     a, b, c = _net("a", {}, []), _net("b", {}, []), _net("c", {}, [], first="k3_e1")
     assert training_folder(a.arch) == training_folder(b.arch) != training_folder(c.arch)
+
+
+def test_an_accuracy_supernet_gives_each_budget_its_own_network(cli, tmp_path):
+    """The documented flow: one search for accuracy alone (--latency-weight 0), then
+    search.specialize per budget. A budget the supernet's favourite network fits returns that
+    network and says so; tighter budgets each get their own network within the budget."""
+    import json
+
+    from fbnet.lut import load_lut
+    from test_search import make_lut, tiny_space
+
+    lut_path = tmp_path / "dev_16.json"
+    make_lut(tiny_space(16), path=lut_path)
+    out = tmp_path / "shared"
+    searched = cli("search.run", "--lut", str(lut_path), "--latency-weight", "0", "--out",
+                   str(out), "--data", "synthetic:200", "--epochs", "2", "--warmup-epochs", "1",
+                   "--batch-size", "16", "--no-progress", "--resolution", "16")
+    assert searched.returncode == 0, searched.stderr
+    lut = load_lut(lut_path)
+    table = lut.layer_table(tiny_space(16))
+
+    def specialize(*budget):
+        done = cli("search.specialize", "--supernet", str(out / "checkpoint.pt"), "--lut",
+                   str(lut_path), *budget, "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    top = specialize("--target-ms", f"{sum(max(row) for row in table.per_layer_ms) + 1e3:.3f}")
+    assert top["supernet_favourite"]
+    text = cli("search.specialize", "--supernet", str(out / "checkpoint.pt"), "--lut",
+               str(lut_path), "--target-ms", f"{top['latency_ms'] + 1:.3f}")
+    assert "the supernet's own favourite network" in text.stdout.strip().splitlines()[-1]
+    found = [specialize("--target-rel", str(rel)) for rel in (0.5, 0.7, 0.9)]
+    for result in found:
+        assert result["latency_ms"] <= result["budget_ms"] + 1e-9
+        arch = Architecture.from_dict(result["arch"])
+        assert lut.price(arch).total_ms == pytest.approx(result["latency_ms"])
+    under = [r for r in found if r["budget_ms"] < top["latency_ms"]]
+    assert under and not any(r["supernet_favourite"] for r in under)
+    assert len({r["arch_string"] for r in found}) >= 2, found

@@ -100,6 +100,10 @@ class LayerPreferences:
     scores: np.ndarray  # layers x candidates
     source: Path  # where it came from, named in errors
 
+    def favourite(self) -> tuple[str, ...]:
+        """The best-scored candidate of every layer: the answer under any budget it fits."""
+        return tuple(CANDIDATE_NAMES[i] for i in self.scores.argmax(1))
+
 
 def load_preferences(checkpoint: Path) -> LayerPreferences:
     """A trained supernet's preferences: log P_theta per layer and candidate."""
