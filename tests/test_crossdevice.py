@@ -9,8 +9,9 @@ from fbnet.errors import UserError
 from fbnet.lut import DeviceInfo, Lut, LutEntry, Provenance, RuntimeInfo
 from fbnet.space import SpaceConfig
 from fbnet.workloads import ConvBlock, space_workloads
-from search.crossdevice import (ArchRow, Measurement, build_table, fastest_lines, format_table,
-                                load_arch_row, main)
+from search.crossdevice import main
+from search.protocols.crossdevice_table import (ArchRow, Measurement, build_table, fastest_lines,
+                                                format_table, load_arch_row)
 
 RES = 16
 

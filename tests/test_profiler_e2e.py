@@ -26,7 +26,7 @@ from profiler.export import ArtifactCache, ExportJob, export_all
 from profiler.jobs import arch_job
 from profiler.measure import make_inputs, profile_torchscript_ops, run_manifest
 from profiler.protocol import BenchResult, Manifest, ProgramResult, ProgramSpec, RunnerInfo
-from search.crossdevice import load_measurements
+from search.protocols.crossdevice_table import load_measurements
 
 pytestmark = pytest.mark.slow
 

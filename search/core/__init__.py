@@ -1,1 +1,2 @@
-"""The DNAS core: the supernet, the loss and its budget, the search loop, convergence, plots."""
+"""The DNAS core: the supernet, the objective (LUT, budget, loss), the search loop and a whole
+search run, convergence, plots."""

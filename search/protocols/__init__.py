@@ -1,2 +1,3 @@
 """Evaluation protocols over many searches and trainings: stand-alone ranking, device pairs,
-train-once-specialize, the accuracy model and random sampling at a price."""
+train-once-specialize, the cross-device table, the accuracy model and random sampling at a
+price."""
