@@ -1,10 +1,10 @@
-"""`make demo`: the whole pipeline on this machine's CPU, in under 15 minutes on 2 cores.
+"""`make demo`: the whole pipeline on this machine's CPU, in 11-21 minutes on 2 cores.
 
   1. profile the host: every block of the 32x32 search space, exported to ExecuTorch/XNNPACK
      and timed in the real runtime -> a measured host LUT (the export cache makes re-runs fast)
   2. search (FBNet DNAS on Fashion-MNIST) on the host LUT and on the shipped Samsung S8 and
      iPhone X LUTs, all three at one matched trade-off: the paper's loss with latency in units
-     of the space's mean price on each device's own LUT (search.run's default), so one latency
+     of the space's mean price on each device's own LUT (--latency-weight), so one latency
      weight pushes equally hard on every device (--target-rel F searches at a matched budget
      instead)
   3. train the three found networks briefly, 4. export them to .pte (checked against PyTorch)
@@ -13,9 +13,10 @@
   6. the cross-device table (paper Table 5): is each device's network the faster one on its
      own device? The demo says so plainly either way; 7. the device comparison figures
 
-The searches are short (a few hundred theta steps on a subset of Fashion-MNIST) so the demo fits
-15 minutes on 2 cores; each search's summary says whether it converged. The full search is
-`python -m search.run --lut luts/s8.json` (about 10 minutes).
+The searches are short (a few hundred theta steps on a subset of Fashion-MNIST) to keep the demo
+short; each search's summary says whether it converged. The full search is
+`python -m search.run --lut luts/s8.json` (7-14 minutes on 2 cores: the most accurate network at
+MobileNetV2's S8 price).
 
 Each step is the project's own CLI run as a subprocess (the commands are printed, so any step
 can be re-run alone); its full output goes to <out>/logs/. Re-running the demo resumes: finished

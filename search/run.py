@@ -17,7 +17,7 @@ for another resolution is swapped for its sibling at the data's resolution when 
 (luts/s8.json -> luts/s8_32.json, announced); otherwise give --resolution to resize the data.
 
 Examples:
-  python -m search.run --lut luts/s8.json                      # digits, ~8 min on 2 CPU cores
+  python -m search.run --lut luts/s8.json                      # Fashion-MNIST, 7-14 min on 2 cores
   python -m search.run --lut luts/iphone_x_32.json --out runs/iphonex
   python -m search.run --lut luts/s8.json --loss target --target-ms 3 --epochs 10
   python -m search.run --lut luts/s8.json --data cifar10:~/data/cifar-10-batches-py \\
