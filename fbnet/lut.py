@@ -273,7 +273,10 @@ class Lut:
     def missing_keys(self, keys: Iterable[str]) -> list[str]:
         return [k for k in dict.fromkeys(keys) if k not in self.entries]
 
-    def require(self, keys: Iterable[str], what: str = "this space") -> None:
+    def require(self, keys: Iterable[str], what: str = "this space",
+                arch_name: str | None = None) -> None:
+        """A one-line error naming what the LUT lacks for `what` and how to add it (for a
+        named architecture `arch_name`, the exact command)."""
         missing = self.missing_keys(keys)
         if missing:
             shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
@@ -286,10 +289,15 @@ class Lut:
                     f"{source}, does not include them: price it on a measured or estimated LUT "
                     "(python -m profiler.run or profiler.estimate)"
                 )
-            raise UserError(
-                f"{self._name()} does not cover {what}: missing {shown}{res}; build a LUT for it "
-                "with python -m profiler.run or profiler.estimate"
-            )
+            how = "build a LUT for it with python -m profiler.run or profiler.estimate"
+            if arch_name and self.path and self.provenance.kind == "estimated":
+                how = (f"add them with python -m profiler.estimate --extend {self.path} "
+                       f"--arch {arch_name}")
+            elif arch_name and self.path and self.space:
+                how = (f"add them with python -m profiler.run --device {self.device.name} "
+                       f"--resolution {self.space.resolution} --out {self.path} --extend "
+                       f"--cover {arch_name}")
+            raise UserError(f"{self._name()} does not cover {what}: missing {shown}{res}; {how}")
 
     def network_latency_ms(self, keys: Iterable[str]) -> float:
         keys = list(keys)
@@ -327,7 +335,7 @@ class Lut:
     def price(self, arch) -> "NetworkPrice":
         """Per-layer and total latency of an `Architecture`."""
         layers = arch.layers()
-        self.require([layer.key for layer in layers], f"architecture {arch.name}")
+        self.require([layer.key for layer in layers], f"architecture {arch.name}", arch.name)
         per_layer = [(layer.label, layer.key, self.latency_ms(layer.key)) for layer in layers]
         total = sum(ms for _, _, ms in per_layer) + self.summation.network_offset_ms
         return NetworkPrice(arch.name, per_layer, self.summation.network_offset_ms, total)
