@@ -38,7 +38,7 @@ from profiler.export import DEFAULT_CACHE, ArtifactCache
 from profiler.jobs import (Exporter, Progress, RunPool, arch_job, chunks, export_job,
                            measured_entry, pass_share)
 from profiler.noise import NOISY_MIN_MS, measure_part, recheck_drift, remeasure_noisy, settle
-from profiler.settings import Settings, Target
+from profiler.settings import THREAD_CPU_MIN_SAMPLE_MS, Settings, Target
 
 DRIFT_WARN = 0.10  # warn when the reference workload moves more than this over the run
 
@@ -144,7 +144,9 @@ def new_lut(backend: Backend, cfg: BuildSettings) -> Lut:
         **asdict(cfg.measure), passes=cfg.pass_count, recipe=cfg.measure.recipe.name,
         protocol="round-robin rounds spread over passes of freshly grouped jobs; warm-up every "
         "round; median of the pooled timed runs without ETDump; per-op from a separate ETDump "
-        "run", complete=False,
+        "run" + (f"; a program under {THREAD_CPU_MIN_SAMPLE_MS * 1e3:g} us runs several times "
+                 "per timed sample (the mean)" if cfg.measure.clock == "thread_cpu" else ""),
+        complete=False,
         classifier_classes=list(CLASSIFIER_CLASSES), only=cfg.only,
         named_architectures=cfg.include_named)
     provenance = Provenance("measured", {

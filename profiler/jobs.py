@@ -200,7 +200,8 @@ class RunPool:
             return parts[0]
         rounds = [r for part in parts for r in part.rounds]
         return ProgramResult(key, parts[0].path, rounds=rounds,
-                             latencies_ms=[ms for r in rounds for ms in r])
+                             latencies_ms=[ms for r in rounds for ms in r],
+                             executions_per_sample=max(p.executions_per_sample for p in parts))
 
 
 def measure_in_passes(backend: Backend, artifacts: list[Artifact], s: Settings, passes: int,
@@ -268,4 +269,6 @@ def measured_entry(result: ProgramResult, artifact: Artifact, workload: Workload
         entry.extra["call_overhead_ms"] = round(call_ms, 6)
         entry.boundary_ms = round(min(call_ms + entry.extra["transpose_boundary_ms"],
                                       stats.median_ms), 6)
+    if result.executions_per_sample > 1:  # a tiny program: each sample a mean of this many
+        entry.extra["executions_per_sample"] = result.executions_per_sample
     return entry

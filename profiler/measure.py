@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import statistics
 import time
 import warnings
 from dataclasses import dataclass
@@ -118,6 +119,21 @@ class _Loaded:
             self.execute = lambda: method.execute(self.inputs)
 
 
+def executions_per_sample(warmup_ms: list[float], min_sample_ms: float) -> int:
+    """How many executions one sample takes so that it lasts at least `min_sample_ms`, from
+    the warm-up's median (1 without a warm-up or a minimum)."""
+    if not warmup_ms or min_sample_ms <= 0:
+        return 1
+    return max(1, math.ceil(min_sample_ms / max(statistics.median(warmup_ms), 1e-6)))
+
+
+def repeated(execute, k: int):
+    def run() -> None:
+        for _ in range(k):
+            execute()
+    return run
+
+
 def timed_ms(execute, thread_cpu: bool) -> float:
     """One timed execution in ms: this thread's CPU time, or wall time. The timer's own cost
     inside the timed span is about 0.1 us here (benchmarks/timer_overhead.py)."""
@@ -164,9 +180,11 @@ def run_manifest(manifest: Manifest, base_dir: Path, out_dir: Path | None = None
             if prog is None or not entry.ok:
                 continue
             try:
-                for _ in range(manifest.warmup):
-                    prog.execute()
-                times = [timed_ms(prog.execute, thread_cpu) for _ in range(per_round)]
+                warm = [timed_ms(prog.execute, thread_cpu) for _ in range(manifest.warmup)]
+                k = executions_per_sample(warm, manifest.min_sample_ms)
+                entry.executions_per_sample = max(entry.executions_per_sample, k)
+                run = prog.execute if k == 1 else repeated(prog.execute, k)
+                times = [timed_ms(run, thread_cpu) / k for _ in range(per_round)]
             except Exception as err:  # noqa: BLE001
                 entry.status, entry.error = "error", f"execute failed: {err}"
                 continue

@@ -19,6 +19,11 @@ from profiler.protocol import Manifest, ProgramSpec
 CLOCKS = ("auto", "wall", "thread_cpu")
 
 
+# With the thread_cpu clock (a syscall, ~0.2 us inside each timed span here), a sample lasts at
+# least this long, so the clock is under 0.5% of it (benchmarks/timer_overhead.py)
+THREAD_CPU_MIN_SAMPLE_MS = 0.05
+
+
 @dataclass
 class Settings:
     dtype: str = "fp32"
@@ -40,7 +45,9 @@ class Settings:
     def manifest(self, programs: list[ProgramSpec], etdump: bool | None = None) -> Manifest:
         return Manifest(programs, warmup=self.warmup, iters=self.iters, rounds=self.rounds,
                         threads=self.threads, etdump=self.ops if etdump is None else etdump,
-                        etdump_iters=self.etdump_iters, clock=self.clock)
+                        etdump_iters=self.etdump_iters, clock=self.clock,
+                        min_sample_ms=THREAD_CPU_MIN_SAMPLE_MS if self.clock == "thread_cpu"
+                        else 0.0)
 
 
 def resolve_clock(clock: str, device_kind: str, runner: str, threads: int) -> str:

@@ -24,7 +24,8 @@ from profiler.calibration import calibration_architectures, fit_summation, rando
 from profiler.devices import resolve_device
 from profiler.export import ArtifactCache, ExportJob, export_all
 from profiler.jobs import arch_job
-from profiler.measure import make_inputs, profile_torchscript_ops, run_manifest
+from profiler.measure import (executions_per_sample, make_inputs, profile_torchscript_ops,
+                              run_manifest)
 from profiler.protocol import BenchResult, Manifest, ProgramResult, ProgramSpec, RunnerInfo
 from search.protocols.crossdevice_table import load_measurements
 
@@ -187,6 +188,31 @@ def test_other_runtimes_and_dtypes_run(cache, tmp_path, runtime, dtype):
         ops = profile_torchscript_ops(program.path, make_inputs(program.inputs), 1, 3,
                                       "ConvBlock")
         assert {"dwconv", "conv_1x1"} <= {op.op_type for op in ops}
+
+
+def test_a_tiny_program_runs_several_times_per_sample(cache, tmp_path):
+    """Manifest.min_sample_ms: a program far faster than the minimum runs k times per timed
+    sample (k from the warm-up's median) and each sample is their mean; 0 keeps one each."""
+    key = "ConvBlock_H8_W8_Cin8_Cout8_exp1_kernel3_stride1_group1"
+    artifacts, stats = export_all([ExportJob(key, (1, 8, 8, 8))], ArtifactCache(cache),
+                                  workers=1)
+    assert not stats.failures, stats.failures
+    program = artifacts[key].to_program()
+    spec = ProgramSpec(key, str(program.path), program.inputs)
+    counts = {}
+    for min_sample_ms in (0.0, 20.0):  # a block at 8x8 runs in microseconds
+        result = run_manifest(Manifest([spec], warmup=3, iters=4, rounds=2, clock="thread_cpu",
+                                       min_sample_ms=min_sample_ms), tmp_path, tmp_path)
+        entry = result.programs[0]
+        assert entry.ok and len(entry.latencies_ms) == 4
+        counts[min_sample_ms] = entry.executions_per_sample
+    assert counts[0.0] == 1 and counts[20.0] >= 2
+
+
+def test_executions_per_sample_reach_the_minimum_from_the_warm_up_median():
+    assert executions_per_sample([0.010, 0.012, 0.011], 0.05) == 5
+    assert executions_per_sample([0.2], 0.05) == 1
+    assert executions_per_sample([], 0.05) == 1 and executions_per_sample([0.01], 0.0) == 1
 
 
 def calibration_settings(cache):
