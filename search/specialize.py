@@ -8,8 +8,8 @@ best score, and drops every partial architecture that another one beats on both 
 score (a Pareto front). No discretization, no sampling.
 
 Which supernet: one searched for accuracy alone (search.run --latency-weight 0), whose theta
-holds accuracy preferences only and favours networks above most budgets, so each budget gets
-its own network. A latency-aware search's theta has converged on its own cheap network: every
+holds accuracy preferences only, nothing pulling it toward cheap networks: every budget below
+its favourite network's price gets a network chosen for that budget. A latency-aware search's theta has converged on its own cheap network: every
 budget above that network's price returns it (the command says so).
 
 Examples:
