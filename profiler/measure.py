@@ -136,7 +136,7 @@ def repeated(execute, k: int):
 
 def timed_ms(execute, thread_cpu: bool) -> float:
     """One timed execution in ms: this thread's CPU time, or wall time. The timer's own cost
-    inside the timed span is about 0.1 us here (benchmarks/timer_overhead.py)."""
+    inside the timed span is 0.1-0.2 us here (benchmarks/timer_overhead.py)."""
     c0, t0 = time.thread_time(), time.perf_counter()
     execute()
     wall = time.perf_counter() - t0
