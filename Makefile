@@ -34,7 +34,7 @@ setup: $(STAMP)
 # two workers, each test file on one (its module fixtures built once): many tests wait on
 # subprocesses, phones and runners, so two cores finish the suite in little over half the time
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 demo: setup
 	$(PY) -m demo

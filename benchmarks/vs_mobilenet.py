@@ -17,6 +17,7 @@ Examples:
   python benchmarks/vs_mobilenet.py --lut luts/s8_32.json --widths 0.35 0.5 0.75 --seeds 0 1
   python benchmarks/vs_mobilenet.py --lut luts/s8_32.json --widths 0.35 --epochs 3   # quicker
   python benchmarks/vs_mobilenet.py --lut luts/s8_32.json --widths 0.5 --json
+  python benchmarks/vs_mobilenet.py --widths 0.35 --search-args "--weight-sampling uniform"
 """
 
 from __future__ import annotations
@@ -109,8 +110,16 @@ def trained(arch: Architecture, lut: Lut, data: DataBundle, recipe: Recipe, data
                    sum(c == "skip" for c in arch.candidates), round(seconds, 1), str(folder))
 
 
+def search_folder(root: Path, lut_path: str, width: float, seed: int,
+                  search_args: list[str]) -> Path:
+    """One folder per search; other search.run options than the defaults get their own."""
+    tag = (f"-{hashlib.sha1(' '.join(search_args).encode()).hexdigest()[:8]}"
+           if search_args else "")
+    return root / "search" / f"{Path(lut_path).stem}-w{width:g}-seed{seed}{tag}"
+
+
 def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, data_spec: str,
-        root: Path, log) -> list[WidthRow]:
+        root: Path, log, search_args: list[str] = ()) -> list[WidthRow]:
     lut = load_lut(lut_path)
     data = load_data(data_spec, resolution=lut.space.resolution)
     cheapest_ms, _ = price_range_ms(lut.layer_table(
@@ -128,10 +137,11 @@ def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, da
         mobilenet = trained(baseline, lut, data, recipe, data_spec, root, log)
         searched = []
         for seed in seeds:
-            out = root / "search" / f"{Path(lut_path).stem}-w{width:g}-seed{seed}"
+            out = search_folder(root, lut_path, width, seed, list(search_args))
             log(f"  search seed {seed} into {out}")
             found = cached_search(out, ["--lut", lut_path, "--data", data_spec,
-                                        "--target-ms", f"{budget_ms:.6f}", "--seed", str(seed)])
+                                        "--target-ms", f"{budget_ms:.6f}", "--seed", str(seed),
+                                        *search_args])
             arch = Architecture.from_dict(found["arch"], source=str(SearchRun(out).result))
             arch = Architecture(f"dnas_w{width:g}_seed{seed}", arch.space, arch.candidates)
             searched.append(trained(arch, lut, data, recipe, data_spec, root, log))
@@ -158,6 +168,8 @@ def parse_args(argv):
     p.add_argument("--widths", type=float, nargs="+", default=[0.35, 0.5, 0.75],
                    help=f"MobileNetV2 widths (of {', '.join(map(str, MOBILENET_V2_WIDTHS))})")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="search seeds")
+    p.add_argument("--search-args", default="", help="extra search.run options, e.g. "
+                   "\"--weight-sampling uniform --threads 2\" (searched into their own folders)")
     p.add_argument("--data", default=DEFAULT_DATA)
     p.add_argument("--recipe", help=f"training recipe: {', '.join(RECIPES)} (default: "
                    "search.train's for the data)")
@@ -176,13 +188,14 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else \
         (lambda msg: print(msg, flush=True))
-    rows = run(args.lut, args.widths, args.seeds, recipe, args.data, Path(args.out), log)
+    rows = run(args.lut, args.widths, args.seeds, recipe, args.data, Path(args.out), log,
+               args.search_args.split())
     if args.json:
-        print(json.dumps({"lut": args.lut, "recipe": asdict(recipe), "data": args.data,
+        print(json.dumps({"lut": args.lut, "search_args": args.search_args, "recipe": asdict(recipe), "data": args.data,
                           "rows": [r.to_dict() for r in rows]}, indent=1))
         return 0
     print(f"\n{args.lut}, recipe {recipe.name} on {args.data}, search seeds "
-          f"{' '.join(map(str, args.seeds))}; top-1: last epoch on the whole val split")
+          f"{' '.join(map(str, args.seeds))} {args.search_args}; top-1: last epoch on the whole val split")
     print(f"{'width':>5}  {'MNV2 ms':>8} {'top-1':>8}  {'FBNet ms':>8} {'top-1':>8}  "
           f"{'gain':>6}  speed   [per seed]")
     for row in rows:

@@ -25,6 +25,7 @@ Examples:
   torchrun --nproc-per-node 8 -m search.run --lut luts/s8.json --data imagefolder:/data/in100 \\
       --resolution 224 --mode soft --alternate epoch --epochs 90 --warmup-epochs 10 --theta-lr 0.01
   python -m search.run --lut luts/s8.json --resume              # continue after Ctrl-C
+  python -m search.run --lut luts/host.json --reanchor --target-ms 4   # 4 ms on this machine now
 """
 
 from __future__ import annotations
@@ -39,8 +40,11 @@ from fbnet.arch import Architecture, to_arch_string
 from fbnet.errors import UserError, cli_entry
 from fbnet.lut import Lut, load_lut
 from fbnet.space import CANDIDATE_NAMES
+from profiler.export import DEFAULT_CACHE
+from profiler.reanchor import ReanchorSettings, reanchor
+from profiler.settings import Target, add_target_arguments, target_from_args
 from search.core.budget import DEFAULT_TARGET_ARCH, Budget
-from search.core.dnas import ALTERNATES, Dist, TrainConfig
+from search.core.dnas import ALTERNATES, WEIGHT_SAMPLINGS, Dist, TrainConfig
 from search.core.loss import LOSSES, LossConfig
 from search.core.searching import (DEFAULT_PROXY_WIDTH, DEFAULT_TRAIN_IMAGES, SearchResult,
                                    SearchSettings, check_out_dir, pick_device, run_search)
@@ -86,6 +90,11 @@ def parse_args(argv):
                    help="step: one theta step after every weight step, cycling the arch split "
                         "(default; short searches need the theta steps); epoch: a whole epoch "
                         "of w, then one of theta (the paper)")
+    g.add_argument("--weight-sampling", choices=WEIGHT_SAMPLINGS, default=d.weight_sampling,
+                   help="sampled mode: how weight steps pick each residual layer's paths. "
+                        "theta: from P_theta, as theta steps do (default); uniform: uniformly, "
+                        "so candidates theta disfavours early keep training (fewer skips "
+                        "won by undertrained blocks)")
     g.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
     g.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs,
                    help=f"epochs that train weights only (default {d.warmup_epochs})")
@@ -145,9 +154,37 @@ def parse_args(argv):
                    help="fbnet loss: LAT in units of the space's mean price on the searched "
                         "LUT, so a --latency-weight pushes alike on every device (default), or "
                         "in ms as in the paper")
+    r = p.add_argument_group("re-anchoring a measured LUT")
+    r.add_argument("--reanchor", action="store_true",
+                   help="before searching, time 8 of the (resolved) LUT's blocks on --device "
+                        "as it runs now (python -m profiler.reanchor, about 30 s) and search "
+                        "with the LUT rescaled to it, written to --out/lut.reanchored.json; "
+                        "what it changes: ms budgets (--target-ms) mean this machine's ms")
+    r.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
+                   help=f"--reanchor: artifact cache folder (default {DEFAULT_CACHE})")
+    add_target_arguments(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
+
+
+def reanchoring(out: Path, target: Target, cache: Path, resume: bool, progress: bool):
+    """search.run --reanchor's prepare_lut: the resolved LUT re-anchored to `target` now, or,
+    on --resume, the one this search already re-anchored (its prices must not move)."""
+    def prepare(lut: Lut) -> tuple[Lut, str]:
+        path = SearchRun(out).reanchored_lut
+        if resume and path.is_file():
+            return load_lut(path), f"searching with {path}, re-anchored when the search began"
+        out.mkdir(parents=True, exist_ok=True)
+        record = reanchor(ReanchorSettings(
+            Path(lut.path), path, target, cache=cache, progress="bar" if progress else "none",
+            command=f"python -m search.run --reanchor (LUT {lut.path})"))
+        spread = record["spread"]
+        return load_lut(path), (
+            f"{lut.path} re-anchored to {target.device} now: its blocks read "
+            f"x{record['ratio']:.3f} of their entries (x{spread['min']:.3f}-x{spread['max']:.3f}) "
+            f"in {record['measure_s']:.1f} s; searching with {path}")
+    return prepare
 
 
 # --- summary ---------------------------------------------------------------------------------
@@ -200,6 +237,7 @@ def main(argv=None) -> int:
     train_cfg = TrainConfig(epochs=args.epochs, warmup_epochs=args.warmup_epochs,
                             batch_size=args.batch_size, mode=args.mode, paths=args.paths,
                             boundary=args.boundary, alternate=args.alternate,
+                            weight_sampling=args.weight_sampling,
                             w_lr=args.lr or TrainConfig().w_lr, theta_lr=args.theta_lr,
                             theta_weight_decay=args.theta_weight_decay, tau0=args.tau0,
                             tau_final=args.tau_final, seed=args.seed, workers=args.workers,
@@ -215,7 +253,11 @@ def main(argv=None) -> int:
         result = run_search(settings, lut, loss_cfg, train_cfg, device, d, budget,
                             default_budget=default_budget,
                             normalize_latency=args.latency_unit == "reference",
-                            announce=None if args.json else print)
+                            announce=None if args.json else print,
+                            prepare_lut=reanchoring(settings.out, target_from_args(args),
+                                                    args.cache, settings.resume,
+                                                    settings.progress)
+                            if args.reanchor else None)
     finally:
         d.close()
     if result is None:  # not the main rank

@@ -57,6 +57,11 @@ class SearchRun:
     def checkpoint(self) -> Path:
         return self.root / "checkpoint.pt"
 
+    @property
+    def reanchored_lut(self) -> Path:
+        """`search.run --reanchor`: the LUT re-anchored to this machine, searched with."""
+        return self.root / "lut.reanchored.json"
+
     def existing(self) -> list[str]:
         """The run files already in the folder."""
         return [name for name in self.FILES if (self.root / name).exists()]

@@ -16,8 +16,9 @@ import pytest
 
 from conftest import ROOT, run_cli
 from fbnet.arch import save_architecture, to_arch_string
-from fbnet.lut import LUT_SCHEMA, Lut, RuntimeInfo, Summation, load_lut
+from fbnet.lut import LUT_SCHEMA, Lut, LutEntry, RuntimeInfo, Summation, load_lut
 from fbnet.space import SpaceConfig
+from fbnet.workloads import space_workloads
 from profiler import run
 from profiler.backends.base import Backend, BackendOptions, create_backend
 from profiler.calibration import calibration_architectures, fit_summation, random_architecture
@@ -27,6 +28,7 @@ from profiler.jobs import arch_job
 from profiler.measure import (executions_per_sample, make_inputs, profile_torchscript_ops,
                               run_manifest)
 from profiler.protocol import BenchResult, Manifest, ProgramResult, ProgramSpec, RunnerInfo
+from search.core.searching import build_space
 from search.protocols.crossdevice_table import load_measurements
 
 pytestmark = pytest.mark.slow
@@ -567,3 +569,36 @@ def test_reanchor_rescales_every_entry_by_its_blocks_ratio(cli, tmp_path, cache,
     assert estimated.returncode == 2 and "not measured" in estimated.stderr
     phone = cli("profiler.reanchor", "--lut", str(built), "--device", "s8", "--in-place")
     assert phone.returncode == 2 and "re-anchor it there (--device host)" in phone.stderr
+
+
+def test_search_reanchors_a_host_lut_before_searching(cli, tmp_path, cache, tiny_lut):
+    """search.run --reanchor: the real tiny host LUT (completed for the search's space with
+    MAC-priced entries) re-anchored to this machine first, the search priced with the
+    re-anchored copy in its folder, which records what was done."""
+    measured = load_lut(tiny_lut[0])
+    space = build_space(measured, 8, 10, 1.0)  # the space search.run searches on this LUT
+    for w in space_workloads(space):
+        measured.entries.setdefault(w.key, LutEntry(latency_ms=0.001 + w.macs / 1e9))
+    built = tmp_path / "tiny_full.json"
+    measured.save(built)
+    out = tmp_path / "search"
+    common = ["--data", "synthetic:96", "--resolution", "8", "--epochs", "2",
+              "--warmup-epochs", "1", "--batch-size", "16", "--samples", "0", "--no-progress"]
+    done = cli("search.run", "--lut", str(built), "--reanchor", "--cache", str(cache),
+               "--latency-weight", "1", "--out", str(out), *common, "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    reanchored = out / "lut.reanchored.json"
+    assert result["lut"] == str(reanchored) and "re-anchored to host now" in result["lut_note"]
+    old, new = load_lut(built), load_lut(reanchored)
+    ratio = new.measurement.reanchors[-1]["ratio"]
+    assert new.measurement.reanchors[-1]["command"].startswith("python -m search.run --reanchor")
+    key = next(iter(old.entries))
+    assert new.entries[key].latency_ms == pytest.approx(old.entries[key].latency_ms * ratio,
+                                                        abs=1e-6)
+    # a LUT with no machine behind it cannot be re-anchored: one line, nothing searched
+    estimated = cli("search.run", "--lut", str(ROOT / "luts" / "s8_32.json"), "--reanchor",
+                    "--out", str(tmp_path / "other"), "--data", "synthetic:96", "--epochs", "2",
+                    "--no-progress")
+    assert estimated.returncode == 2 and "not measured" in estimated.stderr
+    assert len(estimated.stderr.strip().splitlines()) == 1

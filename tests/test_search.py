@@ -147,6 +147,30 @@ def test_sampled_draw_is_shared_by_step_seed():
     assert any(set(a.choice[:, l].tolist()) != set(other.choice[:, l].tolist()) for l in hard)
 
 
+def test_uniform_paths_ignore_theta_at_the_residual_layers_only():
+    net = SuperNet(tiny_space(), mode="sampled", paths=2)
+    with torch.no_grad():
+        net.theta[:, CANDIDATE_NAMES.index("skip")] = 30.0  # theta sure of skip everywhere
+    hard = [l for l in range(net.space.num_layers) if l not in net.soft_layers]
+    soft = list(net.soft_layers)
+    skip = CANDIDATE_NAMES.index("skip")
+    by_theta = [net.draw_masks(32, 1.0, torch.Generator().manual_seed(s),
+                               torch.Generator().manual_seed(100 + s), theta_grad=False)
+                for s in range(20)]
+    uniform = [net.draw_masks(32, 1.0, torch.Generator().manual_seed(s),
+                              torch.Generator().manual_seed(100 + s), theta_grad=False,
+                              uniform_paths=True) for s in range(20)]
+    assert all((m.choice[:, hard] == skip).all() for m in by_theta)
+    chosen = torch.cat([m.choice[:, hard].reshape(-1) for m in uniform])
+    # 20 steps x 2 paths per residual layer, drawn uniformly: skip is a minority, and most
+    # of the 9 candidates get trained somewhere
+    assert (chosen == skip).float().mean() < 0.5
+    assert len(chosen.unique()) >= 6
+    # the stage boundaries still mix by theta
+    for m in uniform:
+        assert (m.weights[:, soft, skip] > 0.99).all()
+
+
 def test_sampled_forward_runs_each_example_through_its_own_candidates():
     torch.manual_seed(0)
     net = SuperNet(tiny_space(), mode="sampled", paths=3).eval()

@@ -53,6 +53,9 @@ PHASES = ("w", "theta")
 # batches of the architecture split that re-estimate BatchNorm statistics for one architecture
 BN_CALIBRATION_BATCHES = 8
 ALTERNATES = ("step", "epoch")
+# how weight steps pick the residual layers' paths: from P_theta (the paper), or uniformly so
+# that a candidate theta disfavours early keeps training (SPOS-style; docs/search.md, "Skips")
+WEIGHT_SAMPLINGS = ("theta", "uniform")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class TrainConfig:
     paths: int = 2
     boundary: str = DEFAULT_BOUNDARY
     alternate: str = "step"
+    weight_sampling: str = "theta"
     w_lr: float = 0.1
     w_momentum: float = 0.9
     w_weight_decay: float = 1e-4
@@ -84,6 +88,9 @@ class TrainConfig:
         if self.alternate not in ALTERNATES:
             raise UserError(f"unknown --alternate {self.alternate!r}; use one of "
                             f"{', '.join(ALTERNATES)}")
+        if self.weight_sampling not in WEIGHT_SAMPLINGS:
+            raise UserError(f"unknown --weight-sampling {self.weight_sampling!r}; use one of "
+                            f"{', '.join(WEIGHT_SAMPLINGS)}")
         if self.epochs < 1:
             raise UserError(f"--epochs must be at least 1, got {self.epochs}")
         if not 0 <= self.warmup_epochs < self.epochs:
@@ -289,8 +296,9 @@ class Search:
         for p in self.w_params:  # theta steps need no weight gradients (saves backward work)
             p.requires_grad_(phase == "w")
         with torch.set_grad_enabled(train):
-            masks = self.model.draw_masks(len(y), self.tau(epoch, step), ex_gen, step_gen,
-                                          theta_grad)
+            masks = self.model.draw_masks(
+                len(y), self.tau(epoch, step), ex_gen, step_gen, theta_grad,
+                uniform_paths=phase == "w" and cfg.weight_sampling == "uniform")
             logits = self.model(x, masks)
             ce = F.cross_entropy(logits.float(), y, reduction="none")
             lat = self.latency(masks.weights)

@@ -138,14 +138,18 @@ def check_out_dir(out: Path, resume: bool) -> None:
 def run_search(settings: SearchSettings, given_lut: Lut, loss_cfg: LossConfig,
                train_cfg: TrainConfig, device: torch.device, d: Dist, budget: Budget = Budget(),
                default_budget: bool = False, normalize_latency: bool = False,
-               announce=print) -> SearchResult | None:
+               announce=print, prepare_lut=None) -> SearchResult | None:
     """Search `given_lut` (settings.lut, parsed; or its sibling at the data's resolution),
     write the run's files to settings.out, and return the result (None on ranks other than the
     main one). A budget turns into --loss target's T on the resolved LUT; the default budget
     (MobileNetV2's price) gives way to the fbnet loss on a LUT that does not price MobileNetV2.
-    `announce` prints the one-line plan and notes (None: silent)."""
+    `announce` prints the one-line plan and notes (None: silent). `prepare_lut(lut) -> (lut,
+    note)` replaces the resolved LUT before pricing (search.run --reanchor)."""
     bundle = load_data(settings.data, resolution=settings.resolution, seed=train_cfg.seed)
     lut, note = resolve_lut(given_lut, bundle.resolution)
+    if prepare_lut is not None:
+        lut, prepared = prepare_lut(lut)
+        note = " ".join(filter(None, [note, prepared]))
     space = build_space(lut, bundle.resolution, bundle.num_classes, settings.width)
     objective = Objective.build(lut, space, loss_cfg, budget, default_budget=default_budget,
                                 normalize_latency=normalize_latency)

@@ -321,23 +321,26 @@ class SuperNet(nn.Module):
     # --- masks -------------------------------------------------------------------------------
     def draw_masks(self, batch: int, tau: float, example_gen: torch.Generator | None,
                    step_gen: torch.Generator | None, theta_grad: bool = True,
-                   relaxed: bool = False) -> Masks:
+                   relaxed: bool = False, uniform_paths: bool = False) -> Masks:
         """Per-example masks. `step_gen` must be seeded identically on every rank (it picks the
         sampled-mode candidate set); `example_gen` differs per rank (per-example draws).
-        `relaxed` draws soft-mode masks in either mode (every candidate runs, mixed)."""
+        `relaxed` draws soft-mode masks in either mode (every candidate runs, mixed).
+        `uniform_paths` draws the residual layers' candidates uniformly instead of from
+        P_theta (the stage boundaries still mix by theta): weight steps that train every
+        candidate alike, whatever theta currently prefers."""
         tau = max(tau, TAU_FLOOR)
         theta = self.theta if theta_grad else self.theta.detach()
         device = theta.device
         g = gumbel_noise((batch, *theta.shape), example_gen, device)
         if self.mode == "soft" or relaxed:
             return Masks(torch.softmax((theta.unsqueeze(0) + g) / tau, dim=-1))
-        logits = theta
+        logits = torch.zeros_like(theta) if uniform_paths else theta
         if self.paths < NUM_CANDIDATES:
             # Gumbel top-k = `paths` draws from P_theta without replacement, same on every rank.
             step_g = gumbel_noise(theta.shape, step_gen, device)
-            chosen = (theta.detach() + step_g).topk(self.paths, dim=-1).indices
+            chosen = (logits.detach() + step_g).topk(self.paths, dim=-1).indices
             allowed = torch.zeros_like(theta, dtype=torch.bool).scatter_(-1, chosen, True)
-            logits = theta.masked_fill(~allowed, float("-inf"))
+            logits = logits.masked_fill(~allowed, float("-inf"))
         soft = torch.softmax((logits.unsqueeze(0) + g) / tau, dim=-1)
         choice = soft.detach().argmax(-1)
         hard = torch.zeros_like(soft).scatter_(-1, choice.unsqueeze(-1), 1.0)
