@@ -582,8 +582,9 @@ def test_search_reanchors_a_host_lut_before_searching(cli, tmp_path, cache, tiny
     built = tmp_path / "tiny_full.json"
     measured.save(built)
     out = tmp_path / "search"
-    common = ["--data", "synthetic:96", "--resolution", "8", "--epochs", "2",
-              "--warmup-epochs", "1", "--batch-size", "16", "--samples", "0", "--no-progress"]
+    common = ["--data", "synthetic:200", "--resolution", "8", "--epochs", "2",
+              "--warmup-epochs", "1", "--batch-size", "16", "--mode", "soft", "--samples", "0",
+              "--no-progress"]
     done = cli("search.run", "--lut", str(built), "--reanchor", "--cache", str(cache),
                "--latency-weight", "1", "--out", str(out), *common, "--json")
     assert done.returncode == 0, done.stderr
