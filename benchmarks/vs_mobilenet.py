@@ -111,7 +111,7 @@ def trained(arch: Architecture, lut: Lut, data: DataBundle, recipe: Recipe, data
 
 
 def search_folder(root: Path, lut_path: str, width: float, seed: int,
-                  search_args: list[str]) -> Path:
+                  search_args: tuple[str, ...]) -> Path:
     """One folder per search; other search.run options than the defaults get their own."""
     tag = (f"-{hashlib.sha1(' '.join(search_args).encode()).hexdigest()[:8]}"
            if search_args else "")
@@ -119,7 +119,7 @@ def search_folder(root: Path, lut_path: str, width: float, seed: int,
 
 
 def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, data_spec: str,
-        root: Path, log, search_args: list[str] = ()) -> list[WidthRow]:
+        root: Path, log, search_args: tuple[str, ...] = ()) -> list[WidthRow]:
     lut = load_lut(lut_path)
     data = load_data(data_spec, resolution=lut.space.resolution)
     cheapest_ms, _ = price_range_ms(lut.layer_table(
@@ -137,7 +137,7 @@ def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, da
         mobilenet = trained(baseline, lut, data, recipe, data_spec, root, log)
         searched = []
         for seed in seeds:
-            out = search_folder(root, lut_path, width, seed, list(search_args))
+            out = search_folder(root, lut_path, width, seed, search_args)
             log(f"  search seed {seed} into {out}")
             found = cached_search(out, ["--lut", lut_path, "--data", data_spec,
                                         "--target-ms", f"{budget_ms:.6f}", "--seed", str(seed),
@@ -189,13 +189,15 @@ def main(argv=None) -> int:
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else \
         (lambda msg: print(msg, flush=True))
     rows = run(args.lut, args.widths, args.seeds, recipe, args.data, Path(args.out), log,
-               args.search_args.split())
+               tuple(args.search_args.split()))
     if args.json:
-        print(json.dumps({"lut": args.lut, "search_args": args.search_args, "recipe": asdict(recipe), "data": args.data,
+        print(json.dumps({"lut": args.lut, "search_args": args.search_args,
+                          "recipe": asdict(recipe), "data": args.data,
                           "rows": [r.to_dict() for r in rows]}, indent=1))
         return 0
     print(f"\n{args.lut}, recipe {recipe.name} on {args.data}, search seeds "
-          f"{' '.join(map(str, args.seeds))} {args.search_args}; top-1: last epoch on the whole val split")
+          f"{' '.join(map(str, args.seeds))} {args.search_args}; top-1: last epoch on the whole "
+          "val split")
     print(f"{'width':>5}  {'MNV2 ms':>8} {'top-1':>8}  {'FBNet ms':>8} {'top-1':>8}  "
           f"{'gain':>6}  speed   [per seed]")
     for row in rows:

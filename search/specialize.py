@@ -9,8 +9,9 @@ score (a Pareto front). No discretization, no sampling.
 
 Which supernet: one searched for accuracy alone (search.run --latency-weight 0), whose theta
 holds accuracy preferences only, nothing pulling it toward cheap networks: every budget below
-its favourite network's price gets a network chosen for that budget. A latency-aware search's theta has converged on its own cheap network: every
-budget above that network's price returns it (the command says so).
+its favourite network's price gets a network chosen for that budget. A latency-aware search's
+theta has converged on its own cheap network: every budget above that network's price
+returns it (the command says so).
 
 Examples:
   python -m search.run --lut luts/s8.json --latency-weight 0 --out runs/shared   # once

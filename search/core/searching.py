@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -138,7 +139,9 @@ def check_out_dir(out: Path, resume: bool) -> None:
 def run_search(settings: SearchSettings, given_lut: Lut, loss_cfg: LossConfig,
                train_cfg: TrainConfig, device: torch.device, d: Dist, budget: Budget = Budget(),
                default_budget: bool = False, normalize_latency: bool = False,
-               announce=print, prepare_lut=None) -> SearchResult | None:
+               announce=print,
+               prepare_lut: Callable[[Lut], tuple[Lut, str]] | None = None
+               ) -> SearchResult | None:
     """Search `given_lut` (settings.lut, parsed; or its sibling at the data's resolution),
     write the run's files to settings.out, and return the result (None on ranks other than the
     main one). A budget turns into --loss target's T on the resolved LUT; the default budget
