@@ -9,6 +9,12 @@ The space searched is the LUT's own, at full width, for every MobileNetV2 width:
 networks reach every budget here (the command says so, and refuses a budget below them). Top-1
 is the last epoch's on the whole val split (no epoch or network is selected on it).
 
+With --measure, every network of the table (MobileNetV2 and the found ones) is also exported
+and timed end to end on --device with the LUT's own settings (`profiler.validate --arch`), so
+one column is a measured latency, not a LUT sum: for a LUT this machine can measure (a host
+LUT; a phone's over adb). The LUT must price the MobileNetV2 widths (`profiler.run --extend
+--cover mobilenet_v2_0.35`).
+
 Everything is cached under --out and resumed: a search by its folder (its --resume), a training
 by architecture and recipe (runs/.../train/<digest>/), so an interrupted run continues and a
 second benchmark with the same networks trains nothing again.
@@ -18,6 +24,7 @@ Examples:
   python benchmarks/vs_mobilenet.py --lut luts/s8_32.json --widths 0.35 --epochs 3   # quicker
   python benchmarks/vs_mobilenet.py --lut luts/s8_32.json --widths 0.5 --json
   python benchmarks/vs_mobilenet.py --widths 0.35 --search-args "--weight-sampling uniform"
+  python benchmarks/vs_mobilenet.py --lut runs/luts/host_32.json --widths 0.35 --measure
 """
 
 from __future__ import annotations
@@ -34,10 +41,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fbnet.arch import MOBILENET_V2_WIDTHS, Architecture, mobilenet_v2  # noqa: E402
+from fbnet.arch import (MOBILENET_V2_WIDTHS, Architecture, mobilenet_v2,  # noqa: E402
+                        save_architecture)
 from fbnet.errors import UserError, cli_entry  # noqa: E402
 from fbnet.lut import Lut, load_lut  # noqa: E402
 from fbnet.space import SpaceConfig  # noqa: E402
+from profiler.settings import (Target, add_target_arguments, remeasure_settings,  # noqa: E402
+                               target_from_args)
+from profiler.validate import ValidateSettings, validate  # noqa: E402
 from search.core.budget import price_range_ms  # noqa: E402
 from search.data import DEFAULT_DATA, DataBundle, load_data  # noqa: E402
 from search.protocols.standalone import cached_search  # noqa: E402
@@ -54,6 +65,7 @@ class Trained:
     skips: int
     train_seconds: float
     folder: str
+    measured_ms: float | None = None  # exported and timed end to end on --device (--measure)
 
 
 @dataclass
@@ -79,10 +91,20 @@ class WidthRow:
     def speedup(self) -> float:
         return self.mobilenet.latency_ms / self.searched_ms
 
+    @property
+    def measured_speedup(self) -> float | None:
+        """MobileNetV2's measured latency over the found networks' mean, where measured."""
+        found = [t.measured_ms for t in self.searched]
+        if self.mobilenet.measured_ms is None or None in found:
+            return None
+        return self.mobilenet.measured_ms / statistics.mean(found)
+
     def to_dict(self) -> dict:
+        speedup = self.measured_speedup
         return {**asdict(self), "searched_top1_mean": self.searched_top1,
                 "searched_ms_mean": self.searched_ms, "gain_points": round(self.gain_points, 3),
-                "speedup": round(self.speedup, 4)}
+                "speedup": round(self.speedup, 4),
+                "measured_speedup": None if speedup is None else round(speedup, 4)}
 
 
 def training_folder(root: Path, arch: Architecture, recipe: Recipe, data_spec: str) -> Path:
@@ -118,13 +140,34 @@ def search_folder(root: Path, lut_path: str, width: float, seed: int,
     return root / "search" / f"{Path(lut_path).stem}-w{width:g}-seed{seed}{tag}"
 
 
+def measure(networks: dict[str, Architecture], trained_by_name: dict[str, Trained],
+            lut_path: str, target: Target, root: Path) -> Path:
+    """Export every network and time it end to end on `target` with the LUT's own settings
+    (profiler.validate with these networks only); each one's median goes to its Trained."""
+    folder = root / "measure"
+    files = []
+    for name, arch in networks.items():
+        path = folder / f"{name}.json"
+        save_architecture(arch, path)
+        files.append(str(path))
+    out = folder / f"{Path(lut_path).stem}-{target.device}.json"
+    _, rows, _ = validate(ValidateSettings(lut=lut_path, target=target, samples=0, named=False,
+                                           archs=tuple(files), out=out))
+    for row in rows:
+        trained_by_name[row.name].measured_ms = row.measured_ms
+    return out
+
+
 def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, data_spec: str,
-        root: Path, log, search_args: tuple[str, ...] = ()) -> list[WidthRow]:
+        root: Path, log, search_args: tuple[str, ...] = (),
+        measure_on: Target | None = None) -> list[WidthRow]:
     lut = load_lut(lut_path)
+    if measure_on is not None:  # a one-line error now for a LUT no device can re-measure
+        remeasure_settings(lut, lut_path, measure_on, warmup=0, iters=1, rounds=1)
     data = load_data(data_spec, resolution=lut.space.resolution)
     cheapest_ms, _ = price_range_ms(lut.layer_table(
         SpaceConfig.create(lut.space.resolution, num_classes=data.num_classes)))
-    rows = []
+    rows, networks, by_name = [], {}, {}
     for width in widths:
         baseline = mobilenet_v2(width, resolution=lut.space.resolution,
                                 num_classes=data.num_classes)
@@ -135,6 +178,7 @@ def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, da
         log(f"MobileNetV2 {width:g}: {budget_ms:.3f} ms on {lut.title}; searching the full-width "
             f"space at that price (its cheapest network: {cheapest_ms:.3f} ms)")
         mobilenet = trained(baseline, lut, data, recipe, data_spec, root, log)
+        networks[baseline.name], by_name[baseline.name] = baseline, mobilenet
         searched = []
         for seed in seeds:
             out = search_folder(root, lut_path, width, seed, search_args)
@@ -145,18 +189,26 @@ def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, da
             arch = Architecture.from_dict(found["arch"], source=str(SearchRun(out).result))
             arch = Architecture(f"dnas_w{width:g}_seed{seed}", arch.space, arch.candidates)
             searched.append(trained(arch, lut, data, recipe, data_spec, root, log))
+            networks[arch.name], by_name[arch.name] = arch, searched[-1]
         rows.append(WidthRow(width, round(budget_ms, 4), mobilenet, searched))
         log(format_row(rows[-1]))
+    if measure_on is not None:
+        log(f"measuring {len(networks)} networks end to end on {measure_on.device}")
+        out = measure(networks, by_name, lut_path, measure_on, root)
+        log(f"  measured latencies in {out}")
     return rows
 
 
 def format_row(row: WidthRow) -> str:
     m = row.mobilenet
-    seeds = ", ".join(f"{100 * t.top1:.2f}% / {t.latency_ms:.2f} ms / {t.skips} skips"
-                      for t in row.searched)
-    return (f"{row.width:>5g}  {m.latency_ms:8.3f} {100 * m.top1:7.2f}%  {row.searched_ms:8.3f} "
-            f"{row.searched_top1 * 100:7.2f}%  {row.gain_points:+6.2f}  x{row.speedup:.2f}   "
-            f"[{seeds}]")
+    seeds = ", ".join(f"{100 * t.top1:.2f}% / {t.latency_ms:.2f} ms" + (
+        f" (measured {t.measured_ms:.3f})" if t.measured_ms is not None else "")
+        + f" / {t.skips} skips" for t in row.searched)
+    line = (f"{row.width:>5g}  {m.latency_ms:8.3f} {100 * m.top1:7.2f}%  {row.searched_ms:8.3f} "
+            f"{row.searched_top1 * 100:7.2f}%  {row.gain_points:+6.2f}  x{row.speedup:.2f}")
+    if row.measured_speedup is not None:
+        line += (f"  measured: MNV2 {m.measured_ms:.3f} ms, x{row.measured_speedup:.2f}")
+    return f"{line}   [{seeds}]"
 
 
 def parse_args(argv):
@@ -177,7 +229,11 @@ def parse_args(argv):
     p.add_argument("--out", default="runs/vs_mobilenet", help="cache of searches and trainings")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(),
                    help="CPU threads for training")
+    p.add_argument("--measure", action="store_true", help="also export every network and time "
+                   "it end to end on --device (profiler.validate --arch): a LUT this machine "
+                   "can measure")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    add_target_arguments(p)
     return p.parse_args(argv)
 
 
@@ -189,7 +245,8 @@ def main(argv=None) -> int:
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else \
         (lambda msg: print(msg, flush=True))
     rows = run(args.lut, args.widths, args.seeds, recipe, args.data, Path(args.out), log,
-               tuple(args.search_args.split()))
+               tuple(args.search_args.split()),
+               target_from_args(args) if args.measure else None)
     if args.json:
         print(json.dumps({"lut": args.lut, "search_args": args.search_args,
                           "recipe": asdict(recipe), "data": args.data,
