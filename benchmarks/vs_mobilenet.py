@@ -46,6 +46,7 @@ from fbnet.arch import (MOBILENET_V2_WIDTHS, Architecture, mobilenet_v2,  # noqa
 from fbnet.errors import UserError, cli_entry  # noqa: E402
 from fbnet.lut import Lut, load_lut  # noqa: E402
 from fbnet.space import SpaceConfig  # noqa: E402
+from profiler.export import DEFAULT_CACHE  # noqa: E402
 from profiler.settings import (Target, add_target_arguments, remeasure_settings,  # noqa: E402
                                target_from_args)
 from profiler.validate import ValidateSettings, validate  # noqa: E402
@@ -141,7 +142,7 @@ def search_folder(root: Path, lut_path: str, width: float, seed: int,
 
 
 def measure(networks: dict[str, Architecture], trained_by_name: dict[str, Trained],
-            lut_path: str, target: Target, root: Path) -> Path:
+            lut_path: str, target: Target, root: Path, cache: Path) -> Path:
     """Export every network and time it end to end on `target` with the LUT's own settings
     (profiler.validate with these networks only); each one's median goes to its Trained."""
     folder = root / "measure"
@@ -152,7 +153,7 @@ def measure(networks: dict[str, Architecture], trained_by_name: dict[str, Traine
         files.append(str(path))
     out = folder / f"{Path(lut_path).stem}-{target.device}.json"
     _, rows, _ = validate(ValidateSettings(lut=lut_path, target=target, samples=0, named=False,
-                                           archs=tuple(files), out=out))
+                                           archs=tuple(files), cache=cache, out=out))
     for row in rows:
         trained_by_name[row.name].measured_ms = row.measured_ms
     return out
@@ -160,7 +161,7 @@ def measure(networks: dict[str, Architecture], trained_by_name: dict[str, Traine
 
 def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, data_spec: str,
         root: Path, log, search_args: tuple[str, ...] = (),
-        measure_on: Target | None = None) -> list[WidthRow]:
+        measure_on: Target | None = None, cache: Path = DEFAULT_CACHE) -> list[WidthRow]:
     lut = load_lut(lut_path)
     if measure_on is not None:  # a one-line error now for a LUT no device can re-measure
         remeasure_settings(lut, lut_path, measure_on, warmup=0, iters=1, rounds=1)
@@ -194,7 +195,7 @@ def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, da
         log(format_row(rows[-1]))
     if measure_on is not None:
         log(f"measuring {len(networks)} networks end to end on {measure_on.device}")
-        out = measure(networks, by_name, lut_path, measure_on, root)
+        out = measure(networks, by_name, lut_path, measure_on, root, cache)
         log(f"  measured latencies in {out}")
     return rows
 
@@ -232,6 +233,8 @@ def parse_args(argv):
     p.add_argument("--measure", action="store_true", help="also export every network and time "
                    "it end to end on --device (profiler.validate --arch): a LUT this machine "
                    "can measure")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
+                   help="artifact cache folder of the exported programs (--measure)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     add_target_arguments(p)
     return p.parse_args(argv)
@@ -246,7 +249,7 @@ def main(argv=None) -> int:
         (lambda msg: print(msg, flush=True))
     rows = run(args.lut, args.widths, args.seeds, recipe, args.data, Path(args.out), log,
                tuple(args.search_args.split()),
-               target_from_args(args) if args.measure else None)
+               target_from_args(args) if args.measure else None, args.cache)
     if args.json:
         print(json.dumps({"lut": args.lut, "search_args": args.search_args,
                           "recipe": asdict(recipe), "data": args.data,
