@@ -1,6 +1,7 @@
 """The MobileNetV2 baseline a searched network is compared with: the family, its prices on the
 shipped LUTs, the named training recipes, and the budget search.run uses by default."""
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -13,6 +14,8 @@ from fbnet.arch import MOBILENET_V2_WIDTHS, load_architecture, mobilenet_v2
 from fbnet.errors import UserError
 from fbnet.lut import load_lut
 from fbnet.space import SpaceConfig
+from profiler.settings import Target
+from profiler.validate import Row
 from search.core.budget import DEFAULT_TARGET_ARCH, Budget
 from search.networks.training import RECIPES, default_recipe_name, named_recipe
 from test_search import make_lut, tiny_space
@@ -158,3 +161,33 @@ def test_the_measured_column_needs_a_lut_a_device_can_measure(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert len(lines) == 1 and "cannot re-measure" in lines[0], lines
     assert not (tmp_path / "run").exists()
+
+
+def test_the_measured_column_takes_each_networks_own_timing(tmp_path, monkeypatch):
+    """--measure hands every network of the table to profiler.validate as an architecture
+    file and puts each one's measured median beside its LUT price; the measured speed is
+    MobileNetV2's measured time over the found networks' mean."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    vs_mobilenet = importlib.import_module("vs_mobilenet")
+    space = SpaceConfig.create(32, num_classes=10)
+    mnv2 = mobilenet_v2(0.35, resolution=32, num_classes=10)
+    found = vs_mobilenet.Architecture("dnas_w0.35_seed0", space, ("k3_e1",) * 22)
+    asked = {}
+
+    def timed(cfg):
+        asked["archs"] = [load_architecture(p).candidates for p in cfg.archs]
+        asked["lut"], asked["device"] = cfg.lut, cfg.target.device
+        return {}, [Row(mnv2.name, "", 0.6, 0.75, 0.8), Row(found.name, "", 0.5, 0.7, 0.8)], None
+
+    monkeypatch.setattr(vs_mobilenet, "validate", timed)
+    trained = {a.name: vs_mobilenet.Trained(a.name, 1.0, 0.9, 0, 0, 1.0, "")
+               for a in (mnv2, found)}
+    out = vs_mobilenet.measure({mnv2.name: mnv2, found.name: found}, trained, "x/host_32.json",
+                               Target("host"), tmp_path, tmp_path / "cache")
+    assert out == tmp_path / "measure" / "host_32-host.json"
+    assert asked == {"archs": [mnv2.candidates, found.candidates], "lut": "x/host_32.json",
+                     "device": "host"}
+    row = vs_mobilenet.WidthRow(0.35, 1.0, trained[mnv2.name], [trained[found.name]])
+    assert row.measured_speedup == pytest.approx(0.6 / 0.5)
+    assert "measured: MNV2 0.600 ms, x1.20" in vs_mobilenet.format_row(row)
+    assert row.to_dict()["measured_speedup"] == pytest.approx(1.2)
