@@ -141,13 +141,13 @@ def search_folder(root: Path, lut_path: str, width: float, seed: int,
     return root / "search" / f"{Path(lut_path).stem}-w{width:g}-seed{seed}{tag}"
 
 
-def measure(networks: dict[str, Architecture], trained_by_name: dict[str, Trained],
-            lut_path: str, target: Target, root: Path, cache: Path) -> Path:
+def measure(networks: dict[str, tuple[Architecture, Trained]], lut_path: str, target: Target,
+            root: Path, cache: Path) -> Path:
     """Export every network and time it end to end on `target` with the LUT's own settings
     (profiler.validate with these networks only); each one's median goes to its Trained."""
     folder = root / "measure"
     files = []
-    for name, arch in networks.items():
+    for name, (arch, _) in networks.items():
         path = folder / f"{name}.json"
         save_architecture(arch, path)
         files.append(str(path))
@@ -155,7 +155,7 @@ def measure(networks: dict[str, Architecture], trained_by_name: dict[str, Traine
     _, rows, _ = validate(ValidateSettings(lut=lut_path, target=target, samples=0, named=False,
                                            archs=tuple(files), cache=cache, out=out))
     for row in rows:
-        trained_by_name[row.name].measured_ms = row.measured_ms
+        networks[row.name][1].measured_ms = row.measured_ms
     return out
 
 
@@ -168,7 +168,7 @@ def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, da
     data = load_data(data_spec, resolution=lut.space.resolution)
     cheapest_ms, _ = price_range_ms(lut.layer_table(
         SpaceConfig.create(lut.space.resolution, num_classes=data.num_classes)))
-    rows, networks, by_name = [], {}, {}
+    rows, networks = [], {}
     for width in widths:
         baseline = mobilenet_v2(width, resolution=lut.space.resolution,
                                 num_classes=data.num_classes)
@@ -179,7 +179,7 @@ def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, da
         log(f"MobileNetV2 {width:g}: {budget_ms:.3f} ms on {lut.title}; searching the full-width "
             f"space at that price (its cheapest network: {cheapest_ms:.3f} ms)")
         mobilenet = trained(baseline, lut, data, recipe, data_spec, root, log)
-        networks[baseline.name], by_name[baseline.name] = baseline, mobilenet
+        networks[baseline.name] = baseline, mobilenet
         searched = []
         for seed in seeds:
             out = search_folder(root, lut_path, width, seed, search_args)
@@ -190,12 +190,12 @@ def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, da
             arch = Architecture.from_dict(found["arch"], source=str(SearchRun(out).result))
             arch = Architecture(f"dnas_w{width:g}_seed{seed}", arch.space, arch.candidates)
             searched.append(trained(arch, lut, data, recipe, data_spec, root, log))
-            networks[arch.name], by_name[arch.name] = arch, searched[-1]
+            networks[arch.name] = arch, searched[-1]
         rows.append(WidthRow(width, round(budget_ms, 4), mobilenet, searched))
         log(format_row(rows[-1]))
     if measure_on is not None:
         log(f"measuring {len(networks)} networks end to end on {measure_on.device}")
-        out = measure(networks, by_name, lut_path, measure_on, root, cache)
+        out = measure(networks, lut_path, measure_on, root, cache)
         log(f"  measured latencies in {out}")
     return rows
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fbnet.arch import MOBILENET_V2_WIDTHS, load_architecture, mobilenet_v2
+from fbnet.arch import MOBILENET_V2_WIDTHS, Architecture, load_architecture, mobilenet_v2
 from fbnet.errors import UserError
 from fbnet.lut import load_lut
 from fbnet.space import SpaceConfig
@@ -168,7 +168,7 @@ def test_the_measured_column_takes_each_networks_own_timing(tmp_path, monkeypatc
     vs_mobilenet = importlib.import_module("vs_mobilenet")
     space = SpaceConfig.create(32, num_classes=10)
     mnv2 = mobilenet_v2(0.35, resolution=32, num_classes=10)
-    found = vs_mobilenet.Architecture("dnas_w0.35_seed0", space, ("k3_e1",) * 22)
+    found = Architecture("dnas_w0.35_seed0", space, ("k3_e1",) * 22)
     asked = {}
 
     def timed(cfg):
@@ -179,8 +179,8 @@ def test_the_measured_column_takes_each_networks_own_timing(tmp_path, monkeypatc
     monkeypatch.setattr(vs_mobilenet, "validate", timed)
     trained = {a.name: vs_mobilenet.Trained(a.name, 1.0, 0.9, 0, 0, 1.0, "")
                for a in (mnv2, found)}
-    out = vs_mobilenet.measure({mnv2.name: mnv2, found.name: found}, trained, "x/host_32.json",
-                               Target("host"), tmp_path, tmp_path / "cache")
+    out = vs_mobilenet.measure({a.name: (a, trained[a.name]) for a in (mnv2, found)},
+                               "x/host_32.json", Target("host"), tmp_path, tmp_path / "cache")
     assert out == tmp_path / "measure" / "host_32-host.json"
     assert asked == {"archs": [mnv2.candidates, found.candidates], "lut": "x/host_32.json",
                      "device": "host"}
