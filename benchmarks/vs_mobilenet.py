@@ -9,6 +9,11 @@ The space searched is the LUT's own, at full width, for every MobileNetV2 width:
 networks reach every budget here (the command says so, and refuses a budget below them). Top-1
 is the last epoch's on the whole val split (no epoch or network is selected on it).
 
+With --random N, every found network is also compared with N random networks of the same space
+priced within +-5% of it on the LUT (search/protocols/sampling.py: uniform draws, tilted
+towards the price where they do not reach it), each trained with the same recipe: search vs
+random at the full recipe. The row adds their mean top-1 and the found networks' rank.
+
 With --measure, every network of the table (MobileNetV2 and the found ones) is also exported
 and timed end to end on --device with the LUT's own settings (`profiler.validate --arch`), so
 one column is a measured latency, not a LUT sum: for a LUT this machine can measure (a host
@@ -25,6 +30,7 @@ Examples:
   python benchmarks/vs_mobilenet.py --lut luts/s8_32.json --widths 0.5 --json
   python benchmarks/vs_mobilenet.py --widths 0.35 --search-args "--weight-sampling uniform"
   python benchmarks/vs_mobilenet.py --lut runs/luts/host_32.json --widths 0.35 --measure
+  python benchmarks/vs_mobilenet.py --widths 0.5 --seeds 0 --epochs 3 --random 3
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ import hashlib
 import json
 import statistics
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,13 +52,14 @@ from fbnet.arch import (MOBILENET_V2_WIDTHS, Architecture, mobilenet_v2,  # noqa
                         save_architecture)
 from fbnet.errors import UserError, cli_entry  # noqa: E402
 from fbnet.lut import Lut, load_lut  # noqa: E402
-from fbnet.space import SpaceConfig  # noqa: E402
+from fbnet.space import CANDIDATE_NAMES, SpaceConfig  # noqa: E402
 from profiler.export import DEFAULT_CACHE  # noqa: E402
 from profiler.settings import (Target, add_target_arguments, remeasure_settings,  # noqa: E402
                                target_from_args)
 from profiler.validate import ValidateSettings, validate  # noqa: E402
 from search.core.budget import price_range_ms  # noqa: E402
 from search.data import DEFAULT_DATA, DataBundle, load_data  # noqa: E402
+from search.protocols.sampling import random_at_latency  # noqa: E402
 from search.protocols.standalone import cached_search  # noqa: E402
 from search.runs import SearchRun, TrainRun  # noqa: E402
 from search.networks.training import RECIPES, Recipe, default_recipe_name, named_recipe, train  # noqa: E402
@@ -75,6 +83,7 @@ class WidthRow:
     budget_ms: float
     mobilenet: Trained
     searched: list[Trained]
+    random: list[Trained] = field(default_factory=list)  # --random: at the found ones' prices
 
     @property
     def searched_top1(self) -> float:
@@ -93,6 +102,15 @@ class WidthRow:
         return self.mobilenet.latency_ms / self.searched_ms
 
     @property
+    def random_top1(self) -> float | None:
+        return statistics.mean(t.top1 for t in self.random) if self.random else None
+
+    @property
+    def searched_ranks(self) -> list[int]:
+        """Each found network's rank (1 = best) among itself and the random networks."""
+        return [1 + sum(r.top1 > t.top1 for r in self.random) for t in self.searched]
+
+    @property
     def measured_speedup(self) -> float | None:
         """MobileNetV2's measured latency over the found networks' mean, where measured."""
         found = [t.measured_ms for t in self.searched]
@@ -104,7 +122,8 @@ class WidthRow:
         speedup = self.measured_speedup
         return {**asdict(self), "searched_top1_mean": self.searched_top1,
                 "searched_ms_mean": self.searched_ms, "gain_points": round(self.gain_points, 3),
-                "speedup": round(self.speedup, 4),
+                "speedup": round(self.speedup, 4), "random_top1_mean": self.random_top1,
+                "searched_ranks_among_random": self.searched_ranks if self.random else None,
                 "measured_speedup": None if speedup is None else round(speedup, 4)}
 
 
@@ -131,6 +150,17 @@ def trained(arch: Architecture, lut: Lut, data: DataBundle, recipe: Recipe, data
         top1, seconds = result.top1, result.train_seconds
     return Trained(arch.name, round(lut.price(arch).total_ms, 4), top1, arch.macs,
                    sum(c == "skip" for c in arch.candidates), round(seconds, 1), str(folder))
+
+
+def random_matches(arch: Architecture, lut: Lut, count: int, seed: int,
+                   tolerance: float = 0.05) -> list[Architecture]:
+    """`count` random architectures of `arch`'s space priced within +-tolerance of it on `lut`."""
+    table = lut.layer_table(arch.space)
+    picks, _ = random_at_latency(np.array(table.per_layer_ms), table.fixed_ms,
+                                 lut.price(arch).total_ms, tolerance, count, seed,
+                                 tuple(CANDIDATE_NAMES.index(c) for c in arch.candidates))
+    return [Architecture(f"random_{arch.name}_{k}", arch.space,
+                         tuple(CANDIDATE_NAMES[i] for i in idx)) for k, idx in enumerate(picks)]
 
 
 def search_folder(root: Path, lut_path: str, width: float, seed: int,
@@ -161,7 +191,8 @@ def measure(networks: dict[str, tuple[Architecture, Trained]], lut_path: str, ta
 
 def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, data_spec: str,
         root: Path, log, search_args: tuple[str, ...] = (),
-        measure_on: Target | None = None, cache: Path = DEFAULT_CACHE) -> list[WidthRow]:
+        measure_on: Target | None = None, cache: Path = DEFAULT_CACHE,
+        random_count: int = 0) -> list[WidthRow]:
     lut = load_lut(lut_path)
     if measure_on is not None:  # a one-line error now for a LUT no device can re-measure
         remeasure_settings(lut, lut_path, measure_on, warmup=0, iters=1, rounds=1)
@@ -180,7 +211,7 @@ def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, da
             f"space at that price (its cheapest network: {cheapest_ms:.3f} ms)")
         mobilenet = trained(baseline, lut, data, recipe, data_spec, root, log)
         networks[baseline.name] = baseline, mobilenet
-        searched = []
+        searched, randoms = [], []
         for seed in seeds:
             out = search_folder(root, lut_path, width, seed, search_args)
             log(f"  search seed {seed} into {out}")
@@ -191,7 +222,9 @@ def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, da
             arch = Architecture(f"dnas_w{width:g}_seed{seed}", arch.space, arch.candidates)
             searched.append(trained(arch, lut, data, recipe, data_spec, root, log))
             networks[arch.name] = arch, searched[-1]
-        rows.append(WidthRow(width, round(budget_ms, 4), mobilenet, searched))
+            for other in random_matches(arch, lut, random_count, seed) if random_count else []:
+                randoms.append(trained(other, lut, data, recipe, data_spec, root, log))
+        rows.append(WidthRow(width, round(budget_ms, 4), mobilenet, searched, randoms))
         log(format_row(rows[-1]))
     if measure_on is not None:
         log(f"measuring {len(networks)} networks end to end on {measure_on.device}")
@@ -207,6 +240,10 @@ def format_row(row: WidthRow) -> str:
         + f" / {t.skips} skips" for t in row.searched)
     line = (f"{row.width:>5g}  {m.latency_ms:8.3f} {100 * m.top1:7.2f}%  {row.searched_ms:8.3f} "
             f"{row.searched_top1 * 100:7.2f}%  {row.gain_points:+6.2f}  x{row.speedup:.2f}")
+    if row.random:
+        line += (f"  random: {100 * row.random_top1:.2f}% (mean of {len(row.random)}), found "
+                 f"networks' rank {', '.join(map(str, row.searched_ranks))} of "
+                 f"{1 + len(row.random)}")
     if row.measured_speedup is not None:
         line += (f"  measured: MNV2 {m.measured_ms:.3f} ms, x{row.measured_speedup:.2f}")
     return f"{line}   [{seeds}]"
@@ -230,6 +267,9 @@ def parse_args(argv):
     p.add_argument("--out", default="runs/vs_mobilenet", help="cache of searches and trainings")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(),
                    help="CPU threads for training")
+    p.add_argument("--random", type=int, default=0, metavar="N",
+                   help="also train N random networks priced within 5%% of each found one "
+                        "(search vs random at the recipe; default 0)")
     p.add_argument("--measure", action="store_true", help="also export every network and time "
                    "it end to end on --device (profiler.validate --arch): a LUT this machine "
                    "can measure")
@@ -249,7 +289,7 @@ def main(argv=None) -> int:
         (lambda msg: print(msg, flush=True))
     rows = run(args.lut, args.widths, args.seeds, recipe, args.data, Path(args.out), log,
                tuple(args.search_args.split()),
-               target_from_args(args) if args.measure else None, args.cache)
+               target_from_args(args) if args.measure else None, args.cache, args.random)
     if args.json:
         print(json.dumps({"lut": args.lut, "search_args": args.search_args,
                           "recipe": asdict(recipe), "data": args.data,

@@ -188,3 +188,28 @@ def test_the_measured_column_takes_each_networks_own_timing(tmp_path, monkeypatc
     assert row.measured_speedup == pytest.approx(0.6 / 0.5)
     assert "measured: MNV2 0.600 ms, x1.20" in vs_mobilenet.format_row(row)
     assert row.to_dict()["measured_speedup"] == pytest.approx(1.2)
+
+
+def test_random_networks_are_priced_within_five_percent_of_the_found_one(monkeypatch):
+    """--random N: N distinct architectures of the found network's space, not it, each within
+    5% of its LUT price; the row ranks every found network among them."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    vs_mobilenet = importlib.import_module("vs_mobilenet")
+    lut = load_lut(ROOT / "luts" / "s8_32.json")
+    space = SpaceConfig.create(32, num_classes=10)
+    found = Architecture("dnas_w0.5_seed0", space, ("k3_e3", "skip") * 11)
+    price = lut.price(found).total_ms
+    randoms = vs_mobilenet.random_matches(found, lut, 4, seed=0)
+    assert len({r.candidates for r in randoms}) == 4
+    assert found.candidates not in {r.candidates for r in randoms}
+    assert all(r.space == space and abs(lut.price(r).total_ms / price - 1) <= 0.05
+               for r in randoms)
+    assert [r.name for r in randoms] == [f"random_dnas_w0.5_seed0_{k}" for k in range(4)]
+
+    def net(name, top1):
+        return vs_mobilenet.Trained(name, 1.0, top1, 0, 0, 1.0, "")
+    row = vs_mobilenet.WidthRow(0.5, 1.0, net("mnv2", 0.90), [net("a", 0.92), net("b", 0.90)],
+                                [net("r0", 0.91), net("r1", 0.89), net("r2", 0.93)])
+    assert row.searched_ranks == [2, 3] and row.random_top1 == pytest.approx(0.91)
+    assert "random: 91.00% (mean of 3), found networks' rank 2, 3 of 4" in \
+        vs_mobilenet.format_row(row)
