@@ -283,6 +283,8 @@ def parse_args(argv):
 @cli_entry
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.random < 0:
+        raise UserError(f"--random {args.random}: give a count of random networks, 0 or more")
     recipe = named_recipe(args.recipe or default_recipe_name(args.data), epochs=args.epochs)
     torch.set_num_threads(args.threads)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else \

@@ -213,3 +213,11 @@ def test_random_networks_are_priced_within_five_percent_of_the_found_one(monkeyp
     assert row.searched_ranks == [2, 3] and row.random_top1 == pytest.approx(0.91)
     assert "random: 91.00% (mean of 3), found networks' rank 2, 3 of 4" in \
         vs_mobilenet.format_row(row)
+
+
+def test_a_negative_random_count_is_one_line(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    vs_mobilenet = importlib.import_module("vs_mobilenet")
+    assert vs_mobilenet.main(["--random", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--random -1" in err, err
