@@ -116,6 +116,8 @@ def run(trained_root: Path, searches_root: Path, val_images: int, log
         ) -> tuple[list[SupernetRanking], list[str]]:
     """Every supernet's ranking of the trainings of its space, per recipe; and the trainings
     that no supernet could score."""
+    if val_images < 1:
+        raise UserError(f"--val-images {val_images}: score on 1 image or more")
     for root in (trained_root, searches_root):
         if not root.is_dir():
             raise UserError(f"no folder {root}; run benchmarks/vs_mobilenet.py first or give "

@@ -64,6 +64,8 @@ def test_a_supernet_ranks_the_trainings_of_its_space(tmp_path, ranking):
 
 
 def test_missing_folders_are_one_line(tmp_path, ranking):
+    with pytest.raises(UserError, match="--val-images 0"):
+        ranking.run(tmp_path, tmp_path, 0, print)
     with pytest.raises(UserError, match="no folder"):
         ranking.run(tmp_path / "none", tmp_path, 64, print)
     (tmp_path / "train").mkdir()
