@@ -38,9 +38,10 @@ from fbnet.arch import Architecture  # noqa: E402
 from fbnet.errors import UserError, cli_entry  # noqa: E402
 from fbnet.io import atomic_write_json  # noqa: E402
 from fbnet.metrics import kendall_tau  # noqa: E402
-from fbnet.space import CANDIDATE_NAMES, SpaceConfig  # noqa: E402
+from fbnet.space import CANDIDATE_NAMES  # noqa: E402
 from search.core.dnas import TrainedSupernet, load_trained_supernet  # noqa: E402
-from search.data import load_data  # noqa: E402
+from search.data import DataBundle, load_data  # noqa: E402
+from search.protocols.specialization import same_space  # noqa: E402
 from search.runs import SearchRun, TrainRun  # noqa: E402
 
 
@@ -63,13 +64,6 @@ class SupernetRanking:
     theta_score: list[float]  # sum of log P_theta over the layers
     tau_shared_weights: float | None
     tau_theta: float | None
-
-
-def same_space(a: SpaceConfig, b: SpaceConfig) -> bool:
-    """One space up to the classifier's classes (a supernet's LUT may price 100 of them)."""
-    x, y = a.to_dict(), b.to_dict()
-    x.pop("num_classes", None), y.pop("num_classes", None)
-    return x == y
 
 
 def finished_trainings(root: Path) -> list[TrainedNetwork]:
@@ -95,8 +89,7 @@ def nan_to_none(x: float) -> float | None:
 
 
 def rank(supernet: TrainedSupernet, source: Path, recipe: str, networks: list[TrainedNetwork],
-         val_images: int, log) -> SupernetRanking:
-    data = load_data(supernet.fingerprint["data"], resolution=supernet.space.resolution)
+         data: DataBundle, val_images: int, log) -> SupernetRanking:
     val = torch.utils.data.Subset(data.val, range(min(val_images, len(data.val))))
     log_probs = torch.log_softmax(supernet.model.theta.detach().double(), -1)
     shared, theta = [], []
@@ -127,9 +120,12 @@ def run(trained_root: Path, searches_root: Path, val_images: int, log
     if not trainings or not searches:
         raise UserError(f"{len(trainings)} finished trainings in {trained_root} and "
                         f"{len(searches)} finished searches in {searches_root}: need both")
-    rankings, scored = [], set()
+    rankings, scored, datasets = [], set(), {}
     for source in searches:
         supernet = load_trained_supernet(SearchRun(source).checkpoint)
+        key = supernet.fingerprint["data"], supernet.space.resolution
+        if key not in datasets:  # every search of one benchmark read the same data
+            datasets[key] = load_data(key[0], resolution=key[1])
         by_recipe = defaultdict(list)
         for net in trainings:
             if same_space(net.arch.space, supernet.space):
@@ -137,7 +133,8 @@ def run(trained_root: Path, searches_root: Path, val_images: int, log
         for recipe, networks in sorted(by_recipe.items()):
             if len(networks) < 2:
                 continue
-            rankings.append(rank(supernet, source, recipe, networks, val_images, log))
+            rankings.append(rank(supernet, source, recipe, networks, datasets[key], val_images,
+                                 log))
             scored.update(n.name for n in networks)
     return rankings, [n.name for n in trainings if n.name not in scored]
 

@@ -83,10 +83,20 @@ def best_under_budget(scores: np.ndarray, table: LayerTable, budget_ms: float
                        float(scores[np.arange(layers), picks].sum()), budget_ms, largest)
 
 
+def same_space(a: SpaceConfig, b: SpaceConfig) -> bool:
+    """One space up to the classifier's classes (a LUT may price 100 of them, a network 10)."""
+    return _without_classes(a) == _without_classes(b)
+
+
+def _without_classes(space: SpaceConfig) -> dict:
+    fields = space.to_dict()
+    fields.pop("num_classes", None)
+    return fields
+
+
 def check_same_space(supernet_space: SpaceConfig, lut_space: SpaceConfig, source: Path) -> None:
-    a, b = supernet_space.to_dict(), lut_space.to_dict()
-    a.pop("num_classes", None), b.pop("num_classes", None)
-    if a != b:
+    if not same_space(supernet_space, lut_space):
+        a, b = _without_classes(supernet_space), _without_classes(lut_space)
         diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
         raise UserError(f"{source} was searched in another space than the LUT covers (differs "
                         f"in {', '.join(diff[:3])}); give a supernet searched at this LUT's "
