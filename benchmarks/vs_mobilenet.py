@@ -3,7 +3,11 @@
 For each MobileNetV2 width: price MobileNetV2 on the LUT, search the LUT's space at that price
 (`search.run --target-ms PRICE`, one search per --seeds), train MobileNetV2 and every found
 network with one named recipe (search.train's), and print width, MobileNetV2 ms / top-1,
-searched ms / top-1 (mean over seeds) and the gain in points and in speed.
+searched ms / top-1 (mean over seeds) and the gain: in points at MobileNetV2's price, in
+speed at its price (its ms over the found networks'), and in speed at matched accuracy
+("at-top-1": the family's ms at the found networks' top-1, read off the widths of the run
+joined by straight lines, over the found networks' ms; "-" outside those widths).
+--mobilenet-only trains the family alone: its accuracy curve.
 
 The space searched is the LUT's own, at full width, for every MobileNetV2 width: its cheapest
 networks reach every budget here (the command says so, and refuses a budget below them). Top-1
@@ -31,6 +35,7 @@ Examples:
   python benchmarks/vs_mobilenet.py --widths 0.35 --search-args "--weight-sampling uniform"
   python benchmarks/vs_mobilenet.py --lut runs/luts/host_32.json --widths 0.35 --measure
   python benchmarks/vs_mobilenet.py --widths 0.5 --seeds 0 --epochs 3 --random 3
+  python benchmarks/vs_mobilenet.py --widths 0.35 0.5 0.75 1.0 --epochs 3 --mobilenet-only
 """
 
 from __future__ import annotations
@@ -84,22 +89,33 @@ class WidthRow:
     mobilenet: Trained
     searched: list[Trained]
     random: list[Trained] = field(default_factory=list)  # --random: at the found ones' prices
+    # the family's LUT ms at the found networks' mean top-1 (mobilenet_ms_at), where it is
+    # inside the widths of the run
+    matched_mobilenet_ms: float | None = None
 
     @property
-    def searched_top1(self) -> float:
-        return statistics.mean(t.top1 for t in self.searched)
+    def searched_top1(self) -> float | None:
+        return statistics.mean(t.top1 for t in self.searched) if self.searched else None
 
     @property
-    def searched_ms(self) -> float:
-        return statistics.mean(t.latency_ms for t in self.searched)
+    def searched_ms(self) -> float | None:
+        return statistics.mean(t.latency_ms for t in self.searched) if self.searched else None
 
     @property
-    def gain_points(self) -> float:
-        return 100 * (self.searched_top1 - self.mobilenet.top1)
+    def gain_points(self) -> float | None:
+        """Points of top-1 over MobileNetV2 at this width (at matched latency)."""
+        return None if not self.searched else 100 * (self.searched_top1 - self.mobilenet.top1)
 
     @property
-    def speedup(self) -> float:
-        return self.mobilenet.latency_ms / self.searched_ms
+    def speedup(self) -> float | None:
+        return None if not self.searched else self.mobilenet.latency_ms / self.searched_ms
+
+    @property
+    def matched_speedup(self) -> float | None:
+        """How much faster the found networks are than the family at their own accuracy."""
+        if self.matched_mobilenet_ms is None or not self.searched:
+            return None
+        return self.matched_mobilenet_ms / self.searched_ms
 
     @property
     def random_top1(self) -> float | None:
@@ -120,11 +136,31 @@ class WidthRow:
 
     def to_dict(self) -> dict:
         speedup = self.measured_speedup
+        matched = self.matched_speedup
         return {**asdict(self), "searched_top1_mean": self.searched_top1,
-                "searched_ms_mean": self.searched_ms, "gain_points": round(self.gain_points, 3),
-                "speedup": round(self.speedup, 4), "random_top1_mean": self.random_top1,
+                "searched_ms_mean": self.searched_ms,
+                "gain_points": None if not self.searched else round(self.gain_points, 3),
+                "speedup": None if not self.searched else round(self.speedup, 4),
+                "matched_accuracy_speedup": None if matched is None else round(matched, 4),
+                "random_top1_mean": self.random_top1,
                 "searched_ranks_among_random": self.searched_ranks if self.random else None,
                 "measured_speedup": None if speedup is None else round(speedup, 4)}
+
+
+def mobilenet_ms_at(family: list[Trained], top1: float) -> float | None:
+    """The LUT ms at which the MobileNetV2 family reaches `top1`: its trained widths joined by
+    straight lines in (ms, top-1), the first point from the cheapest where the line reaches
+    it. None outside the widths trained (below the cheapest's top-1 or above every one's):
+    no extrapolation."""
+    points = sorted((t.latency_ms, t.top1) for t in family)
+    if not points or top1 < points[0][1]:
+        return None
+    if top1 == points[0][1]:
+        return points[0][0]
+    for (ms0, acc0), (ms1, acc1) in zip(points, points[1:]):
+        if acc0 < top1 <= acc1:
+            return ms0 + (ms1 - ms0) * (top1 - acc0) / (acc1 - acc0)
+    return None
 
 
 def training_folder(root: Path, arch: Architecture, recipe: Recipe, data_spec: str) -> Path:
@@ -192,7 +228,9 @@ def measure(networks: dict[str, tuple[Architecture, Trained]], lut_path: str, ta
 def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, data_spec: str,
         root: Path, log, search_args: tuple[str, ...] = (),
         measure_on: Target | None = None, cache: Path = DEFAULT_CACHE,
-        random_count: int = 0) -> list[WidthRow]:
+        random_count: int = 0, search: bool = True) -> list[WidthRow]:
+    """One row per width; with search=False the MobileNetV2 widths only (no search, no found
+    networks), the family's curve that the found networks of other runs are read against."""
     lut = load_lut(lut_path)
     if measure_on is not None:  # a one-line error now for a LUT no device can re-measure
         remeasure_settings(lut, lut_path, measure_on, warmup=0, iters=1, rounds=1)
@@ -207,12 +245,13 @@ def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, da
         if budget_ms < cheapest_ms:
             raise UserError(f"MobileNetV2 {width:g} costs {budget_ms:.3f} ms on {lut_path}, below "
                             f"the cheapest network of its space ({cheapest_ms:.3f} ms)")
-        log(f"MobileNetV2 {width:g}: {budget_ms:.3f} ms on {lut.title}; searching the full-width "
-            f"space at that price (its cheapest network: {cheapest_ms:.3f} ms)")
+        log(f"MobileNetV2 {width:g}: {budget_ms:.3f} ms on {lut.title}" + (
+            f"; searching the full-width space at that price (its cheapest network: "
+            f"{cheapest_ms:.3f} ms)" if search else ""))
         mobilenet = trained(baseline, lut, data, recipe, data_spec, root, log)
         networks[baseline.name] = baseline, mobilenet
         searched, randoms = [], []
-        for seed in seeds:
+        for seed in seeds if search else ():
             out = search_folder(root, lut_path, width, seed, search_args)
             log(f"  search seed {seed} into {out}")
             found = cached_search(out, ["--lut", lut_path, "--data", data_spec,
@@ -226,6 +265,10 @@ def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, da
                 randoms.append(trained(other, lut, data, recipe, data_spec, root, log))
         rows.append(WidthRow(width, round(budget_ms, 4), mobilenet, searched, randoms))
         log(format_row(rows[-1]))
+    family = [row.mobilenet for row in rows]
+    for row in rows:
+        if row.searched:
+            row.matched_mobilenet_ms = mobilenet_ms_at(family, row.searched_top1)
     if measure_on is not None:
         log(f"measuring {len(networks)} networks end to end on {measure_on.device}")
         out = measure(networks, lut_path, measure_on, root, cache)
@@ -238,8 +281,12 @@ def format_row(row: WidthRow) -> str:
     seeds = ", ".join(f"{100 * t.top1:.2f}% / {t.latency_ms:.2f} ms" + (
         f" (measured {t.measured_ms:.3f})" if t.measured_ms is not None else "")
         + f" / {t.skips} skips" for t in row.searched)
-    line = (f"{row.width:>5g}  {m.latency_ms:8.3f} {100 * m.top1:7.2f}%  {row.searched_ms:8.3f} "
-            f"{row.searched_top1 * 100:7.2f}%  {row.gain_points:+6.2f}  x{row.speedup:.2f}")
+    line = f"{row.width:>5g}  {m.latency_ms:8.3f} {100 * m.top1:7.2f}%"
+    if not row.searched:
+        return line
+    matched = row.matched_speedup
+    line += (f"  {row.searched_ms:8.3f} {row.searched_top1 * 100:7.2f}%  {row.gain_points:+6.2f}"
+             f"  x{row.speedup:.2f}  " + (f"x{matched:.2f}" if matched is not None else "    -"))
     if row.random:
         line += (f"  random: {100 * row.random_top1:.2f}% (mean of {len(row.random)}), found "
                  f"networks' rank {', '.join(map(str, row.searched_ranks))} of "
@@ -275,6 +322,8 @@ def parse_args(argv):
                    "can measure")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
                    help="artifact cache folder of the exported programs (--measure)")
+    p.add_argument("--mobilenet-only", action="store_true",
+                   help="train the MobileNetV2 widths only: the family's accuracy curve, no search")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     add_target_arguments(p)
     return p.parse_args(argv)
@@ -291,7 +340,8 @@ def main(argv=None) -> int:
         (lambda msg: print(msg, flush=True))
     rows = run(args.lut, args.widths, args.seeds, recipe, args.data, Path(args.out), log,
                tuple(args.search_args.split()),
-               target_from_args(args) if args.measure else None, args.cache, args.random)
+               target_from_args(args) if args.measure else None, args.cache, args.random,
+               search=not args.mobilenet_only)
     if args.json:
         print(json.dumps({"lut": args.lut, "search_args": args.search_args,
                           "recipe": asdict(recipe), "data": args.data,
@@ -301,7 +351,7 @@ def main(argv=None) -> int:
           f"{' '.join(map(str, args.seeds))} {args.search_args}; top-1: last epoch on the whole "
           "val split")
     print(f"{'width':>5}  {'MNV2 ms':>8} {'top-1':>8}  {'FBNet ms':>8} {'top-1':>8}  "
-          f"{'gain':>6}  speed   [per seed]")
+          f"{'gain':>6}  speed  at-top-1  [per seed]")
     for row in rows:
         print(format_row(row))
     print(f"wrote searches and trainings under {args.out}/")

@@ -221,3 +221,27 @@ def test_a_negative_random_count_is_one_line(monkeypatch, capsys):
     assert vs_mobilenet.main(["--random", "-1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--random -1" in err, err
+
+
+def test_matched_accuracy_reads_the_family_curve_without_extrapolating(monkeypatch):
+    """The family's ms at a top-1: on the straight line between the two widths around it, the
+    first from the cheapest; None below the cheapest width's top-1 or above every width's."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    vs_mobilenet = importlib.import_module("vs_mobilenet")
+
+    def net(ms, top1):
+        return vs_mobilenet.Trained("m", ms, top1, 0, 0, 1.0, "")
+    family = [net(6.0, 0.915), net(5.0, 0.913), net(7.0, 0.925)]
+    assert vs_mobilenet.mobilenet_ms_at(family, 0.920) == pytest.approx(6.5)
+    assert vs_mobilenet.mobilenet_ms_at(family, 0.914) == pytest.approx(5.5)
+    assert vs_mobilenet.mobilenet_ms_at(family, 0.913) == pytest.approx(5.0)
+    assert vs_mobilenet.mobilenet_ms_at(family, 0.910) is None
+    assert vs_mobilenet.mobilenet_ms_at(family, 0.930) is None
+    row = vs_mobilenet.WidthRow(0.35, 5.0, family[1], [net(4.0, 0.92), net(5.0, 0.92)],
+                                matched_mobilenet_ms=6.5)
+    assert row.matched_speedup == pytest.approx(6.5 / 4.5)
+    assert row.to_dict()["matched_accuracy_speedup"] == pytest.approx(1.4444, abs=1e-4)
+    assert "x1.44" in vs_mobilenet.format_row(row)
+    alone = vs_mobilenet.WidthRow(0.75, 7.0, family[2], [])
+    assert alone.matched_speedup is None and alone.gain_points is None
+    assert vs_mobilenet.format_row(alone).split() == ["0.75", "7.000", "92.50%"]
