@@ -7,7 +7,8 @@ searched ms / top-1 (mean over seeds) and the gain: in points at MobileNetV2's p
 speed at its price (its ms over the found networks'), and in speed at matched accuracy
 ("at-top-1": the family's ms at the found networks' top-1, read off the widths of the run
 joined by straight lines, over the found networks' ms; "-" outside those widths).
---mobilenet-only trains the family alone: its accuracy curve.
+--family adds MobileNetV2 widths trained for that curve alone (no search at their price);
+--mobilenet-only searches nothing: the family's curve by itself.
 
 The space searched is the LUT's own, at full width, for every MobileNetV2 width: its cheapest
 networks reach every budget here (the command says so, and refuses a budget below them). Top-1
@@ -35,6 +36,7 @@ Examples:
   python benchmarks/vs_mobilenet.py --widths 0.35 --search-args "--weight-sampling uniform"
   python benchmarks/vs_mobilenet.py --lut runs/luts/host_32.json --widths 0.35 --measure
   python benchmarks/vs_mobilenet.py --widths 0.5 --seeds 0 --epochs 3 --random 3
+  python benchmarks/vs_mobilenet.py --widths 0.35 --family 0.5 0.75 --epochs 3
   python benchmarks/vs_mobilenet.py --widths 0.35 0.5 0.75 1.0 --epochs 3 --mobilenet-only
 """
 
@@ -228,9 +230,10 @@ def measure(networks: dict[str, tuple[Architecture, Trained]], lut_path: str, ta
 def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, data_spec: str,
         root: Path, log, search_args: tuple[str, ...] = (),
         measure_on: Target | None = None, cache: Path = DEFAULT_CACHE,
-        random_count: int = 0, search: bool = True) -> list[WidthRow]:
-    """One row per width; with search=False the MobileNetV2 widths only (no search, no found
-    networks), the family's curve that the found networks of other runs are read against."""
+        random_count: int = 0, family: tuple[float, ...] = ()) -> list[WidthRow]:
+    """One row per width of `widths` and `family`, cheapest first: MobileNetV2 trained at
+    each, searched at the price of each of `widths` (none with no seeds); the `family` widths
+    only draw the family's curve that the matched-accuracy speed is read off."""
     lut = load_lut(lut_path)
     if measure_on is not None:  # a one-line error now for a LUT no device can re-measure
         remeasure_settings(lut, lut_path, measure_on, warmup=0, iters=1, rounds=1)
@@ -238,7 +241,8 @@ def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, da
     cheapest_ms, _ = price_range_ms(lut.layer_table(
         SpaceConfig.create(lut.space.resolution, num_classes=data.num_classes)))
     rows, networks = [], {}
-    for width in widths:
+    for width in sorted(set(widths) | set(family)):
+        search = width in widths and bool(seeds)
         baseline = mobilenet_v2(width, resolution=lut.space.resolution,
                                 num_classes=data.num_classes)
         budget_ms = lut.price(baseline).total_ms  # a one-line error where the LUT lacks it
@@ -265,10 +269,10 @@ def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, da
                 randoms.append(trained(other, lut, data, recipe, data_spec, root, log))
         rows.append(WidthRow(width, round(budget_ms, 4), mobilenet, searched, randoms))
         log(format_row(rows[-1]))
-    family = [row.mobilenet for row in rows]
+    curve = [row.mobilenet for row in rows]
     for row in rows:
         if row.searched:
-            row.matched_mobilenet_ms = mobilenet_ms_at(family, row.searched_top1)
+            row.matched_mobilenet_ms = mobilenet_ms_at(curve, row.searched_top1)
     if measure_on is not None:
         log(f"measuring {len(networks)} networks end to end on {measure_on.device}")
         out = measure(networks, lut_path, measure_on, root, cache)
@@ -322,8 +326,11 @@ def parse_args(argv):
                    "can measure")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
                    help="artifact cache folder of the exported programs (--measure)")
+    p.add_argument("--family", type=float, nargs="+", default=[], metavar="WIDTH",
+                   help="more MobileNetV2 widths, trained for the family's curve (the speed at "
+                        "matched accuracy) and not searched at")
     p.add_argument("--mobilenet-only", action="store_true",
-                   help="train the MobileNetV2 widths only: the family's accuracy curve, no search")
+                   help="search nothing: train the MobileNetV2 widths, the family's curve alone")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     add_target_arguments(p)
     return p.parse_args(argv)
@@ -338,10 +345,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else \
         (lambda msg: print(msg, flush=True))
-    rows = run(args.lut, args.widths, args.seeds, recipe, args.data, Path(args.out), log,
+    rows = run(args.lut, args.widths, [] if args.mobilenet_only else args.seeds, recipe, args.data, Path(args.out), log,
                tuple(args.search_args.split()),
                target_from_args(args) if args.measure else None, args.cache, args.random,
-               search=not args.mobilenet_only)
+               family=tuple(args.family))
     if args.json:
         print(json.dumps({"lut": args.lut, "search_args": args.search_args,
                           "recipe": asdict(recipe), "data": args.data,

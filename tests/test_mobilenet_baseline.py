@@ -245,3 +245,36 @@ def test_matched_accuracy_reads_the_family_curve_without_extrapolating(monkeypat
     alone = vs_mobilenet.WidthRow(0.75, 7.0, family[2], [])
     assert alone.matched_speedup is None and alone.gain_points is None
     assert vs_mobilenet.format_row(alone).split() == ["0.75", "7.000", "92.50%"]
+
+
+def test_family_widths_are_trained_for_the_curve_and_not_searched(monkeypatch, tmp_path):
+    """--family: MobileNetV2 at more widths, trained and not searched at; every width a row,
+    cheapest first; the searched row's speed at matched accuracy read off the whole family."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    vs_mobilenet = importlib.import_module("vs_mobilenet")
+    lut = load_lut(ROOT / "luts" / "s8_32.json")
+    space = SpaceConfig.create(32, num_classes=10)
+    top1 = {"mobilenet_v2_0.35": 0.913, "mobilenet_v2_0.5": 0.915, "mobilenet_v2_0.75": 0.925,
+            "dnas_w0.35_seed0": 0.920}
+    searched = []
+
+    def fake_search(out, args):
+        searched.append(float(args[args.index("--target-ms") + 1]))
+        return {"arch": Architecture("x", space, ("k3_e3", "skip") * 11).to_dict()}
+
+    def fake_train(arch, lut_, data, recipe, data_spec, root, log):
+        return vs_mobilenet.Trained(arch.name, lut_.price(arch).total_ms, top1[arch.name],
+                                    arch.macs, 0, 1.0, "")
+    monkeypatch.setattr(vs_mobilenet, "cached_search", fake_search)
+    monkeypatch.setattr(vs_mobilenet, "trained", fake_train)
+    recipe = named_recipe("small", epochs=1)
+    rows = vs_mobilenet.run(str(ROOT / "luts" / "s8_32.json"), [0.35], [0], recipe,
+                            "synthetic:64", tmp_path, lambda msg: None, family=(0.75, 0.5))
+    prices = {w: lut.price(mobilenet_v2(w, resolution=32, num_classes=10)).total_ms
+              for w in (0.35, 0.5, 0.75)}
+    assert [r.width for r in rows] == [0.35, 0.5, 0.75]
+    assert searched == [pytest.approx(prices[0.35], abs=1e-5)]
+    assert [len(r.searched) for r in rows] == [1, 0, 0]
+    expected = prices[0.5] + (prices[0.75] - prices[0.5]) * (0.920 - 0.915) / (0.925 - 0.915)
+    assert rows[0].matched_mobilenet_ms == pytest.approx(expected)
+    assert rows[1].matched_mobilenet_ms is None
