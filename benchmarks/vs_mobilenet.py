@@ -354,9 +354,10 @@ def main(argv=None) -> int:
                           "recipe": asdict(recipe), "data": args.data,
                           "rows": [r.to_dict() for r in rows]}, indent=1))
         return 0
-    print(f"\n{args.lut}, recipe {recipe.name} on {args.data}, search seeds "
-          f"{' '.join(map(str, args.seeds))} {args.search_args}; top-1: last epoch on the whole "
-          "val split")
+    searched = "no search" if args.mobilenet_only else \
+        f"search seeds {' '.join(map(str, args.seeds))} {args.search_args}".rstrip()
+    print(f"\n{args.lut}, recipe {recipe.name} on {args.data}, {searched}; top-1: last epoch on "
+          "the whole val split")
     print(f"{'width':>5}  {'MNV2 ms':>8} {'top-1':>8}  {'FBNet ms':>8} {'top-1':>8}  "
           f"{'gain':>6}  speed  at-top-1  [per seed]")
     for row in rows:
