@@ -10,6 +10,10 @@ joined by straight lines, over the found networks' ms; "-" outside those widths)
 --family adds MobileNetV2 widths trained for that curve alone (no search at their price);
 --mobilenet-only searches nothing: the family's curve by itself.
 
+--train-seeds trains every network once per training seed (the recipe's seed: initial weights
+and batch order; a training is otherwise deterministic on a CPU): each network's top-1 is the
+mean, and its spread over the seeds is printed, the noise a gain must clear.
+
 The space searched is the LUT's own, at full width, for every MobileNetV2 width: its cheapest
 networks reach every budget here (the command says so, and refuses a budget below them). Top-1
 is the last epoch's on the whole val split (no epoch or network is selected on it).
@@ -38,6 +42,7 @@ Examples:
   python benchmarks/vs_mobilenet.py --widths 0.5 --seeds 0 --epochs 3 --random 3
   python benchmarks/vs_mobilenet.py --widths 0.35 --family 0.5 0.75 --epochs 3
   python benchmarks/vs_mobilenet.py --widths 0.35 0.5 0.75 1.0 --epochs 3 --mobilenet-only
+  python benchmarks/vs_mobilenet.py --widths 0.35 --epochs 3 --mobilenet-only --train-seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ import hashlib
 import json
 import statistics
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -76,12 +81,25 @@ from search.networks.training import RECIPES, Recipe, default_recipe_name, named
 class Trained:
     name: str
     latency_ms: float
-    top1: float  # last epoch, whole val split
+    top1: float  # last epoch, whole val split; the mean over the training seeds
     macs: int
     skips: int
-    train_seconds: float
-    folder: str
+    train_seconds: float  # all its trainings together
+    folder: str  # the first training seed's
     measured_ms: float | None = None  # exported and timed end to end on --device (--measure)
+    top1_per_train_seed: list[float] = field(default_factory=list)
+
+    @property
+    def top1_sd(self) -> float | None:
+        """The spread of one architecture's top-1 over its training seeds (2 or more)."""
+        runs = self.top1_per_train_seed
+        return statistics.stdev(runs) if len(runs) > 1 else None
+
+    def label(self) -> str:
+        """Its top-1, with the spread over training seeds where there are several."""
+        sd = self.top1_sd
+        return f"{100 * self.top1:.2f}%" + (
+            "" if sd is None else f" (sd {100 * sd:.2f} over {len(self.top1_per_train_seed)})")
 
 
 @dataclass
@@ -174,20 +192,29 @@ def training_folder(root: Path, arch: Architecture, recipe: Recipe, data_spec: s
 
 
 def trained(arch: Architecture, lut: Lut, data: DataBundle, recipe: Recipe, data_spec: str,
-            root: Path, log) -> Trained:
-    folder = training_folder(root, arch, recipe, data_spec)
-    result_path = TrainRun(folder).result
-    if result_path.is_file():
-        result = json.loads(result_path.read_text())
-        top1, seconds = result["top1"], result["train_seconds"]
-        log(f"  {arch.name}: cached in {folder}")
-    else:
-        log(f"  training {arch.name} ({arch.macs / 1e6:.1f} MMACs) with {recipe.name} "
-            f"into {folder}")
-        result = train(arch, data, recipe, folder, resume=True, data_spec=data_spec, log=log)
-        top1, seconds = result.top1, result.train_seconds
-    return Trained(arch.name, round(lut.price(arch).total_ms, 4), top1, arch.macs,
-                   sum(c == "skip" for c in arch.candidates), round(seconds, 1), str(folder))
+            root: Path, log, train_seeds: tuple[int, ...] = (0,)) -> Trained:
+    """`arch` trained once per training seed (the recipe's seed: weights and batch order), each
+    cached by architecture, recipe and data; its top-1 is their mean."""
+    top1s, seconds, folders = [], 0.0, []
+    for seed in train_seeds:
+        seeded = replace(recipe, seed=seed)
+        folder = training_folder(root, arch, seeded, data_spec)
+        folders.append(folder)
+        result_path = TrainRun(folder).result
+        if result_path.is_file():
+            result = json.loads(result_path.read_text())
+            top1s.append(result["top1"])
+            seconds += result["train_seconds"]
+            log(f"  {arch.name}: cached in {folder}")
+        else:
+            log(f"  training {arch.name} ({arch.macs / 1e6:.1f} MMACs) with {recipe.name}, "
+                f"training seed {seed}, into {folder}")
+            result = train(arch, data, seeded, folder, resume=True, data_spec=data_spec, log=log)
+            top1s.append(result.top1)
+            seconds += result.train_seconds
+    return Trained(arch.name, round(lut.price(arch).total_ms, 4), statistics.mean(top1s),
+                   arch.macs, sum(c == "skip" for c in arch.candidates), round(seconds, 1),
+                   str(folders[0]), top1_per_train_seed=top1s)
 
 
 def random_matches(arch: Architecture, lut: Lut, count: int, seed: int,
@@ -230,7 +257,8 @@ def measure(networks: dict[str, tuple[Architecture, Trained]], lut_path: str, ta
 def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, data_spec: str,
         root: Path, log, search_args: tuple[str, ...] = (),
         measure_on: Target | None = None, cache: Path = DEFAULT_CACHE,
-        random_count: int = 0, family: tuple[float, ...] = ()) -> list[WidthRow]:
+        random_count: int = 0, family: tuple[float, ...] = (),
+        train_seeds: tuple[int, ...] = (0,)) -> list[WidthRow]:
     """One row per width of `widths` and `family`, cheapest first: MobileNetV2 trained at
     each, searched at the price of each of `widths` (none with no seeds); the `family` widths
     only draw the family's curve that the matched-accuracy speed is read off."""
@@ -252,7 +280,7 @@ def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, da
         log(f"MobileNetV2 {width:g}: {budget_ms:.3f} ms on {lut.title}" + (
             f"; searching the full-width space at that price (its cheapest network: "
             f"{cheapest_ms:.3f} ms)" if search else ""))
-        mobilenet = trained(baseline, lut, data, recipe, data_spec, root, log)
+        mobilenet = trained(baseline, lut, data, recipe, data_spec, root, log, train_seeds)
         networks[baseline.name] = baseline, mobilenet
         searched, randoms = [], []
         for seed in seeds if search else ():
@@ -263,10 +291,10 @@ def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, da
                                         *search_args])
             arch = Architecture.from_dict(found["arch"], source=str(SearchRun(out).result))
             arch = Architecture(f"dnas_w{width:g}_seed{seed}", arch.space, arch.candidates)
-            searched.append(trained(arch, lut, data, recipe, data_spec, root, log))
+            searched.append(trained(arch, lut, data, recipe, data_spec, root, log, train_seeds))
             networks[arch.name] = arch, searched[-1]
             for other in random_matches(arch, lut, random_count, seed) if random_count else []:
-                randoms.append(trained(other, lut, data, recipe, data_spec, root, log))
+                randoms.append(trained(other, lut, data, recipe, data_spec, root, log, train_seeds))
         rows.append(WidthRow(width, round(budget_ms, 4), mobilenet, searched, randoms))
         log(format_row(rows[-1]))
     curve = [row.mobilenet for row in rows]
@@ -282,12 +310,13 @@ def run(lut_path: str, widths: list[float], seeds: list[int], recipe: Recipe, da
 
 def format_row(row: WidthRow) -> str:
     m = row.mobilenet
-    seeds = ", ".join(f"{100 * t.top1:.2f}% / {t.latency_ms:.2f} ms" + (
+    seeds = ", ".join(f"{t.label()} / {t.latency_ms:.2f} ms" + (
         f" (measured {t.measured_ms:.3f})" if t.measured_ms is not None else "")
         + f" / {t.skips} skips" for t in row.searched)
     line = f"{row.width:>5g}  {m.latency_ms:8.3f} {100 * m.top1:7.2f}%"
+    spread = f"  MobileNetV2: {m.label()}" if m.top1_sd is not None else ""
     if not row.searched:
-        return line
+        return line + spread
     matched = row.matched_speedup
     line += (f"  {row.searched_ms:8.3f} {row.searched_top1 * 100:7.2f}%  {row.gain_points:+6.2f}"
              f"  x{row.speedup:.2f}  " + (f"x{matched:.2f}" if matched is not None else "    -"))
@@ -297,7 +326,7 @@ def format_row(row: WidthRow) -> str:
                  f"{1 + len(row.random)}")
     if row.measured_speedup is not None:
         line += (f"  measured: MNV2 {m.measured_ms:.3f} ms, x{row.measured_speedup:.2f}")
-    return f"{line}   [{seeds}]"
+    return f"{line}   [{seeds}]{spread}"
 
 
 def parse_args(argv):
@@ -309,6 +338,9 @@ def parse_args(argv):
     p.add_argument("--widths", type=float, nargs="+", default=[0.35, 0.5, 0.75],
                    help=f"MobileNetV2 widths (of {', '.join(map(str, MOBILENET_V2_WIDTHS))})")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="search seeds")
+    p.add_argument("--train-seeds", type=int, nargs="+", default=[0],
+                   help="training seeds: every network trained once per seed, its top-1 their "
+                        "mean and the spread printed (default 0)")
     p.add_argument("--search-args", default="", help="extra search.run options, e.g. "
                    "\"--weight-sampling uniform --threads 2\" (searched into their own folders)")
     p.add_argument("--data", default=DEFAULT_DATA)
@@ -345,10 +377,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else \
         (lambda msg: print(msg, flush=True))
-    rows = run(args.lut, args.widths, [] if args.mobilenet_only else args.seeds, recipe, args.data, Path(args.out), log,
-               tuple(args.search_args.split()),
+    rows = run(args.lut, args.widths, [] if args.mobilenet_only else args.seeds, recipe,
+               args.data, Path(args.out), log, tuple(args.search_args.split()),
                target_from_args(args) if args.measure else None, args.cache, args.random,
-               family=tuple(args.family))
+               family=tuple(args.family), train_seeds=tuple(args.train_seeds))
     if args.json:
         print(json.dumps({"lut": args.lut, "search_args": args.search_args,
                           "recipe": asdict(recipe), "data": args.data,

@@ -262,7 +262,7 @@ def test_family_widths_are_trained_for_the_curve_and_not_searched(monkeypatch, t
         searched.append(float(args[args.index("--target-ms") + 1]))
         return {"arch": Architecture("x", space, ("k3_e3", "skip") * 11).to_dict()}
 
-    def fake_train(arch, lut_, data, recipe, data_spec, root, log):
+    def fake_train(arch, lut_, data, recipe, data_spec, root, log, train_seeds=(0,)):
         return vs_mobilenet.Trained(arch.name, lut_.price(arch).total_ms, top1[arch.name],
                                     arch.macs, 0, 1.0, "")
     monkeypatch.setattr(vs_mobilenet, "cached_search", fake_search)
@@ -278,3 +278,28 @@ def test_family_widths_are_trained_for_the_curve_and_not_searched(monkeypatch, t
     expected = prices[0.5] + (prices[0.75] - prices[0.5]) * (0.920 - 0.915) / (0.925 - 0.915)
     assert rows[0].matched_mobilenet_ms == pytest.approx(expected)
     assert rows[1].matched_mobilenet_ms is None
+
+
+def test_training_seeds_each_get_a_cached_training_and_the_mean(monkeypatch, tmp_path):
+    """--train-seeds: one training per seed, each in its own cache folder (seed 0's the folder
+    of a training without the option), the top-1 their mean and the spread printed."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    vs_mobilenet = importlib.import_module("vs_mobilenet")
+    lut = load_lut(ROOT / "luts" / "s8_32.json")
+    arch = mobilenet_v2(0.35, resolution=32, num_classes=10)
+    recipe = named_recipe("small", epochs=1)
+    for seed, top1 in ((0, 0.91), (1, 0.92), (2, 0.93)):
+        folder = vs_mobilenet.training_folder(tmp_path, arch,
+                                              vs_mobilenet.replace(recipe, seed=seed), "d")
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps({"top1": top1, "train_seconds": 10.0}))
+    one = vs_mobilenet.trained(arch, lut, None, recipe, "d", tmp_path, lambda m: None)
+    assert one.top1 == 0.91 and one.top1_sd is None and one.label() == "91.00%"
+    assert one.folder == str(vs_mobilenet.training_folder(tmp_path, arch, recipe, "d"))
+    three = vs_mobilenet.trained(arch, lut, None, recipe, "d", tmp_path, lambda m: None,
+                                 train_seeds=(0, 1, 2))
+    assert three.top1 == pytest.approx(0.92) and three.train_seconds == 30.0
+    assert three.top1_per_train_seed == [0.91, 0.92, 0.93]
+    assert three.label() == "92.00% (sd 1.00 over 3)"
+    row = vs_mobilenet.WidthRow(0.35, 5.0, three, [])
+    assert vs_mobilenet.format_row(row).endswith("MobileNetV2: 92.00% (sd 1.00 over 3)")
