@@ -67,17 +67,21 @@ class SupernetRanking:
 
 
 def finished_trainings(root: Path) -> list[TrainedNetwork]:
-    found = []
+    """One network per architecture and recipe: trainings that differ only in the recipe's
+    seed (vs_mobilenet --train-seeds) are one network, their mean top-1."""
+    groups: dict[tuple, list[tuple[str, float, Architecture]]] = defaultdict(list)
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         run = TrainRun(folder)
         if not (run.result.is_file() and run.arch.is_file()):
             continue  # unfinished: its result is written last
         result = json.loads(run.result.read_text())
         arch = Architecture.from_dict(json.loads(run.arch.read_text()), source=str(run.arch))
-        recipe = result.get("recipe", {})
-        found.append(TrainedNetwork(folder.name, str(folder), recipe.get("name", "?"),
-                                    float(result["top1"]), arch))
-    return found
+        recipe = result.get("recipe", {}).get("name", "?")
+        key = recipe, json.dumps(arch.space.to_dict(), sort_keys=True), arch.candidates
+        groups[key].append((str(folder), float(result["top1"]), arch))
+    return [TrainedNetwork(Path(runs[0][0]).name, runs[0][0], key[0],
+                           sum(top1 for _, top1, _ in runs) / len(runs), runs[0][2])
+            for key, runs in groups.items()]
 
 
 def finished_searches(root: Path) -> list[Path]:

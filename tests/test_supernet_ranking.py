@@ -1,5 +1,6 @@
 """benchmarks/supernet_ranking.py: a real (tiny) search's supernet scores finished trainings of
-its space; trainings of another space or unfinished ones are left out."""
+its space (one network per architecture and recipe, its training seeds averaged); trainings of
+another space or unfinished ones are left out."""
 
 import importlib
 import json
@@ -47,6 +48,8 @@ def test_a_supernet_ranks_the_trainings_of_its_space(tmp_path, ranking):
             Architecture("all_k5", space, ("k5_e6",) * space.num_layers)]
     for arch, top1 in zip(nets, (0.9, 0.8, 0.7)):
         _trained(trained, arch, top1)
+    # the same network and recipe trained with another seed: one network, the mean top-1
+    _trained(trained, Architecture("all_k3_seed1", space, ("k3_e1",) * space.num_layers), 0.9)
     _trained(trained, Architecture("elsewhere", tiny_space(32), ("k3_e1",) * tiny_space(32).num_layers), 0.5)
     _trained(trained, Architecture("other_recipe", space, ("k3_e3",) * space.num_layers), 0.6,
              recipe="another")
@@ -57,7 +60,7 @@ def test_a_supernet_ranks_the_trainings_of_its_space(tmp_path, ranking):
     assert unscored == ["elsewhere", "other_recipe"]  # alone in its recipe: nothing to rank
     (r,) = rankings
     assert r.recipe == "tiny" and r.networks == ["all_k3", "all_k5", "found"]
-    assert r.trained_top1 == [0.8, 0.7, 0.9]
+    assert r.trained_top1 == pytest.approx([0.85, 0.7, 0.9])
     assert all(0.0 <= s <= 1.0 for s in r.shared_weights_top1)
     assert max(r.theta_score) == r.theta_score[2]  # the search's own argmax, by construction
     assert r.tau_theta is not None and -1.0 <= r.tau_theta <= 1.0
