@@ -373,6 +373,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.random < 0:
         raise UserError(f"--random {args.random}: give a count of random networks, 0 or more")
+    if min(args.train_seeds) < 0:
+        raise UserError(f"--train-seeds {' '.join(map(str, args.train_seeds))}: training seeds "
+                        "are 0 or more")
     recipe = named_recipe(args.recipe or default_recipe_name(args.data), epochs=args.epochs)
     torch.set_num_threads(args.threads)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else \
@@ -380,7 +383,7 @@ def main(argv=None) -> int:
     rows = run(args.lut, args.widths, [] if args.mobilenet_only else args.seeds, recipe,
                args.data, Path(args.out), log, tuple(args.search_args.split()),
                target_from_args(args) if args.measure else None, args.cache, args.random,
-               family=tuple(args.family), train_seeds=tuple(args.train_seeds))
+               family=tuple(args.family), train_seeds=tuple(dict.fromkeys(args.train_seeds)))
     if args.json:
         print(json.dumps({"lut": args.lut, "search_args": args.search_args,
                           "recipe": asdict(recipe), "data": args.data,

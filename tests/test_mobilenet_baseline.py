@@ -221,6 +221,9 @@ def test_a_negative_random_count_is_one_line(monkeypatch, capsys):
     assert vs_mobilenet.main(["--random", "-1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--random -1" in err, err
+    assert vs_mobilenet.main(["--train-seeds", "0", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--train-seeds 0 -1" in err, err
 
 
 def test_matched_accuracy_reads_the_family_curve_without_extrapolating(monkeypatch):
