@@ -155,16 +155,19 @@ class WidthRow:
         return self.mobilenet.measured_ms / statistics.mean(found)
 
     def to_dict(self) -> dict:
-        speedup = self.measured_speedup
-        matched = self.matched_speedup
         return {**asdict(self), "searched_top1_mean": self.searched_top1,
                 "searched_ms_mean": self.searched_ms,
-                "gain_points": None if not self.searched else round(self.gain_points, 3),
-                "speedup": None if not self.searched else round(self.speedup, 4),
-                "matched_accuracy_speedup": None if matched is None else round(matched, 4),
+                "gain_points": rounded(self.gain_points, 3),
+                "speedup": rounded(self.speedup, 4),
+                "matched_accuracy_speedup": rounded(self.matched_speedup, 4),
                 "random_top1_mean": self.random_top1,
                 "searched_ranks_among_random": self.searched_ranks if self.random else None,
-                "measured_speedup": None if speedup is None else round(speedup, 4)}
+                "measured_speedup": rounded(self.measured_speedup, 4)}
+
+
+def rounded(value: float | None, digits: int) -> float | None:
+    """A figure of a row for --json; None where the row has none (no search, no measurement)."""
+    return None if value is None else round(value, digits)
 
 
 def mobilenet_ms_at(family: list[Trained], top1: float) -> float | None:
